@@ -1,0 +1,5 @@
+#pragma once
+#include "grace/address.hpp"
+#include "grace/error.hpp"
+#include "grace/listener.hpp"
+#include "grace/net.hpp"

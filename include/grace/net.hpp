@@ -1,0 +1,113 @@
+#pragma once
+// grace::net: listeners that survive a restart. Each listen call first takes a matching listener
+// inherited from the parent (systemd's LISTEN_FDS protocol: fds 3.., LISTEN_PID, LISTEN_FDNAMES)
+// and only otherwise binds a fresh one; start_process() re-executes the program with every
+// active listener at fd 3.., so the kernel's accept queue is never closed.
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <unordered_map>
+#include <vector>
+
+#include <tl/expected.hpp>
+
+#include "grace/address.hpp"
+#include "grace/listener.hpp"
+
+namespace grace {
+
+struct listen_options {
+  int backlog = SOMAXCONN;
+  // Carried to the next process in LISTEN_FDNAMES; no ':' and at most 255 printable bytes.
+  // Empty means "unknown" (systemd's default), or the inherited name when the socket is inherited.
+  std::string name;
+};
+
+struct process_options {
+  enum class executable_source {
+    argv0_lookup,   // argv[0] as started, through PATH: a deploy that swaps a symlink runs the new binary
+    proc_self_exe,  // the very binary this process runs, even if its file was replaced
+  };
+  executable_source executable = executable_source::argv0_lookup;
+  // When not empty, run this file instead (same argv); for tools and tests.
+  std::string executable_path;
+  // "NAME=VALUE" entries added to (or replacing those in) the child's environment.
+  std::vector<std::string> extra_env;
+  // Further fds for the child, placed after the listeners at 3+N, 3+N+1, ... and not counted in
+  // LISTEN_FDS (a readiness pipe, for example).
+  std::vector<int> extra_fds;
+};
+
+class net {
+ public:
+  net();
+  ~net();
+  net(const net&) = delete;
+  net& operator=(const net&) = delete;
+
+  // network: "tcp", "tcp4", "tcp6", "unix", "unixpacket".
+  tl::expected<listener*, std::error_code> listen(std::string_view network,
+                                                  std::string_view address,
+                                                  const listen_options& options = {});
+  // "host:port", "[v6]:port", ":port". "tcp" on a wildcard binds a dual-stack [::] socket
+  // (IPV6_V6ONLY off), falling back to 0.0.0.0 without IPv6; "tcp6" binds IPv6 only; an explicit
+  // "0.0.0.0:port" binds IPv4 only. Port 0 binds a fresh ephemeral port and never inherits.
+  tl::expected<listener*, std::error_code> listen_tcp(std::string_view network,
+                                                      std::string_view address,
+                                                      const listen_options& options = {});
+  // A path (relative to the working directory at start-up) or "@name" for an abstract socket.
+  // A stale socket file nobody listens on is replaced; a live one is EADDRINUSE.
+  tl::expected<listener*, std::error_code> listen_unix(std::string_view network,
+                                                       std::string_view path,
+                                                       const listen_options& options = {});
+
+  // Starts the next generation: this program again, with every active listener at fd 3.. in the
+  // order they were opened. Returns the child's pid; the caller reaps it. An exec failure is
+  // returned here, never as a child that dies at once.
+  tl::expected<pid_t, std::error_code> start_process(const process_options& options = {});
+
+  // Reads LISTEN_FDS once. The listen calls do this themselves; call it to see a malformed
+  // environment early.
+  tl::expected<void, std::error_code> inherit();
+
+  std::vector<listener*> active_listeners() const;
+  // Inherited sockets that no listen call has claimed yet.
+  std::vector<const listener*> unused_inherited() const;
+  // Closes inherited sockets nobody claimed; returns how many. Their unix paths stay.
+  std::size_t close_unused_inherited();
+  // Closes an active listener. A unix socket file is removed only when this process bound it,
+  // never gave it to another process, and the path still names that very socket.
+  tl::expected<void, std::error_code> close(listener* l);
+
+  // Why the most recent failing call failed, naming the values involved.
+  std::string last_error() const;
+
+  // The working directory when the program started: unix paths and the re-exec are relative to it.
+  static const std::string& startup_directory();
+
+ private:
+  tl::expected<void, std::error_code> inherit_locked();
+  listener* take_inherited_locked(const std::string& key, network n, int family, bool wildcard);
+  listener* activate_locked(std::unique_ptr<listener> l);
+  tl::unexpected<std::error_code> fail_locked(std::error_code code, std::string why);
+  tl::expected<listener*, std::error_code> listen_tcp_locked(network n, std::string_view address,
+                                                             const listen_options& options);
+  tl::expected<listener*, std::error_code> listen_unix_locked(network n, std::string_view path,
+                                                              const listen_options& options);
+
+  mutable std::mutex mutex_;
+  bool inherited_read_ = false;
+  std::error_code inherit_error_;
+  std::string inherit_error_text_;
+  std::vector<std::unique_ptr<listener>> inherited_;  // slots become null once claimed
+  std::unordered_multimap<std::string, std::size_t> inherited_by_key_;
+  std::vector<std::unique_ptr<listener>> active_;
+  std::string last_error_;
+};
+
+}  // namespace grace

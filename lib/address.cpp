@@ -1,0 +1,303 @@
+#include "grace/address.hpp"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstddef>
+#include <cstring>
+
+#include "grace/error.hpp"
+
+namespace grace {
+namespace {
+
+tl::unexpected<std::error_code> fail(errc code, std::string* why, std::string message) {
+  if (why != nullptr) *why = std::move(message);
+  return tl::unexpected(make_error_code(code));
+}
+
+std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+bool parse_port(std::string_view text, std::uint16_t& port) {
+  unsigned value = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec != std::errc() || ptr != end || value > 65535) return false;
+  port = static_cast<std::uint16_t>(value);
+  return true;
+}
+
+// Service names ("http") as Go accepts them.
+bool lookup_service(const std::string& name, std::uint16_t& port) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* result = nullptr;
+  if (getaddrinfo(nullptr, name.c_str(), &hints, &result) != 0 || result == nullptr) return false;
+  auto found = socket_address::from_sockaddr(result->ai_addr, result->ai_addrlen);
+  freeaddrinfo(result);
+  if (!found) return false;
+  port = found->port();
+  return true;
+}
+
+bool family_allowed(network n, int family) {
+  if (n == network::tcp4) return family == AF_INET;
+  if (n == network::tcp6) return family == AF_INET6;
+  return true;
+}
+
+}  // namespace
+
+tl::expected<network, std::error_code> parse_network(std::string_view name) {
+  if (name == "tcp") return network::tcp;
+  if (name == "tcp4") return network::tcp4;
+  if (name == "tcp6") return network::tcp6;
+  if (name == "unix") return network::unix_stream;
+  if (name == "unixpacket") return network::unix_packet;
+  return tl::unexpected(make_error_code(errc::unknown_network));
+}
+
+std::string_view network_name(network n) noexcept {
+  switch (n) {
+    case network::tcp: return "tcp";
+    case network::tcp4: return "tcp4";
+    case network::tcp6: return "tcp6";
+    case network::unix_stream: return "unix";
+    case network::unix_packet: return "unixpacket";
+    case network::udp4: return "udp4";
+    case network::udp6: return "udp6";
+    case network::unixgram: return "unixgram";
+  }
+  return "?";
+}
+
+bool is_tcp(network n) noexcept {
+  return n == network::tcp || n == network::tcp4 || n == network::tcp6;
+}
+
+int socket_type(network n) noexcept {
+  switch (n) {
+    case network::unix_packet: return SOCK_SEQPACKET;
+    case network::udp4:
+    case network::udp6:
+    case network::unixgram: return SOCK_DGRAM;
+    default: return SOCK_STREAM;
+  }
+}
+
+tl::expected<socket_address, std::error_code> socket_address::from_sockaddr(const sockaddr* sa,
+                                                                            socklen_t len) {
+  if (sa == nullptr || len < static_cast<socklen_t>(sizeof(sa_family_t)) ||
+      len > static_cast<socklen_t>(sizeof(sockaddr_storage)))
+    return tl::unexpected(make_error_code(errc::invalid_address));
+  const bool known = (sa->sa_family == AF_INET && len >= socklen_t(sizeof(sockaddr_in))) ||
+                     (sa->sa_family == AF_INET6 && len >= socklen_t(sizeof(sockaddr_in6))) ||
+                     sa->sa_family == AF_UNIX;
+  if (!known) return tl::unexpected(make_error_code(errc::invalid_address));
+  socket_address out;
+  std::memcpy(&out.storage_, sa, len);
+  out.size_ = len;
+  return out;
+}
+
+socket_address socket_address::ipv4_any(std::uint16_t port) {
+  socket_address out;
+  auto* in = reinterpret_cast<sockaddr_in*>(&out.storage_);
+  in->sin_family = AF_INET;
+  in->sin_port = htons(port);
+  in->sin_addr.s_addr = htonl(INADDR_ANY);
+  out.size_ = sizeof(sockaddr_in);
+  return out;
+}
+
+socket_address socket_address::ipv6_any(std::uint16_t port) {
+  socket_address out;
+  auto* in6 = reinterpret_cast<sockaddr_in6*>(&out.storage_);
+  in6->sin6_family = AF_INET6;
+  in6->sin6_port = htons(port);
+  in6->sin6_addr = in6addr_any;
+  out.size_ = sizeof(sockaddr_in6);
+  return out;
+}
+
+bool socket_address::is_wildcard() const noexcept {
+  if (family() == AF_INET)
+    return reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr.s_addr == htonl(INADDR_ANY);
+  if (family() == AF_INET6)
+    return IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr);
+  return false;
+}
+
+bool socket_address::is_v4_mapped() const noexcept {
+  return family() == AF_INET6 &&
+         IN6_IS_ADDR_V4MAPPED(&reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr);
+}
+
+bool socket_address::is_abstract() const noexcept {
+  const auto* un = reinterpret_cast<const sockaddr_un*>(&storage_);
+  return family() == AF_UNIX && size_ > offsetof(sockaddr_un, sun_path) && un->sun_path[0] == '\0';
+}
+
+std::uint16_t socket_address::port() const noexcept {
+  if (family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
+  if (family() == AF_INET6)
+    return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
+  return 0;
+}
+
+std::string socket_address::unix_path() const {
+  if (family() != AF_UNIX || size_ <= offsetof(sockaddr_un, sun_path)) return {};
+  const auto* un = reinterpret_cast<const sockaddr_un*>(&storage_);
+  const std::size_t len = size_ - offsetof(sockaddr_un, sun_path);
+  if (un->sun_path[0] == '\0') return "@" + std::string(un->sun_path + 1, len - 1);
+  return std::string(un->sun_path, strnlen(un->sun_path, len));
+}
+
+std::string socket_address::text() const {
+  char host[INET6_ADDRSTRLEN] = {};
+  if (family() == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, host,
+              sizeof host);
+    return std::string(host) + ":" + std::to_string(port());
+  }
+  if (family() == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&storage_);
+    if (is_v4_mapped()) {
+      inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], host, sizeof host);
+      return std::string(host) + ":" + std::to_string(port());
+    }
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+    std::string zone;
+    if (in6->sin6_scope_id != 0) zone = "%" + std::to_string(in6->sin6_scope_id);
+    return "[" + std::string(host) + zone + "]:" + std::to_string(port());
+  }
+  return unix_path();
+}
+
+std::string socket_address::match_key() const {
+  if (is_wildcard()) return ":" + std::to_string(port());
+  return text();
+}
+
+tl::expected<std::vector<socket_address>, std::error_code> resolve_tcp(network n,
+                                                                       std::string_view address,
+                                                                       std::string* why) {
+  if (!is_tcp(n))
+    return fail(errc::unknown_network, why,
+                "network " + quoted(network_name(n)) + " is not a TCP network");
+  std::string_view host;
+  std::string_view port_text;
+  if (!address.empty() && address.front() == '[') {
+    const auto close = address.find(']');
+    if (close == std::string_view::npos || close + 1 >= address.size() || address[close + 1] != ':')
+      return fail(errc::invalid_address, why,
+                  "address " + quoted(address) + ": expected \"[host]:port\"");
+    host = address.substr(1, close - 1);
+    port_text = address.substr(close + 2);
+  } else {
+    const auto colon = address.rfind(':');
+    if (colon == std::string_view::npos)
+      return fail(errc::invalid_address, why, "address " + quoted(address) + ": missing port");
+    host = address.substr(0, colon);
+    port_text = address.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos)
+      return fail(errc::invalid_address, why,
+                  "address " + quoted(address) + ": too many colons (IPv6 goes in brackets)");
+  }
+  std::uint16_t port = 0;
+  if (!parse_port(port_text, port) &&
+      (port_text.empty() || !lookup_service(std::string(port_text), port)))
+    return fail(errc::invalid_address, why,
+                "address " + quoted(address) + ": invalid port " + quoted(port_text));
+
+  std::vector<socket_address> found;
+  if (host.empty()) {
+    if (n != network::tcp4) found.push_back(socket_address::ipv6_any(port));
+    if (n != network::tcp6) found.push_back(socket_address::ipv4_any(port));
+    return found;
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_family = n == network::tcp4 ? AF_INET : n == network::tcp6 ? AF_INET6 : AF_UNSPEC;
+  addrinfo* result = nullptr;
+  const std::string host_string(host);
+  const int rc = getaddrinfo(host_string.c_str(), nullptr, &hints, &result);
+  if (rc != 0)
+    return fail(errc::invalid_address, why,
+                "address " + quoted(address) + ": cannot resolve " + quoted(host) + " for " +
+                    std::string(network_name(n)) + ": " + gai_strerror(rc));
+  for (const addrinfo* ai = result; ai != nullptr; ai = ai->ai_next) {
+    auto one = socket_address::from_sockaddr(ai->ai_addr, ai->ai_addrlen);
+    if (!one || !family_allowed(n, one->family())) continue;
+    auto* raw = const_cast<sockaddr*>(one->data());
+    if (one->family() == AF_INET) reinterpret_cast<sockaddr_in*>(raw)->sin_port = htons(port);
+    if (one->family() == AF_INET6) reinterpret_cast<sockaddr_in6*>(raw)->sin6_port = htons(port);
+    const bool duplicate = std::any_of(found.begin(), found.end(), [&](const socket_address& a) {
+      return a.text() == one->text();
+    });
+    if (!duplicate) found.push_back(*one);
+  }
+  freeaddrinfo(result);
+  if (found.empty())
+    return fail(errc::invalid_address, why,
+                "address " + quoted(address) + ": no " + std::string(network_name(n)) +
+                    " address for " + quoted(host));
+  // Go's "tcp" prefers IPv4 when a name has both.
+  std::stable_partition(found.begin(), found.end(),
+                        [](const socket_address& a) { return a.family() == AF_INET; });
+  return found;
+}
+
+std::string normalize_absolute_path(std::string_view base_dir, std::string_view path) {
+  std::string joined = (!path.empty() && path.front() == '/')
+                           ? std::string(path)
+                           : std::string(base_dir) + "/" + std::string(path);
+  std::vector<std::string_view> parts;
+  std::string_view rest(joined);
+  while (!rest.empty()) {
+    const auto slash = rest.find('/');
+    const std::string_view part = rest.substr(0, slash);
+    rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+      continue;
+    }
+    parts.push_back(part);
+  }
+  std::string out;
+  for (const auto part : parts) out += "/" + std::string(part);
+  return out.empty() ? "/" : out;
+}
+
+tl::expected<socket_address, std::error_code> resolve_unix(std::string_view path,
+                                                           std::string_view base_dir,
+                                                           std::string* why) {
+  if (path.empty()) return fail(errc::invalid_address, why, "unix socket path is empty");
+  sockaddr_un un{};
+  un.sun_family = AF_UNIX;
+  socklen_t len = 0;
+  if (path.front() == '@') {
+    const auto name = path.substr(1);
+    if (name.size() + 1 > sizeof un.sun_path)
+      return fail(errc::invalid_address, why,
+                  "abstract unix socket name " + quoted(path) + " is longer than " +
+                      std::to_string(sizeof un.sun_path - 1) + " bytes");
+    std::memcpy(un.sun_path + 1, name.data(), name.size());
+    len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  } else {
+    const std::string absolute = normalize_absolute_path(base_dir, path);
+    if (absolute.size() + 1 > sizeof un.sun_path)
+      return fail(errc::invalid_address, why,
+                  "unix socket path " + quoted(absolute) + " is longer than " +
+                      std::to_string(sizeof un.sun_path - 1) + " bytes");
+    std::memcpy(un.sun_path, absolute.data(), absolute.size());
+    len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + absolute.size() + 1);
+  }
+  return socket_address::from_sockaddr(reinterpret_cast<const sockaddr*>(&un), len);
+}
+
+}  // namespace grace

@@ -1,0 +1,24 @@
+#pragma once
+#include <sys/types.h>
+
+#include "failure.hpp"
+#include "grace/address.hpp"
+
+namespace grace::detail {
+
+// A fresh non-blocking, close-on-exec TCP listener with SO_REUSEADDR. For AF_INET6, `v6only`
+// chooses between IPv6 only and dual stack.
+result<int> bind_tcp_listener(const socket_address& address, bool v6only, int backlog);
+
+struct unix_binding {
+  int fd = -1;
+  bool created_file = false;  // false for abstract sockets
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+
+// A fresh unix listener of `type` (SOCK_STREAM or SOCK_SEQPACKET). A socket file that nobody
+// listens on any more is replaced; a live one, or a path that is not a socket, is EADDRINUSE.
+result<unix_binding> bind_unix_listener(const socket_address& address, int type, int backlog);
+
+}  // namespace grace::detail

@@ -1,0 +1,182 @@
+#include "spawn.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+
+#include "grace/address.hpp"
+
+namespace grace::detail {
+namespace {
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+constexpr int first_passed_fd = 3;
+constexpr char listen_pid_prefix[] = "LISTEN_PID=";
+
+std::vector<char*> pointers_to(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  out.reserve(strings.size() + 1);
+  for (auto& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+// Async-signal-safe: no allocation, no locale.
+void write_decimal(char* out, long value) {
+  char digits[24];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + value % 10);
+    value /= 10;
+  } while (value > 0);
+  while (n > 0) *out++ = digits[--n];
+  *out = '\0';
+}
+
+[[noreturn]] void child_fail(int report_fd) {
+  const int err = errno;
+  ssize_t ignored = write(report_fd, &err, sizeof err);
+  (void)ignored;
+  _exit(127);
+}
+
+struct child_plan {
+  const char* executable;
+  char* const* argv;
+  char* const* envp;
+  char* listen_pid_digits;  // inside envp, or null
+  const int* fds;
+  int* staged;  // room for fd_count entries, allocated before fork
+  int fd_count;
+  const char* directory;
+  int report_fd;
+  int max_fd;
+  const sigset_t* mask;
+};
+
+[[noreturn]] void run_child(const child_plan& plan) {
+  // A handler inherited from the parent must not run here: it may take locks the fork copied.
+  for (int sig = 1; sig < NSIG; ++sig) {
+    struct sigaction old {};
+    if (sigaction(sig, nullptr, &old) != 0) continue;
+    if (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN) {
+      struct sigaction dfl {};
+      dfl.sa_handler = SIG_DFL;
+      sigaction(sig, &dfl, nullptr);
+    }
+  }
+  const int end = first_passed_fd + plan.fd_count;
+  int report = fcntl(plan.report_fd, F_DUPFD_CLOEXEC, end);
+  if (report < 0) child_fail(plan.report_fd);
+  // Move every source out of the target range first: a source may sit where another must go.
+  int* staged = plan.staged;
+  for (int i = 0; i < plan.fd_count; ++i) {
+    staged[i] = fcntl(plan.fds[i], F_DUPFD_CLOEXEC, end);
+    if (staged[i] < 0) child_fail(report);
+  }
+  for (int i = 0; i < plan.fd_count; ++i)
+    if (dup2(staged[i], first_passed_fd + i) < 0) child_fail(report);  // dup2 clears FD_CLOEXEC
+  // Nothing else crosses the exec, whatever the application left without O_CLOEXEC.
+  if (syscall(SYS_close_range, static_cast<unsigned>(end), ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+    for (int fd = end; fd < plan.max_fd; ++fd) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+  if (plan.listen_pid_digits != nullptr) write_decimal(plan.listen_pid_digits, getpid());
+  if (plan.directory[0] != '\0' && chdir(plan.directory) != 0) child_fail(report);
+  sigprocmask(SIG_SETMASK, plan.mask, nullptr);
+  execve(plan.executable, plan.argv, plan.envp);
+  child_fail(report);
+}
+
+int max_fd_number() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return 1 << 20;
+  return static_cast<int>(limit.rlim_cur > INT_MAX ? INT_MAX : limit.rlim_cur);
+}
+
+// 0 when `path` is an executable regular file, else the errno that says why not.
+int executable_file_error(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return errno;
+  if (!S_ISREG(st.st_mode)) return EACCES;
+  return access(path.c_str(), X_OK) == 0 ? 0 : errno;
+}
+
+}  // namespace
+
+result<pid_t> spawn_process(const spawn_request& request) {
+  for (const int fd : request.fds)
+    if (fcntl(fd, F_GETFD) < 0)
+      return fail_errno(errno, "start " + request.executable + ": fd " + std::to_string(fd) +
+                                   " to pass is not open");
+  std::vector<std::string> argv_storage = request.argv;
+  std::vector<std::string> env_storage = request.environment;
+  if (request.set_listen_pid) env_storage.push_back(std::string(listen_pid_prefix) + std::string(23, ' '));
+  std::vector<char*> argv = pointers_to(argv_storage);
+  std::vector<char*> envp = pointers_to(env_storage);
+  char* listen_pid_digits =
+      request.set_listen_pid ? env_storage.back().data() + sizeof listen_pid_prefix - 1 : nullptr;
+
+  int report[2];
+  if (pipe2(report, O_CLOEXEC) != 0) return fail_errno(errno, "start " + request.executable + ": pipe");
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  std::vector<int> staged(request.fds.size());
+  const child_plan plan{request.executable.c_str(), argv.data(), envp.data(), listen_pid_digits,
+                        request.fds.data(), staged.data(), static_cast<int>(request.fds.size()),
+                        request.directory.c_str(), report[1], max_fd_number(), &old};
+  const pid_t pid = fork();
+  if (pid == 0) run_child(plan);
+  const int fork_errno = errno;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  ::close(report[1]);
+  if (pid < 0) {
+    ::close(report[0]);
+    return fail_errno(fork_errno, "start " + request.executable + ": fork");
+  }
+  int child_errno = 0;
+  ssize_t got;
+  do got = read(report[0], &child_errno, sizeof child_errno);
+  while (got < 0 && errno == EINTR);
+  ::close(report[0]);
+  if (got == 0) return pid;
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return fail_errno(got == sizeof child_errno ? child_errno : EIO,
+                    "exec " + request.executable + " in " + request.directory);
+}
+
+result<std::string> find_executable(const std::string& name, const std::string& directory) {
+  if (name.empty()) return fail_errno(ENOENT, "find the program to re-execute: argv[0] is empty");
+  if (name.find('/') != std::string::npos) {
+    const std::string path = name.front() == '/' ? name : normalize_absolute_path(directory, name);
+    if (const int err = executable_file_error(path)) return fail_errno(err, "program " + path);
+    return path;
+  }
+  const char* env_path = std::getenv("PATH");
+  const std::string search = env_path != nullptr ? env_path : "/usr/local/bin:/usr/bin:/bin";
+  std::string::size_type start = 0;
+  while (start <= search.size()) {
+    const auto colon = search.find(':', start);
+    std::string dir = search.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    if (dir.empty()) dir = ".";
+    const std::string candidate = normalize_absolute_path(directory, dir + "/" + name);
+    if (executable_file_error(candidate) == 0) return candidate;
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  return fail_errno(ENOENT, "program \"" + name + "\" in PATH=" + search);
+}
+
+}  // namespace grace::detail

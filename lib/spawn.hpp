@@ -1,0 +1,29 @@
+#pragma once
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "failure.hpp"
+
+namespace grace::detail {
+
+struct spawn_request {
+  std::string executable;  // absolute path, or one relative to `directory`
+  std::vector<std::string> argv;
+  std::vector<std::string> environment;  // "NAME=VALUE"; LISTEN_PID is added by spawn_process
+  std::vector<int> fds;                  // become fds 3, 4, ... in the child
+  std::string directory;
+  bool set_listen_pid = true;  // "LISTEN_PID=<the child's own pid>"
+};
+
+// fork + exec that is safe in a multi-threaded program: everything is allocated before fork, and
+// the child only makes async-signal-safe calls. The child gets stdin/stdout/stderr, `fds` at 3..,
+// and no other fd. A failing exec is reported here (its errno), after the child is reaped.
+result<pid_t> spawn_process(const spawn_request& request);
+
+// exec.LookPath: a name with a slash is taken as it is (relative to `directory`); otherwise the
+// first executable regular file of that name in PATH.
+result<std::string> find_executable(const std::string& name, const std::string& directory);
+
+}  // namespace grace::detail
