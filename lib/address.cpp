@@ -208,8 +208,9 @@ tl::expected<std::vector<socket_address>, std::error_code> resolve_tcp(network n
                   "address " + quoted(address) + ": too many colons (IPv6 goes in brackets)");
   }
   std::uint16_t port = 0;
+  const bool numeric = !port_text.empty() && port_text.find_first_not_of("0123456789") == std::string_view::npos;
   if (!parse_port(port_text, port) &&
-      (port_text.empty() || !lookup_service(std::string(port_text), port)))
+      (numeric || port_text.empty() || !lookup_service(std::string(port_text), port)))
     return fail(errc::invalid_address, why,
                 "address " + quoted(address) + ": invalid port " + quoted(port_text));
 

@@ -1,0 +1,171 @@
+// grace-test-probe: a program the tests start in controlled conditions (fds at 3.., LISTEN_*
+// variables) to report, one line at a time on stdout, what grace::net made of them.
+//
+//   grace-test-probe listen NETWORK ADDRESS [NETWORK ADDRESS ...]
+//     listens on each, then reports unclaimed inherited sockets, the LISTEN_* variables and the
+//     open fds, and ends with "end".
+//   grace-test-probe reexec NETWORK ADDRESS
+//     generation 1 listens, waits for "go" on stdin, start_process()es itself, closes its
+//     listener and waits for the child; generation 2 inherits, reports, serves one connection.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "grace/grace.hpp"
+
+namespace {
+
+unsigned long inode_of(int fd) {
+  char link[128] = {};
+  const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+  if (readlink(proc.c_str(), link, sizeof link - 1) < 0) return 0;
+  unsigned long inode = 0;
+  std::sscanf(link, "socket:[%lu]", &inode);
+  return inode;
+}
+
+std::string open_fds() {
+  std::vector<int> fds;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd"))
+    fds.push_back(std::atoi(entry.path().filename().c_str()));
+  std::sort(fds.begin(), fds.end());
+  // directory_iterator's own fd is closed by now, so every fd listed is real.
+  std::string out;
+  for (int fd : fds)
+    if (fcntl(fd, F_GETFD) >= 0) out += (out.empty() ? "" : ",") + std::to_string(fd);
+  return out;
+}
+
+std::string env_text(const char* name) {
+  const char* v = std::getenv(name);
+  return std::string(name) + "=" + (v != nullptr ? v : "<unset>");
+}
+
+std::string describe(const grace::listener& l) {
+  return std::string(grace::network_name(l.network())) + " " + l.address() +
+         " inherited=" + (l.inherited() ? "1" : "0") + " name=" + l.name() +
+         " ino=" + std::to_string(inode_of(l.fd())) + " fd=" + std::to_string(l.fd());
+}
+
+void say(const std::string& line) { std::cout << line << std::endl; }
+
+int run_listen(int argc, char** argv) {
+  grace::net net;
+  for (int i = 2; i + 1 < argc; i += 2) {
+    auto l = net.listen(argv[i], argv[i + 1]);
+    if (l) say("ok " + describe(**l));
+    else say("error " + std::string(l.error().category().name()) + ":" + std::to_string(l.error().value()) + " " + net.last_error());
+  }
+  const auto unused = net.unused_inherited();
+  std::string list;
+  for (const auto* l : unused) list += " " + std::string(grace::network_name(l->network())) + ":" + l->address();
+  say("unused " + std::to_string(unused.size()) + list);
+  say("env " + env_text("LISTEN_FDS") + " " + env_text("LISTEN_PID") + " " + env_text("LISTEN_FDNAMES"));
+  say("fds " + open_fds());
+  say("end");
+  return 0;
+}
+
+int serve_one(int listen_fd) {
+  pollfd p{listen_fd, POLLIN, 0};
+  if (poll(&p, 1, 10000) != 1) return 3;
+  const int conn = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+  if (conn < 0) return 4;
+  const std::string reply = "served-by " + std::to_string(getpid()) + "\n";
+  ssize_t ignored = write(conn, reply.data(), reply.size());
+  (void)ignored;
+  close(conn);
+  return 0;
+}
+
+int run_reexec(int argc, char** argv) {
+  if (argc < 4) return 2;
+  const char* generation = std::getenv("GRACE_PROBE_GENERATION");
+  grace::net net;
+  if (generation != nullptr && std::string(generation) == "2") {
+    // Generation 1 may have asked for port 0; the next one asks for the port it got.
+    auto l = net.listen(argv[2], std::getenv("GRACE_PROBE_ADDRESS"));
+    if (!l) {
+      say("error " + net.last_error());
+      return 1;
+    }
+    say("gen2 pid=" + std::to_string(getpid()) + " " + describe(**l) + " fds=" + open_fds());
+    return serve_one((*l)->fd());
+  }
+  // Bait: an fd the application forgot to mark close-on-exec must not reach the child.
+  const int bait = open("/dev/null", O_RDONLY);
+  auto l = net.listen(argv[2], argv[3]);
+  if (!l) {
+    say("error " + net.last_error());
+    return 1;
+  }
+  say("gen1 pid=" + std::to_string(getpid()) + " " + describe(**l) + " bait=" + std::to_string(bait));
+  std::string command;
+  if (!std::getline(std::cin, command) || command != "go") return 2;
+  grace::process_options options;
+  options.extra_env.push_back("GRACE_PROBE_GENERATION=2");
+  options.extra_env.push_back("GRACE_PROBE_ADDRESS=" + (*l)->address());
+  auto child = net.start_process(options);
+  if (!child) {
+    say("error " + net.last_error());
+    return 1;
+  }
+  say("child " + std::to_string(*child));
+  net.close(*l);
+  say("closed");
+  int status = 0;
+  waitpid(*child, &status, 0);
+  say("child-exit " + std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)));
+  return 0;
+}
+
+std::string fd_kind(int fd) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0) return "closed";
+  if (S_ISFIFO(st.st_mode)) return "pipe";
+  int listening = 0;
+  socklen_t len = sizeof listening;
+  if (S_ISSOCK(st.st_mode) && getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0)
+    return listening ? "listening" : "socket";
+  return "other";
+}
+
+// Started by a test's start_process() with a report pipe as the first extra fd: says what it got,
+// into that pipe, before any grace::net reads (and unsets) the variables.
+int run_describe() {
+  const char* count = std::getenv("LISTEN_FDS");
+  const char* names = std::getenv("LISTEN_FDNAMES");
+  const char* pid = std::getenv("LISTEN_PID");
+  const int listeners = count != nullptr ? std::atoi(count) : 0;
+  const int report_fd = 3 + listeners;
+  std::string line = std::string("describe LISTEN_FDS=") + (count ? count : "<unset>") +
+                     " LISTEN_FDNAMES=" + (names ? names : "<unset>") +
+                     " pid_matches=" + (pid && std::atoi(pid) == getpid() ? "1" : "0") +
+                     " fds=" + open_fds();
+  for (int fd = 3; fd <= report_fd; ++fd) line += " fd" + std::to_string(fd) + "=" + fd_kind(fd);
+  line += "\n";
+  return write(report_fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* mode = std::getenv("GRACE_PROBE_MODE");
+  if (mode != nullptr && std::string(mode) == "describe") return run_describe();
+  if (argc >= 2 && std::string(argv[1]) == "listen") return run_listen(argc, argv);
+  if (argc >= 2 && std::string(argv[1]) == "reexec") return run_reexec(argc, argv);
+  std::fprintf(stderr, "usage: grace-test-probe listen|reexec ...\n");
+  return 2;
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs grace into a temporary prefix and builds two tiny outside projects against it: one
+# through find_package(grace), one through pkg-config. Both must compile, link and run.
+set -euo pipefail
+source_dir=$(cd "$1" && pwd)
+work=$(mktemp -d /tmp/grace-install-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+prefix="$work/prefix"
+
+cmake -S "$source_dir" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DGRACE_BUILD_TESTS=OFF -DCMAKE_INSTALL_PREFIX="$prefix" >/dev/null
+cmake --build "$work/build" --target grace_shared grace_static >/dev/null
+cmake --install "$work/build" >/dev/null
+
+# find_package(grace) with the grace::grace target.
+cmake -S "$source_dir/tests/consumer" -B "$work/consumer" -G Ninja \
+  -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$work/consumer" >/dev/null
+LD_LIBRARY_PATH="$prefix/lib:$prefix/lib/$(gcc -print-multiarch 2>/dev/null || true)" \
+  "$work/consumer/grace-consumer" | grep -q '^listening on 127.0.0.1:'
+echo "find_package(grace): ok"
+
+# pkg-config: plain compiler line, no CMake.
+pc_dir=$(dirname "$(find "$prefix" -name grace.pc | head -1)")
+flags=$(PKG_CONFIG_PATH="$pc_dir" pkg-config --cflags --libs grace)
+# shellcheck disable=SC2086
+c++ -std=c++17 "$source_dir/tests/consumer/consumer.cpp" -o "$work/pc-consumer" $flags
+lib_dir=$(PKG_CONFIG_PATH="$pc_dir" pkg-config --variable=libdir grace)
+LD_LIBRARY_PATH="$lib_dir" "$work/pc-consumer" | grep -q '^listening on 127.0.0.1:'
+echo "pkg-config grace: ok"
+echo "1 passed, 0 failed"

@@ -1,0 +1,140 @@
+// Parsing and normalisation tables: what counts as the same listening address.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "grace/grace.hpp"
+
+namespace {
+
+std::string key_of(grace::network n, const std::string& address) {
+  auto resolved = grace::resolve_tcp(n, address);
+  REQUIRE_MESSAGE(resolved.has_value(), address);
+  return resolved->front().match_key();
+}
+
+std::string error_of(grace::network n, const std::string& address) {
+  std::string why;
+  auto resolved = grace::resolve_tcp(n, address, &why);
+  REQUIRE_FALSE_MESSAGE(resolved.has_value(), address);
+  CHECK(resolved.error() == grace::errc::invalid_address);
+  return why;
+}
+
+}  // namespace
+
+TEST_CASE("network names are Go's stream networks; anything else is unknown") {
+  CHECK(*grace::parse_network("tcp") == grace::network::tcp);
+  CHECK(*grace::parse_network("tcp4") == grace::network::tcp4);
+  CHECK(*grace::parse_network("tcp6") == grace::network::tcp6);
+  CHECK(*grace::parse_network("unix") == grace::network::unix_stream);
+  CHECK(*grace::parse_network("unixpacket") == grace::network::unix_packet);
+  for (const char* bad : {"", "udp", "TCP", "tcp5", "unixgram", "ip"}) {
+    auto n = grace::parse_network(bad);
+    REQUIRE_FALSE(n.has_value());
+    CHECK(n.error() == grace::errc::unknown_network);
+    CHECK(n.error().message() == "unknown network");
+  }
+}
+
+TEST_CASE("wildcards match each other, as gracenet's isSameAddr") {
+  // gracenet strips "[::]" and "0.0.0.0" before comparing: ":80", "[::]:80", "0.0.0.0:80" agree.
+  const std::string any = ":80";
+  CHECK(key_of(grace::network::tcp, ":80") == any);
+  CHECK(key_of(grace::network::tcp, "[::]:80") == any);
+  CHECK(key_of(grace::network::tcp, "0.0.0.0:80") == any);
+  CHECK(key_of(grace::network::tcp4, ":80") == any);
+  CHECK(key_of(grace::network::tcp6, ":80") == any);
+  CHECK(key_of(grace::network::tcp, "[::]:81") != any);
+}
+
+TEST_CASE("specific addresses are canonical text; v4-mapped is its IPv4 form") {
+  CHECK(key_of(grace::network::tcp, "127.0.0.1:8080") == "127.0.0.1:8080");
+  CHECK(key_of(grace::network::tcp, "[::1]:8080") == "[::1]:8080");
+  CHECK(key_of(grace::network::tcp, "[0:0:0:0:0:0:0:1]:8080") == "[::1]:8080");
+  CHECK(key_of(grace::network::tcp, "[::ffff:127.0.0.1]:8080") == "127.0.0.1:8080");
+  CHECK(key_of(grace::network::tcp6, "[::ffff:10.1.2.3]:9") == "10.1.2.3:9");
+  CHECK(key_of(grace::network::tcp, "127.0.0.1:0080") == "127.0.0.1:80");
+  CHECK(key_of(grace::network::tcp, "127.0.0.1:8080") != key_of(grace::network::tcp, "[::1]:8080"));
+}
+
+TEST_CASE("host names resolve; tcp prefers IPv4, tcp6 takes only IPv6") {
+  CHECK(key_of(grace::network::tcp4, "localhost:80") == "127.0.0.1:80");
+  auto v6 = grace::resolve_tcp(grace::network::tcp6, "[::1]:80");
+  REQUIRE(v6);
+  CHECK(v6->front().family() == AF_INET6);
+  auto any = grace::resolve_tcp(grace::network::tcp, ":80");
+  REQUIRE(any);
+  REQUIRE(any->size() == 2);
+  CHECK(any->at(0).family() == AF_INET6);  // dual stack first
+  CHECK(any->at(1).family() == AF_INET);
+  auto any4 = grace::resolve_tcp(grace::network::tcp4, ":80");
+  REQUIRE(any4);
+  CHECK(any4->size() == 1);
+  CHECK(any4->front().text() == "0.0.0.0:80");
+  auto any6 = grace::resolve_tcp(grace::network::tcp6, ":80");
+  REQUIRE(any6);
+  CHECK(any6->size() == 1);
+  CHECK(any6->front().text() == "[::]:80");
+}
+
+TEST_CASE("service names are ports") {
+  auto http = grace::resolve_tcp(grace::network::tcp, "127.0.0.1:http");
+  if (http) CHECK(http->front().port() == 80);  // only where /etc/services knows it
+}
+
+TEST_CASE("malformed TCP addresses say what is wrong") {
+  CHECK(error_of(grace::network::tcp, "127.0.0.1").find("missing port") != std::string::npos);
+  CHECK(error_of(grace::network::tcp, "::1:80").find("too many colons") != std::string::npos);
+  CHECK(error_of(grace::network::tcp, "[::1]80").find("[host]:port") != std::string::npos);
+  CHECK(error_of(grace::network::tcp, "[::1").find("[host]:port") != std::string::npos);
+  CHECK(error_of(grace::network::tcp, "127.0.0.1:65536").find("invalid port") != std::string::npos);
+  CHECK(error_of(grace::network::tcp, "127.0.0.1:-1").find("invalid port") != std::string::npos);
+  CHECK(error_of(grace::network::tcp, "127.0.0.1:").find("invalid port") != std::string::npos);
+  CHECK(error_of(grace::network::tcp, "no-such-host.invalid:80").find("cannot resolve") != std::string::npos);
+  CHECK(error_of(grace::network::tcp4, "[::1]:80").find("::1") != std::string::npos);
+  CHECK(error_of(grace::network::tcp6, "127.0.0.1:80").find("127.0.0.1") != std::string::npos);
+  std::string why;
+  auto not_tcp = grace::resolve_tcp(grace::network::unix_stream, "/x", &why);
+  REQUIRE_FALSE(not_tcp);
+  CHECK(not_tcp.error() == grace::errc::unknown_network);
+}
+
+TEST_CASE("unix paths are absolute against the start-up directory, abstract names keep '@'") {
+  auto rel = grace::resolve_unix("run/../app.sock", "/srv/app");
+  REQUIRE(rel);
+  CHECK(rel->text() == "/srv/app/app.sock");
+  CHECK(rel->match_key() == "/srv/app/app.sock");
+  auto abs = grace::resolve_unix("//tmp/./x.sock", "/elsewhere");
+  REQUIRE(abs);
+  CHECK(abs->text() == "/tmp/x.sock");
+  auto abstract = grace::resolve_unix("@grace-test", "/srv");
+  REQUIRE(abstract);
+  CHECK(abstract->is_abstract());
+  CHECK(abstract->text() == "@grace-test");
+  CHECK(grace::normalize_absolute_path("/a/b", "../../../c") == "/c");
+  CHECK(grace::normalize_absolute_path("/", ".") == "/");
+
+  std::string why;
+  CHECK_FALSE(grace::resolve_unix("", "/", &why));
+  CHECK(why.find("empty") != std::string::npos);
+  CHECK_FALSE(grace::resolve_unix("/" + std::string(200, 'x'), "/", &why));
+  CHECK(why.find("longer than") != std::string::npos);
+  CHECK_FALSE(grace::resolve_unix("@" + std::string(200, 'x'), "/", &why));
+  CHECK(why.find("abstract") != std::string::npos);
+}
+
+TEST_CASE("kernel addresses round-trip through socket_address") {
+  auto v4 = grace::resolve_tcp(grace::network::tcp4, "10.0.0.1:443");
+  REQUIRE(v4);
+  auto copy = grace::socket_address::from_sockaddr(v4->front().data(), v4->front().size());
+  REQUIRE(copy);
+  CHECK(copy->text() == "10.0.0.1:443");
+  CHECK(copy->port() == 443);
+  CHECK_FALSE(copy->is_wildcard());
+  sockaddr bogus{};
+  bogus.sa_family = AF_PACKET;
+  CHECK_FALSE(grace::socket_address::from_sockaddr(&bogus, sizeof bogus));
+  CHECK_FALSE(grace::socket_address::from_sockaddr(nullptr, 0));
+}
