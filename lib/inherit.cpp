@@ -53,16 +53,19 @@ std::string env_or_empty(const char* name, bool& present) {
   return value != nullptr ? value : "";
 }
 
+// Four system calls per fd: this runs for every inherited listener at every start.
 result<inherited_socket> check_socket(const std::string& count_text, int fd) {
-  if (fcntl(fd, F_GETFD) < 0) return bad_fd(count_text, fd, "is not open");
   int type = 0;
   socklen_t len = sizeof type;
-  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0)
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) {
+    if (errno == EBADF) return bad_fd(count_text, fd, "is not open");
     return bad_fd(count_text, fd, errno == ENOTSOCK ? "is not a socket" : std::strerror(errno));
-  int family = 0;
-  len = sizeof family;
-  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &len) != 0)
-    return bad_fd(count_text, fd, std::string("has no socket domain: ") + std::strerror(errno));
+  }
+  sockaddr_storage storage{};
+  socklen_t address_len = sizeof storage;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &address_len) != 0)
+    return bad_fd(count_text, fd, std::string("has no local address: ") + std::strerror(errno));
+  const int family = storage.ss_family;
   if (family != AF_INET && family != AF_INET6 && family != AF_UNIX)
     return bad_fd(count_text, fd,
                   "is a socket of address family " + std::to_string(family) +
@@ -77,11 +80,7 @@ result<inherited_socket> check_socket(const std::string& count_text, int fd) {
     if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening == 0)
       return bad_fd(count_text, fd, "is a connection-oriented socket that is not listening");
   }
-  sockaddr_storage storage{};
-  len = sizeof storage;
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &len) != 0)
-    return bad_fd(count_text, fd, std::string("has no local address: ") + std::strerror(errno));
-  auto address = socket_address::from_sockaddr(reinterpret_cast<sockaddr*>(&storage), len);
+  auto address = socket_address::from_sockaddr(reinterpret_cast<sockaddr*>(&storage), address_len);
   if (!address) return bad_fd(count_text, fd, "has a local address grace cannot read");
   inherited_socket out;
   out.fd = fd;
@@ -128,7 +127,7 @@ result<std::vector<inherited_socket>> read_environment() {
     socket->name = names.empty() || names[i].empty() ? "unknown" : names[i];
     sockets.push_back(std::move(*socket));
   }
-  for (const auto& s : sockets) fcntl(s.fd, F_SETFD, fcntl(s.fd, F_GETFD) | FD_CLOEXEC);
+  for (const auto& s : sockets) fcntl(s.fd, F_SETFD, FD_CLOEXEC);  // the only fd flag there is
   return sockets;
 }
 

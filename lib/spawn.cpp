@@ -56,7 +56,7 @@ struct child_plan {
   char* const* envp;
   char* listen_pid_digits;  // inside envp, or null
   const int* fds;
-  int* staged;  // room for fd_count entries, allocated before fork
+  int* sources;  // room for fd_count entries, allocated before fork
   int fd_count;
   const char* directory;
   int report_fd;
@@ -76,16 +76,23 @@ struct child_plan {
     }
   }
   const int end = first_passed_fd + plan.fd_count;
-  int report = fcntl(plan.report_fd, F_DUPFD_CLOEXEC, end);
-  if (report < 0) child_fail(plan.report_fd);
-  // Move every source out of the target range first: a source may sit where another must go.
-  int* staged = plan.staged;
+  int report = plan.report_fd;
+  if (report < end && (report = fcntl(report, F_DUPFD_CLOEXEC, end)) < 0) child_fail(plan.report_fd);
+  // Placing fd i at 3+i in order clobbers only targets below 3+j for every later j, so only a
+  // source sitting below its own target can be overwritten before its turn; only those move up.
+  // Everything else is placed without a spare slot, so a nearly full fd table still works.
+  int* source = plan.sources;
   for (int i = 0; i < plan.fd_count; ++i) {
-    staged[i] = fcntl(plan.fds[i], F_DUPFD_CLOEXEC, end);
-    if (staged[i] < 0) child_fail(report);
+    source[i] = plan.fds[i];
+    if (source[i] < first_passed_fd + i && (source[i] = fcntl(source[i], F_DUPFD_CLOEXEC, end)) < 0)
+      child_fail(report);
   }
-  for (int i = 0; i < plan.fd_count; ++i)
-    if (dup2(staged[i], first_passed_fd + i) < 0) child_fail(report);  // dup2 clears FD_CLOEXEC
+  for (int i = 0; i < plan.fd_count; ++i) {
+    const int target = first_passed_fd + i;
+    const int rc = source[i] == target ? fcntl(target, F_SETFD, 0)  // already there: keep across exec
+                                       : dup2(source[i], target);   // dup2 clears FD_CLOEXEC
+    if (rc < 0) child_fail(report);
+  }
   // Nothing else crosses the exec, whatever the application left without O_CLOEXEC.
   if (syscall(SYS_close_range, static_cast<unsigned>(end), ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
     for (int fd = end; fd < plan.max_fd; ++fd) fcntl(fd, F_SETFD, FD_CLOEXEC);
@@ -131,9 +138,9 @@ result<pid_t> spawn_process(const spawn_request& request) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  std::vector<int> staged(request.fds.size());
+  std::vector<int> sources(request.fds.size());
   const child_plan plan{request.executable.c_str(), argv.data(), envp.data(), listen_pid_digits,
-                        request.fds.data(), staged.data(), static_cast<int>(request.fds.size()),
+                        request.fds.data(), sources.data(), static_cast<int>(request.fds.size()),
                         request.directory.c_str(), report[1], max_fd_number(), &old};
   const pid_t pid = fork();
   if (pid == 0) run_child(plan);

@@ -132,6 +132,17 @@ std::optional<std::string> child_process::read_until(const std::string& prefix,
   return std::nullopt;
 }
 
+std::vector<std::string> child_process::collect_until(const std::string& prefix,
+                                                     std::chrono::milliseconds timeout) {
+  const auto deadline = clock::now() + timeout;
+  std::vector<std::string> lines;
+  while (auto line = read_line(std::chrono::milliseconds(remaining_ms(deadline)))) {
+    lines.push_back(*line);
+    if (line->rfind(prefix, 0) == 0) return lines;
+  }
+  return {};
+}
+
 void child_process::write_stdin(const std::string& text) {
   ssize_t ignored = write(stdin_fd_, text.data(), text.size());
   (void)ignored;

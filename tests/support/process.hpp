@@ -36,6 +36,10 @@ class child_process {
   // Lines until one starts with `prefix` (returned) or EOF/deadline (nullopt).
   std::optional<std::string> read_until(const std::string& prefix,
                                         std::chrono::milliseconds timeout = 10s);
+  // Every line up to and including the first that starts with `prefix` (for output of several
+  // processes sharing the pipe, whose order is not fixed). Empty on EOF or deadline first.
+  std::vector<std::string> collect_until(const std::string& prefix,
+                                         std::chrono::milliseconds timeout = 10s);
   void write_stdin(const std::string& text);
   std::string stderr_text();  // what the child wrote to stderr so far (non-blocking)
   // Waits until stderr contains `text`; false at EOF or when the deadline passes.

@@ -1,0 +1,106 @@
+// grace-bench-inherit: how fast a new generation takes over N inherited listeners.
+//
+// The parent opens N TCP listeners on 127.0.0.1 and start_process()es itself; the child times
+// reading LISTEN_FDS and claiming every listener by address (in reverse order, the worst case
+// for a linear scan), and, side by side, the same claims done gracenet's way: a linear scan
+// of the inherited list per listen call.
+//
+//   grace-bench-inherit [N ...]        (default: 1000 10000)
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "grace/grace.hpp"
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double ms_since(clock_type::time_point start) {
+  return std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
+}
+
+int run_child() {
+  grace::net net;
+  const auto start = clock_type::now();
+  if (!net.inherit()) {
+    std::fprintf(stderr, "inherit: %s\n", net.last_error().c_str());
+    return 1;
+  }
+  const double inherit_ms = ms_since(start);
+  std::vector<std::string> addresses;
+  for (const auto* l : net.unused_inherited()) addresses.push_back(l->address());
+
+  // gracenet's ListenTCP: scan the inherited list for each request.
+  std::vector<std::string> scan_list = addresses;
+  std::vector<bool> used(scan_list.size(), false);
+  const auto scan_start = clock_type::now();
+  std::size_t scanned_matches = 0;
+  for (auto it = addresses.rbegin(); it != addresses.rend(); ++it)
+    for (std::size_t i = 0; i < scan_list.size(); ++i)
+      if (!used[i] && scan_list[i] == *it) {
+        used[i] = true;
+        ++scanned_matches;
+        break;
+      }
+  const double scan_ms = ms_since(scan_start);
+
+  const auto match_start = clock_type::now();
+  std::size_t inherited = 0;
+  for (auto it = addresses.rbegin(); it != addresses.rend(); ++it) {
+    auto l = net.listen_tcp("tcp", *it);
+    if (l && (*l)->inherited()) ++inherited;
+  }
+  const double match_ms = ms_since(match_start);
+  std::printf("%6zu listeners: read LISTEN_FDS %7.2f ms | claim all by address %7.2f ms "
+              "(%.2f us each, %zu inherited) | gracenet-style linear scan %8.2f ms (%zu)\n",
+              addresses.size(), inherit_ms, match_ms,
+              addresses.empty() ? 0.0 : match_ms * 1000 / addresses.size(), inherited, scan_ms,
+              scanned_matches);
+  return inherited == addresses.size() ? 0 : 1;
+}
+
+int run_parent(std::size_t count) {
+  grace::net net;
+  for (std::size_t i = 0; i < count; ++i) {
+    if (!net.listen_tcp("tcp", "127.0.0.1:0", {64, ""})) {
+      std::fprintf(stderr, "listener %zu: %s\n", i, net.last_error().c_str());
+      return 1;
+    }
+  }
+  grace::process_options options;
+  options.executable = grace::process_options::executable_source::proc_self_exe;
+  options.extra_env.push_back("GRACE_BENCH_CHILD=1");
+  auto child = net.start_process(options);
+  if (!child) {
+    std::fprintf(stderr, "start_process: %s\n", net.last_error().c_str());
+    return 1;
+  }
+  int status = 0;
+  waitpid(*child, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (std::getenv("GRACE_BENCH_CHILD") != nullptr) return run_child();
+  rlimit limit{};
+  getrlimit(RLIMIT_NOFILE, &limit);
+  limit.rlim_cur = limit.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &limit);
+  std::vector<std::size_t> counts = {1000, 10000};
+  if (argc > 1) {
+    counts.clear();
+    for (int i = 1; i < argc; ++i) counts.push_back(std::strtoul(argv[i], nullptr, 10));
+  }
+  for (const auto count : counts)
+    if (run_parent(count) != 0) return 1;
+  return 0;
+}
