@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
@@ -115,6 +116,20 @@ TEST_CASE("unix, abstract, seqpacket and datagram sockets: each network takes it
                                  " fd=4");
   CHECK(report.unused == "unused 1 udp4:127.0.0.1:" + std::to_string(udp_port));
   for (int fd : {stream, tcp, packet, udp}) close(fd);
+}
+
+TEST_CASE("a socket bound with a relative path matches against the start-up directory") {
+  temp_dir dir;
+  const std::string here = std::filesystem::current_path();
+  std::filesystem::current_path(dir.path());
+  const int relative = raw_unix_listener("rel.sock", SOCK_STREAM);  // getsockname says "rel.sock"
+  std::filesystem::current_path(here);
+  auto report = run_probe({relative}, {{"LISTEN_FDS", "1"}}, {"unix", dir.file("rel.sock")}, true,
+                          dir.path());
+  REQUIRE(report.results.size() == 1);
+  CHECK(report.results[0] == "ok unix " + dir.file("rel.sock") + " inherited=1 name=unknown ino=" +
+                                 std::to_string(socket_inode(relative)) + " fd=3");
+  close(relative);
 }
 
 TEST_CASE("a different network or port 0 never takes an inherited listener") {

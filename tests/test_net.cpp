@@ -2,12 +2,14 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <vector>
 #include <string>
 
 #include "grace/grace.hpp"
@@ -151,4 +153,37 @@ TEST_CASE("with nothing inherited, inherit() succeeds and nothing is unused") {
   CHECK(net.inherit());
   CHECK(net.unused_inherited().empty());
   CHECK(net.close_unused_inherited() == 0);
+}
+
+TEST_CASE("a full fd table: start_process fails with EMFILE, nothing is lost, and then works") {
+  grace::net net;
+  auto l = net.listen_tcp("tcp", "127.0.0.1:0");
+  REQUIRE(l);
+  rlimit saved{};
+  REQUIRE(getrlimit(RLIMIT_NOFILE, &saved) == 0);
+  rlimit tight = saved;
+  tight.rlim_cur = 64;
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &tight) == 0);
+  std::vector<int> fillers;
+  for (int fd; (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fillers.push_back(fd);
+  grace::process_options options;
+  options.executable_path = "/bin/true";
+  auto failed = net.start_process(options);
+  for (int fd : fillers) close(fd);
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &saved) == 0);
+  REQUIRE_FALSE(failed);
+  CHECK(failed.error() == std::errc::too_many_files_open);
+  CHECK(net.last_error().find("start_process") != std::string::npos);
+
+  // The listener is untouched: it still accepts, and the next attempt succeeds.
+  REQUIRE(net.active_listeners().size() == 1);
+  const int client = connect_tcp("127.0.0.1", (*l)->local_address().port());
+  REQUIRE(client >= 0);
+  close(client);
+  auto child = net.start_process(options);
+  REQUIRE(child);
+  int status = 0;
+  REQUIRE(waitpid(*child, &status, 0) == *child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }

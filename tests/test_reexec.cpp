@@ -7,7 +7,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdio>
 #include <fstream>
+#include <thread>
+#include <vector>
 #include <string>
 
 #include "grace/grace.hpp"
@@ -182,4 +186,32 @@ TEST_CASE("extra fds follow the listeners and are not counted in LISTEN_FDS") {
   REQUIRE(waitpid(*pid, &status, 0) == *pid);
   CHECK(line == "describe LISTEN_FDS=2 LISTEN_FDNAMES=unknown:second pid_matches=1 "
                 "fds=0,1,2,3,4,5 fd3=listening fd4=listening fd5=pipe");
+}
+
+TEST_CASE("start_process from a multi-threaded program: no lock is taken between fork and exec") {
+  grace::net net;
+  REQUIRE(net.listen("tcp", "127.0.0.1:0"));
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> churn;
+  // Threads that hold malloc's and stdio's locks as often as they can while we fork.
+  for (int t = 0; t < 3; ++t)
+    churn.emplace_back([&stop] {
+      while (!stop.load()) {
+        std::vector<std::string> garbage(64, std::string(100, 'x'));
+        std::snprintf(garbage[0].data(), 50, "%d", static_cast<int>(garbage.size()));
+      }
+    });
+  grace::process_options options;
+  options.executable_path = "/bin/true";
+  int started = 0;
+  for (int i = 0; i < 100; ++i) {
+    auto child = net.start_process(options);
+    if (!child) break;
+    int status = 0;
+    waitpid(*child, &status, 0);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) ++started;
+  }
+  stop = true;
+  for (auto& t : churn) t.join();
+  CHECK(started == 100);
 }

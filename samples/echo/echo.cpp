@@ -192,10 +192,10 @@ int main(int argc, char** argv) {
     log_line(std::string("uv_listen: ") + uv_strerror(rc));
     return 1;
   }
+  write_pidfile();  // before the log line, which tells watchers that everything is in place
   log_line("serving " + state.listener->address() +
            (state.listener->inherited() ? " (inherited, name " + state.listener->name() + ")"
                                         : " (new socket)"));
-  write_pidfile();
 
   uv_timer_init(state.loop, &state.drain_deadline);
   uv_signal_init(state.loop, &state.on_usr2);

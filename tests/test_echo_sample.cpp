@@ -1,0 +1,79 @@
+// grace-echo, the sample: SIGUSR2 re-executes it with the listening socket; the old
+// process finishes its open connection, the new one answers new connections, nothing is refused.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+
+#include "support/process.hpp"
+#include "support/sockets.hpp"
+
+using namespace test_support;
+
+namespace {
+
+bool echoes(int fd, const std::string& text) {
+  const std::string line = text + "\n";
+  return write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
+         read_line_from(fd) == text;
+}
+
+pid_t read_pid(const std::string& pidfile) {
+  std::ifstream in(pidfile);
+  pid_t pid = 0;
+  in >> pid;
+  return pid;
+}
+
+}  // namespace
+
+TEST_CASE("grace-echo survives SIGUSR2 restarts: old connections finish, new ones are served") {
+  temp_dir dir;
+  const std::string pidfile = dir.file("echo.pid");
+  for (const std::string& address : {std::string("127.0.0.1:0"), "unix:" + dir.file("e.sock")}) {
+    CAPTURE(address);
+    std::string listen_address = address;
+    int port = 0;
+    if (address.rfind("unix:", 0) != 0) {
+      close(raw_tcp_listener("127.0.0.1", port));  // a port that was free a moment ago
+      listen_address = "127.0.0.1:" + std::to_string(port);
+    }
+    auto connect_it = [&] {
+      return port != 0 ? connect_tcp("127.0.0.1", port) : connect_unix(dir.file("e.sock"));
+    };
+    spawn_options options;
+    options.argv = {helper_path("GRACE_ECHO"), listen_address, "--pidfile", pidfile};
+    child_process first(options);
+    REQUIRE_MESSAGE(first.wait_stderr("(new socket)"), first.stderr_text());
+    const pid_t first_pid = first.pid();
+    REQUIRE(read_pid(pidfile) == first_pid);
+
+    const int before = connect_it();
+    REQUIRE(before >= 0);
+    CHECK(echoes(before, "before"));
+    first.kill(SIGUSR2);
+    // The new generation shares our stderr pipe and says when it serves.
+    REQUIRE_MESSAGE(first.wait_stderr("(inherited, name unknown)"), first.stderr_text());
+    CHECK(echoes(before, "still served by the old generation"));
+    const int after = connect_it();
+    REQUIRE(after >= 0);
+    CHECK(echoes(after, "served by the new generation"));
+    close(before);
+    // With its last connection closed, the old generation exits 0.
+    auto status = first.wait();
+    REQUIRE(status);
+    CHECK(WIFEXITED(*status));
+    CHECK(WEXITSTATUS(*status) == 0);
+
+    const pid_t second = read_pid(pidfile);
+    CHECK(second != first_pid);
+    CHECK(echoes(after, "new generation keeps its connection"));
+    close(after);
+    REQUIRE(kill(second, SIGTERM) == 0);
+    CHECK(wait_exited(second));  // an orphan now: pid 1 reaps it, a zombie counts as exited
+  }
+}
