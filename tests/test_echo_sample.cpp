@@ -67,7 +67,7 @@ TEST_CASE("grace-echo survives SIGUSR2 restarts: old connections finish, new one
     auto status = first.wait();
     REQUIRE(status);
     CHECK(WIFEXITED(*status));
-    CHECK(WEXITSTATUS(*status) == 0);
+    CHECK_MESSAGE(WEXITSTATUS(*status) == 0, first.stderr_text());
 
     const pid_t second = read_pid(pidfile);
     CHECK(second != first_pid);

@@ -65,7 +65,7 @@ void finish_if_drained() {
 }
 
 void on_connection_closed(uv_handle_t* handle) {
-  delete reinterpret_cast<uv_stream_t*>(handle);
+  delete reinterpret_cast<uv_any_handle*>(handle);
   --state.connections;
   finish_if_drained();
 }
@@ -88,16 +88,11 @@ void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
 
 void on_new_connection(uv_stream_t* server, int status) {
   if (status < 0) return log_line(std::string("accept failed: ") + uv_strerror(status));
-  uv_stream_t* client = nullptr;
-  if (server->type == UV_TCP) {
-    auto* tcp = new uv_tcp_t;
-    uv_tcp_init(state.loop, tcp);
-    client = reinterpret_cast<uv_stream_t*>(tcp);
-  } else {
-    auto* pipe = new uv_pipe_t;
-    uv_pipe_init(state.loop, pipe, 0);
-    client = reinterpret_cast<uv_stream_t*>(pipe);
-  }
+  // One allocation type for TCP and pipe clients, so that closing frees what was allocated.
+  auto* handle = new uv_any_handle;
+  if (server->type == UV_TCP) uv_tcp_init(state.loop, &handle->tcp);
+  else uv_pipe_init(state.loop, &handle->pipe, 0);
+  auto* client = reinterpret_cast<uv_stream_t*>(handle);
   ++state.connections;
   if (uv_accept(server, client) != 0) {
     uv_close(reinterpret_cast<uv_handle_t*>(client), on_connection_closed);
