@@ -115,6 +115,14 @@ tl::expected<void, std::error_code> net::inherit_locked() {
   return {};
 }
 
+tl::expected<void, std::error_code> net::prepare_listen_locked(const listen_options& options) {
+  if (!valid_name(options.name))
+    return fail_locked(make_error_code(errc::invalid_listener_name),
+                       "listener name \"" + options.name +
+                           "\" must be at most 255 printable characters without ':' or spaces");
+  return inherit_locked();
+}
+
 listener* net::take_inherited_locked(const std::string& key, network n, int family, bool wildcard) {
   auto [first, last] = inherited_by_key_.equal_range(key);
   auto chosen = last;
@@ -180,11 +188,7 @@ tl::expected<listener*, std::error_code> net::listen_unix(std::string_view netwo
 tl::expected<listener*, std::error_code> net::listen_tcp_locked(network n,
                                                                 std::string_view address,
                                                                 const listen_options& options) {
-  if (!valid_name(options.name))
-    return fail_locked(make_error_code(errc::invalid_listener_name),
-                       "listener name \"" + options.name +
-                           "\" must be at most 255 printable characters without ':' or spaces");
-  if (auto inherited = inherit_locked(); !inherited) return tl::unexpected(inherited.error());
+  if (auto ready = prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
   std::string why;
   auto candidates = resolve_tcp(n, address, &why);
   if (!candidates) return fail_locked(candidates.error(), why);
@@ -221,11 +225,7 @@ tl::expected<listener*, std::error_code> net::listen_tcp_locked(network n,
 
 tl::expected<listener*, std::error_code> net::listen_unix_locked(network n, std::string_view path,
                                                                  const listen_options& options) {
-  if (!valid_name(options.name))
-    return fail_locked(make_error_code(errc::invalid_listener_name),
-                       "listener name \"" + options.name +
-                           "\" must be at most 255 printable characters without ':' or spaces");
-  if (auto inherited = inherit_locked(); !inherited) return tl::unexpected(inherited.error());
+  if (auto ready = prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
   std::string why;
   auto address = resolve_unix(path, detail::startup_cwd(), &why);
   if (!address) return fail_locked(address.error(), why);

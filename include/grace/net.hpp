@@ -71,8 +71,9 @@ class net {
   // returned here, never as a child that dies at once.
   tl::expected<pid_t, std::error_code> start_process(const process_options& options = {});
 
-  // Reads LISTEN_FDS once. The listen calls do this themselves; call it to see a malformed
-  // environment early.
+  // Reads LISTEN_FDS once and unsets the LISTEN_* variables. The listen calls do this
+  // themselves; call it to see a malformed environment early. As it changes the environment,
+  // which glibc does not lock against concurrent getenv, let it happen before other threads start.
   tl::expected<void, std::error_code> inherit();
 
   std::vector<listener*> active_listeners() const;
@@ -92,6 +93,7 @@ class net {
 
  private:
   tl::expected<void, std::error_code> inherit_locked();
+  tl::expected<void, std::error_code> prepare_listen_locked(const listen_options& options);
   listener* take_inherited_locked(const std::string& key, network n, int family, bool wildcard);
   listener* activate_locked(std::unique_ptr<listener> l);
   tl::unexpected<std::error_code> fail_locked(std::error_code code, std::string why);

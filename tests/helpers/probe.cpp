@@ -24,17 +24,9 @@
 #include <vector>
 
 #include "grace/grace.hpp"
+#include "support/process.hpp"
 
 namespace {
-
-unsigned long inode_of(int fd) {
-  char link[128] = {};
-  const std::string proc = "/proc/self/fd/" + std::to_string(fd);
-  if (readlink(proc.c_str(), link, sizeof link - 1) < 0) return 0;
-  unsigned long inode = 0;
-  std::sscanf(link, "socket:[%lu]", &inode);
-  return inode;
-}
 
 std::string open_fds() {
   std::vector<int> fds;
@@ -56,7 +48,7 @@ std::string env_text(const char* name) {
 std::string describe(const grace::listener& l) {
   return std::string(grace::network_name(l.network())) + " " + l.address() +
          " inherited=" + (l.inherited() ? "1" : "0") + " name=" + l.name() +
-         " ino=" + std::to_string(inode_of(l.fd())) + " fd=" + std::to_string(l.fd());
+         " ino=" + std::to_string(test_support::socket_inode(l.fd())) + " fd=" + std::to_string(l.fd());
 }
 
 void say(const std::string& line) { std::cout << line << std::endl; }
