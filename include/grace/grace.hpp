@@ -3,3 +3,4 @@
 #include "grace/error.hpp"
 #include "grace/listener.hpp"
 #include "grace/net.hpp"
+#include "grace/readiness.hpp"

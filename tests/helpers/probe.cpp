@@ -151,11 +151,27 @@ int run_describe() {
   return write(report_fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) ? 0 : 1;
 }
 
+// Started by pending_child::start: behaves as GRACE_PROBE_MODE says, to exercise every outcome.
+int run_upgrade_child(const std::string& mode) {
+  if (mode == "exit-before-ready") return 3;
+  if (mode == "hang") {
+    pause();
+    return 0;
+  }
+  grace::net net;
+  const char* address = std::getenv("GRACE_PROBE_ADDRESS");
+  auto l = net.listen("tcp", address != nullptr ? address : "");
+  if (!l) return 4;
+  if (!grace::notify_ready()) return 5;
+  return serve_one((*l)->fd());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const char* mode = std::getenv("GRACE_PROBE_MODE");
   if (mode != nullptr && std::string(mode) == "describe") return run_describe();
+  if (mode != nullptr) return run_upgrade_child(mode);
   if (argc >= 2 && std::string(argv[1]) == "listen") return run_listen(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "reexec") return run_reexec(argc, argv);
   std::fprintf(stderr, "usage: grace-test-probe listen|reexec ...\n");

@@ -1,0 +1,145 @@
+// The readiness hand-shake: the old generation learns whether the new one is ready, died, or
+// hangs, and in the last two cases is left exactly as it was, still serving.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "grace/grace.hpp"
+#include "support/process.hpp"
+
+using namespace test_support;
+
+namespace {
+
+std::size_t open_fd_count() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+grace::process_options probe_as(const std::string& mode, const grace::listener& l) {
+  grace::process_options options;
+  options.executable_path = helper_path("GRACE_PROBE");
+  options.extra_env = {"GRACE_PROBE_MODE=" + mode, "GRACE_PROBE_ADDRESS=" + l.address()};
+  return options;
+}
+
+// The old generation still accepts on its listener.
+void check_still_serving(const grace::listener& l) {
+  const int client = connect_tcp("127.0.0.1", l.local_address().port());
+  REQUIRE(client >= 0);
+  pollfd p{l.fd(), POLLIN, 0};
+  REQUIRE(poll(&p, 1, 10000) == 1);
+  const int conn = accept4(l.fd(), nullptr, nullptr, SOCK_CLOEXEC);
+  CHECK(conn >= 0);
+  close(conn);
+  close(client);
+}
+
+}  // namespace
+
+TEST_CASE("a child that calls notify_ready() is ready, and serves on the inherited socket") {
+  grace::net net;
+  auto l = net.listen("tcp", "127.0.0.1:0");
+  REQUIRE(l);
+  const auto fds_before = open_fd_count();
+  {
+    auto child = grace::pending_child::start(net, probe_as("ready", **l));
+    REQUIRE(child);
+    CHECK(child->wait(std::chrono::seconds(10)) == grace::upgrade_outcome::ready);
+    CHECK(child->exit_status() == -1);
+    const int client = connect_tcp("127.0.0.1", (*l)->local_address().port());
+    // Nobody in this process accepts: the reply can only come from the child.
+    CHECK(read_line_from(client) == "served-by " + std::to_string(child->pid()));
+    close(client);
+    int status = 0;
+    REQUIRE(waitpid(child->pid(), &status, 0) == child->pid());
+    CHECK(WEXITSTATUS(status) == 0);
+  }
+  CHECK(open_fd_count() == fds_before);
+}
+
+TEST_CASE("a child that exits before it is ready: reaped, reported, the parent keeps serving") {
+  grace::net net;
+  auto l = net.listen("tcp", "127.0.0.1:0");
+  REQUIRE(l);
+  const auto fds_before = open_fd_count();
+  {
+    auto child = grace::pending_child::start(net, probe_as("exit-before-ready", **l));
+    REQUIRE(child);
+    CHECK(child->wait(std::chrono::seconds(10)) == grace::upgrade_outcome::exited);
+    CHECK(WIFEXITED(child->exit_status()));
+    CHECK(WEXITSTATUS(child->exit_status()) == 3);
+    CHECK(waitpid(-1, nullptr, WNOHANG) == -1);  // nothing left to reap
+  }
+  CHECK(open_fd_count() == fds_before);
+  check_still_serving(**l);
+}
+
+TEST_CASE("a child that hangs is killed at the timeout and reaped; the parent keeps serving") {
+  grace::net net;
+  auto l = net.listen("tcp", "127.0.0.1:0");
+  REQUIRE(l);
+  const auto fds_before = open_fd_count();
+  {
+    auto child = grace::pending_child::start(net, probe_as("hang", **l));
+    REQUIRE(child);
+    CHECK_FALSE(child->check().has_value());
+    CHECK(child->wait(std::chrono::milliseconds(300)) == grace::upgrade_outcome::timed_out);
+    CHECK(WIFSIGNALED(child->exit_status()));
+    CHECK(WTERMSIG(child->exit_status()) == SIGKILL);
+    CHECK(waitpid(-1, nullptr, WNOHANG) == -1);
+    // Asking again gives the same answer, and changes nothing.
+    CHECK(child->give_up() == grace::upgrade_outcome::timed_out);
+  }
+  CHECK(open_fd_count() == fds_before);
+  check_still_serving(**l);
+}
+
+TEST_CASE("a pending child dropped without an answer is killed and reaped") {
+  grace::net net;
+  auto l = net.listen("tcp", "127.0.0.1:0");
+  REQUIRE(l);
+  pid_t pid = -1;
+  {
+    auto child = grace::pending_child::start(net, probe_as("hang", **l));
+    REQUIRE(child);
+    pid = child->pid();
+  }
+  CHECK(has_exited(pid));
+  CHECK(waitpid(-1, nullptr, WNOHANG) == -1);
+}
+
+TEST_CASE("an exec failure leaves no child and no fd behind") {
+  grace::net net;
+  auto l = net.listen("tcp", "127.0.0.1:0");
+  REQUIRE(l);
+  const auto fds_before = open_fd_count();
+  grace::process_options options;
+  options.executable_path = "/nonexistent/next-release";
+  auto child = grace::pending_child::start(net, options);
+  REQUIRE_FALSE(child);
+  CHECK(child.error() == std::errc::no_such_file_or_directory);
+  CHECK(open_fd_count() == fds_before);
+  check_still_serving(**l);
+}
+
+TEST_CASE("notify_ready: nothing to do without GRACE_READY_FD; a malformed one is an error") {
+  unsetenv("GRACE_READY_FD");
+  CHECK(grace::notify_ready());
+  for (const char* bad : {"abc", "-1", "1", "999999", "3x"}) {
+    CAPTURE(bad);
+    setenv("GRACE_READY_FD", bad, 1);
+    auto r = grace::notify_ready();
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == grace::errc::malformed_environment);
+    CHECK(std::getenv("GRACE_READY_FD") == nullptr);  // read once, then gone
+  }
+}
