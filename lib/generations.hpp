@@ -1,0 +1,26 @@
+#pragma once
+// Which older generations are still alive (draining), passed explicitly from parent to child in
+// GRACE_ANCESTORS as "pid:starttime,..." — never guessed from getppid(), which is pid 1 once the
+// parent of a second upgrade has exited (gracehttp's bug). The start time guards against a pid
+// that was reused.
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace grace::detail {
+
+struct process_identity {
+  pid_t pid = 0;
+  unsigned long long start_time = 0;  // field 22 of /proc/PID/stat
+};
+
+// Identity of a running process; start_time 0 when it is gone or a zombie.
+process_identity identify(pid_t pid);
+bool still_running(const process_identity& p);
+
+std::string format_ancestors(const std::vector<process_identity>& list);
+// Unparseable entries are skipped: the list only ever limits how many generations may start.
+std::vector<process_identity> parse_ancestors(const std::string& text);
+
+}  // namespace grace::detail
