@@ -153,11 +153,18 @@ std::string child_process::stderr_text() {
   return err_buffer_;
 }
 
-bool child_process::wait_stderr(const std::string& text, std::chrono::milliseconds timeout) {
+std::size_t count_of(const std::string& haystack, const std::string& text) {
+  std::size_t n = 0;
+  for (auto at = haystack.find(text); at != std::string::npos; at = haystack.find(text, at + 1)) ++n;
+  return n;
+}
+
+bool child_process::wait_stderr(const std::string& text, std::chrono::milliseconds timeout,
+                                std::size_t occurrences) {
   const auto deadline = clock::now() + timeout;
   while (true) {
     drain_nonblocking(stderr_fd_, err_buffer_);
-    if (err_buffer_.find(text) != std::string::npos) return true;
+    if (count_of(err_buffer_, text) >= occurrences) return true;
     pollfd p{stderr_fd_, POLLIN, 0};
     if (poll(&p, 1, remaining_ms(deadline)) <= 0) return false;
     if ((p.revents & POLLIN) == 0) return false;  // hung up with nothing more to read

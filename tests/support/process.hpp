@@ -42,8 +42,10 @@ class child_process {
                                          std::chrono::milliseconds timeout = 10s);
   void write_stdin(const std::string& text);
   std::string stderr_text();  // what the child wrote to stderr so far (non-blocking)
-  // Waits until stderr contains `text`; false at EOF or when the deadline passes.
-  bool wait_stderr(const std::string& text, std::chrono::milliseconds timeout = 10s);
+  // Waits until stderr contains `text` at least `occurrences` times; false at EOF or when the
+  // deadline passes.
+  bool wait_stderr(const std::string& text, std::chrono::milliseconds timeout = 10s,
+                   std::size_t occurrences = 1);
   // Exit status as from waitpid, or nullopt if it did not exit in time.
   std::optional<int> wait(std::chrono::milliseconds timeout = 10s);
   void kill(int signal);
@@ -54,6 +56,9 @@ class child_process {
   std::string out_buffer_, err_buffer_;
   bool reaped_ = false;
 };
+
+// How often `text` occurs in `haystack`.
+std::size_t count_of(const std::string& haystack, const std::string& text);
 
 // True when `pid` no longer runs: gone, or a zombie nobody reaped yet.
 bool has_exited(pid_t pid);
