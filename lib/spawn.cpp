@@ -1,6 +1,7 @@
 #include "spawn.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -10,6 +11,7 @@
 
 #include <climits>
 #include <cstdlib>
+#include <memory>
 
 #include "grace/address.hpp"
 
@@ -43,13 +45,6 @@ void write_decimal(char* out, long value) {
   *out = '\0';
 }
 
-[[noreturn]] void child_fail(int report_fd) {
-  const int err = errno;
-  ssize_t ignored = write(report_fd, &err, sizeof err);
-  (void)ignored;
-  _exit(127);
-}
-
 struct child_plan {
   const char* executable;
   char* const* argv;
@@ -59,12 +54,22 @@ struct child_plan {
   int* sources;  // room for fd_count entries, allocated before fork
   int fd_count;
   const char* directory;
-  int report_fd;
   int max_fd;
   const sigset_t* mask;
+  volatile int child_errno;  // set by a child that could not exec; read by the parent after
 };
 
-[[noreturn]] void run_child(const child_plan& plan) {
+// The child shares our memory and stack discipline: no allocation, no locks, no sanitizer
+// bookkeeping, only async-signal-safe calls.
+#define GRACE_CHILD_CODE __attribute__((no_sanitize("address", "undefined")))
+
+[[noreturn]] GRACE_CHILD_CODE void child_fail(child_plan& plan) {
+  plan.child_errno = errno != 0 ? errno : EIO;
+  _exit(127);
+}
+
+
+[[noreturn]] GRACE_CHILD_CODE void run_child(child_plan& plan) {
   // A handler inherited from the parent must not run here: it may take locks the fork copied.
   for (int sig = 1; sig < NSIG; ++sig) {
     struct sigaction old {};
@@ -76,8 +81,6 @@ struct child_plan {
     }
   }
   const int end = first_passed_fd + plan.fd_count;
-  int report = plan.report_fd;
-  if (report < end && (report = fcntl(report, F_DUPFD_CLOEXEC, end)) < 0) child_fail(plan.report_fd);
   // Placing fd i at 3+i in order clobbers only targets below 3+j for every later j, so only a
   // source sitting below its own target can be overwritten before its turn; only those move up.
   // Everything else is placed without a spare slot, so a nearly full fd table still works.
@@ -85,24 +88,26 @@ struct child_plan {
   for (int i = 0; i < plan.fd_count; ++i) {
     source[i] = plan.fds[i];
     if (source[i] < first_passed_fd + i && (source[i] = fcntl(source[i], F_DUPFD_CLOEXEC, end)) < 0)
-      child_fail(report);
+      child_fail(plan);
   }
   for (int i = 0; i < plan.fd_count; ++i) {
     const int target = first_passed_fd + i;
     const int rc = source[i] == target ? fcntl(target, F_SETFD, 0)  // already there: keep across exec
                                        : dup2(source[i], target);   // dup2 clears FD_CLOEXEC
-    if (rc < 0) child_fail(report);
+    if (rc < 0) child_fail(plan);
   }
   // Nothing else crosses the exec, whatever the application left without O_CLOEXEC.
   if (syscall(SYS_close_range, static_cast<unsigned>(end), ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
     for (int fd = end; fd < plan.max_fd; ++fd) fcntl(fd, F_SETFD, FD_CLOEXEC);
   }
   if (plan.listen_pid_digits != nullptr) write_decimal(plan.listen_pid_digits, getpid());
-  if (plan.directory[0] != '\0' && chdir(plan.directory) != 0) child_fail(report);
+  if (plan.directory[0] != '\0' && chdir(plan.directory) != 0) child_fail(plan);
   sigprocmask(SIG_SETMASK, plan.mask, nullptr);
   execve(plan.executable, plan.argv, plan.envp);
-  child_fail(report);
+  child_fail(plan);
 }
+
+GRACE_CHILD_CODE int child_main(void* plan) { run_child(*static_cast<child_plan*>(plan)); }
 
 int max_fd_number() {
   rlimit limit{};
@@ -132,36 +137,29 @@ result<pid_t> spawn_process(const spawn_request& request) {
   std::vector<char*> envp = pointers_to(env_storage);
   char* listen_pid_digits =
       request.set_listen_pid ? env_storage.back().data() + sizeof listen_pid_prefix - 1 : nullptr;
+  std::vector<int> sources(request.fds.size());
+  // The child runs on this stack, in our memory, until it execs (CLONE_VM | CLONE_VFORK, as
+  // posix_spawn does): no page tables to copy, no copy-on-write faults, whatever our size.
+  constexpr std::size_t stack_size = 256 * 1024;
+  std::unique_ptr<char[]> stack(new char[stack_size]);
+  void* stack_top = stack.get() + stack_size - 64;
 
-  int report[2];
-  if (pipe2(report, O_CLOEXEC) != 0) return fail_errno(errno, "start " + request.executable + ": pipe");
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  std::vector<int> sources(request.fds.size());
-  const child_plan plan{request.executable.c_str(), argv.data(), envp.data(), listen_pid_digits,
-                        request.fds.data(), sources.data(), static_cast<int>(request.fds.size()),
-                        request.directory.c_str(), report[1], max_fd_number(), &old};
-  const pid_t pid = fork();
-  if (pid == 0) run_child(plan);
-  const int fork_errno = errno;
+  child_plan plan{request.executable.c_str(), argv.data(), envp.data(), listen_pid_digits,
+                  request.fds.data(), sources.data(), static_cast<int>(request.fds.size()),
+                  request.directory.c_str(), max_fd_number(), &old, 0};
+  const pid_t pid = clone(child_main, stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
+  const int clone_errno = errno;
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  ::close(report[1]);
-  if (pid < 0) {
-    ::close(report[0]);
-    return fail_errno(fork_errno, "start " + request.executable + ": fork");
-  }
-  int child_errno = 0;
-  ssize_t got;
-  do got = read(report[0], &child_errno, sizeof child_errno);
-  while (got < 0 && errno == EINTR);
-  ::close(report[0]);
-  if (got == 0) return pid;
+  if (pid < 0) return fail_errno(clone_errno, "start " + request.executable + ": clone");
+  // CLONE_VFORK: we resume once the child has exec'd, or has failed and set child_errno.
+  if (plan.child_errno == 0) return pid;
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  return fail_errno(got == sizeof child_errno ? child_errno : EIO,
-                    "exec " + request.executable + " in " + request.directory);
+  return fail_errno(plan.child_errno, "exec " + request.executable + " in " + request.directory);
 }
 
 result<std::string> find_executable(const std::string& name, const std::string& directory) {

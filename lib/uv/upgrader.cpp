@@ -242,6 +242,8 @@ void upgrader::settle(upgrade_outcome outcome) {
   pending_.reset();
   pending_pid_ = 0;
   if (outcome == upgrade_outcome::ready) {
+    // New connections must reach the new generation at once; the bookkeeping can wait.
+    stop_accepting();
     if (!options_.pidfile.empty())
       if (auto written = detail::write_pidfile(options_.pidfile, child); !written)
         log(event_kind::warning, written.error().why);
@@ -281,13 +283,18 @@ void upgrader::shutdown() {
   begin_drain("shutting down");
 }
 
-void upgrader::begin_drain(const std::string& why) {
-  if (state_ == state::draining || state_ == state::done) return;
-  state_ = state::draining;
+void upgrader::stop_accepting() {
   for (auto& s : servers_) {
+    if (!s->accepting()) continue;
     s->stop_accepting();
     net_.close(const_cast<grace::listener*>(&s->listener()));
   }
+}
+
+void upgrader::begin_drain(const std::string& why) {
+  if (state_ == state::draining || state_ == state::done) return;
+  state_ = state::draining;
+  stop_accepting();
   log(event_kind::draining, why + ": stopped accepting; " + std::to_string(connection_count()) +
                                 " connection(s) to finish within " + std::to_string(options_.drain_timeout.count()) +
                                 " ms",

@@ -4,16 +4,15 @@
 // no client ever sees a reused connection closed under its request; idle connections are only
 // closed at the drain deadline. See samples/common/sample.hpp for the command line.
 #include <signal.h>
-#include <strings.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <string>
-#include <string_view>
 
 #include "../common/sample.hpp"
+#include "protocol.hpp"
 
 namespace {
 
@@ -24,36 +23,7 @@ struct http_connection {
 };
 
 bool g_draining = false;
-unsigned g_generation = 1;
-
-std::string_view header_value(std::string_view head, std::string_view name) {
-  std::size_t at = head.find("\r\n");
-  while (at != std::string_view::npos && at + 2 < head.size()) {
-    const std::size_t start = at + 2;
-    const std::size_t end = head.find("\r\n", start);
-    const std::string_view line = head.substr(start, end - start);
-    const std::size_t colon = line.find(':');
-    if (colon == name.size() && strncasecmp(line.data(), name.data(), name.size()) == 0) {
-      std::string_view value = line.substr(colon + 1);
-      while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-      return value;
-    }
-    at = end;
-  }
-  return {};
-}
-
-std::string response_for(std::string_view request_line, bool close) {
-  const bool root = request_line.rfind("GET / ", 0) == 0 || request_line.rfind("HEAD / ", 0) == 0;
-  const std::string body = root ? "pid=" + std::to_string(getpid()) + " generation=" +
-                                      std::to_string(g_generation) + "\n"
-                                : "not found\n";
-  std::string out = root ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.1 404 Not Found\r\n";
-  out += "Content-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
-  out += close ? "Connection: close\r\n\r\n" : "Connection: keep-alive\r\n\r\n";
-  if (request_line.rfind("HEAD ", 0) != 0) out += body;
-  return out;
-}
+std::string g_who;  // the body of GET /: which process and generation answered
 
 void send(grace::uv::connection& c, std::string text) {
   auto* state = static_cast<http_connection*>(c.user_data);
@@ -72,27 +42,19 @@ void send(grace::uv::connection& c, std::string text) {
   });
 }
 
-// Answers every complete request in the buffer; returns false on a malformed one.
+// Answers every complete request in the buffer (pipelined ones in order); false when one is
+// malformed.
 bool answer_requests(grace::uv::connection& c) {
   auto* state = static_cast<http_connection*>(c.user_data);
-  while (!state->close_after_write) {
-    const std::size_t head_end = state->input.find("\r\n\r\n");
-    if (head_end == std::string::npos) return state->input.size() < 64 * 1024;
-    const std::string_view head(state->input.data(), head_end + 2);
-    const std::string_view length = header_value(head, "Content-Length");
-    const std::size_t body = length.empty() ? 0 : std::strtoul(std::string(length).c_str(), nullptr, 10);
-    if (state->input.size() < head_end + 4 + body) return true;  // the body is still coming
-    const std::string_view request_line = head.substr(0, head.find("\r\n"));
-    const bool http10 = request_line.size() >= 8 && request_line.substr(request_line.size() - 8) == "HTTP/1.0";
-    const std::string_view connection = header_value(head, "Connection");
-    const bool client_closes = http10 ? connection.empty() || strncasecmp(connection.data(), "keep-alive", 10) != 0
-                                      : (!connection.empty() && strncasecmp(connection.data(), "close", 5) == 0);
-    const bool close = client_closes || g_draining;
-    state->close_after_write = close;
-    send(c, response_for(request_line, close));
-    state->input.erase(0, head_end + 4 + body);
+  std::string output;
+  bool close = false;
+  http_protocol::parse_result result = http_protocol::parse_result::answered;
+  while (!close && (result = http_protocol::answer_one(state->input, output, close, g_draining, g_who)) ==
+                       http_protocol::parse_result::answered) {
   }
-  return true;
+  state->close_after_write = close;
+  if (!output.empty()) send(c, std::move(output));
+  return result != http_protocol::parse_result::malformed;
 }
 
 void serve_http(grace::uv::connection& c) {
@@ -132,7 +94,7 @@ int main(int argc, char** argv) {
   grace::listener* listener = sample::open_listener(net, config.address, name);
   uv_loop_t* loop = uv_default_loop();
   grace::uv::upgrader upgrader(loop, net, config.upgrade);
-  g_generation = upgrader.generation();
+  g_who = "pid=" + std::to_string(getpid()) + " generation=" + std::to_string(upgrader.generation()) + "\n";
   // Connections that are mid-request or idle keep going; each answers its next request with
   // "Connection: close" and then ends.
   upgrader.on_drain([] { g_draining = true; });

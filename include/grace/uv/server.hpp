@@ -50,6 +50,7 @@ class server {
   server(const server&) = delete;
   server& operator=(const server&) = delete;
 
+  // Valid while the listener is open in its net (the upgrader closes it when it stops accepting).
   const grace::listener& listener() const noexcept { return listener_; }
   // Closes the libuv handle: no more accepts here. The socket stays open in the net.
   void stop_accepting();

@@ -91,6 +91,7 @@ class upgrader {
   void watch_child();
   void on_child_event();
   void settle(upgrade_outcome outcome);
+  void stop_accepting();
   void begin_drain(const std::string& why);
   void check_drained();
   void finish();

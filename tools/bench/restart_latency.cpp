@@ -1,0 +1,165 @@
+// grace-bench-restart: how long a restart takes, beside the floor for any restart.
+//
+// Baseline: fork and exec a trivial C program that accepts one connection on an inherited
+// listener (grace-bench-accept-one); time from fork to the client's answer.
+// grace: grace-http under SIGUSR2; time from the signal to the first answer from the new
+// generation (new connections, probed back to back).
+//
+//   grace-bench-restart BENCH_ACCEPT_ONE GRACE_HTTP [ROUNDS]
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double ms_between(clock_type::time_point a, clock_type::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+int listener_on_loopback(int& port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&in), sizeof in);
+  listen(fd, 64);
+  socklen_t len = sizeof in;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&in), &len);
+  port = ntohs(in.sin_port);
+  return fd;
+}
+
+int connect_port(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  in.sin_port = htons(static_cast<uint16_t>(port));
+  timeval bound{5, 0};  // a benchmark must not hang either
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&in), sizeof in) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+std::string read_all(int fd) {
+  std::string out;
+  char buf[512];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  return out;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+double baseline_once(const char* accept_one) {
+  int port = 0;
+  const int listener = listener_on_loopback(port);
+  const int client = connect_port(port);  // waits in the backlog
+  const auto start = clock_type::now();
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (listener == 3) fcntl(3, F_SETFD, 0);  // dup2 onto itself would keep FD_CLOEXEC
+    else dup2(listener, 3);
+    execl(accept_one, accept_one, static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const std::string answer = read_all(client);
+  const auto end = clock_type::now();
+  waitpid(pid, nullptr, 0);
+  close(client);
+  close(listener);
+  return answer == "ok\n" ? ms_between(start, end) : -1;
+}
+
+pid_t answering_pid(int port) {
+  const int fd = connect_port(port);
+  if (fd < 0) return 0;
+  const std::string request = "GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
+  if (write(fd, request.data(), request.size()) < 0) return 0;
+  const std::string answer = read_all(fd);
+  close(fd);
+  const auto at = answer.find("pid=");
+  return at == std::string::npos ? 0 : static_cast<pid_t>(std::atol(answer.c_str() + at + 4));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: grace-bench-restart BENCH_ACCEPT_ONE GRACE_HTTP [ROUNDS]\n");
+    return 2;
+  }
+  const int rounds = argc > 3 ? std::atoi(argv[3]) : 20;
+  std::vector<double> baseline;
+  for (int i = 0; i < rounds; ++i) baseline.push_back(baseline_once(argv[1]));
+
+  int port = 0;
+  close(listener_on_loopback(port));
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  const std::string pidfile = "/tmp/grace-bench-restart-" + std::to_string(getpid()) + ".pid";
+  const pid_t first = fork();
+  if (first == 0) {
+    const int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, STDERR_FILENO);  // the generations' log lines are not the figure
+    execl(argv[2], argv[2], address.c_str(), "--pidfile", pidfile.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  pid_t current = 0;
+  for (int i = 0; i < 2000 && (current = answering_pid(port)) == 0; ++i) usleep(1000);
+  if (current == 0) {
+    std::fprintf(stderr, "grace-http did not answer on %s\n", address.c_str());
+    return 1;
+  }
+  std::vector<double> grace;
+  for (int i = 0; i < rounds; ++i) {
+    const auto start = clock_type::now();
+    kill(current, SIGUSR2);
+    pid_t now = current;
+    const auto give_up = start + std::chrono::seconds(30);
+    while (((now = answering_pid(port)) == current || now == 0) && clock_type::now() < give_up) {
+    }
+    if (now == current || now == 0) {
+      std::fprintf(stderr, "no new generation answered within 30 s\n");
+      kill(current, SIGKILL);
+      return 1;
+    }
+    grace.push_back(ms_between(start, clock_type::now()));
+    // The old generation must be gone before the next upgrade, as a deploy would wait.
+    if (current == first) waitpid(first, nullptr, 0);
+    else
+      while (kill(current, 0) == 0 && std::ifstream("/proc/" + std::to_string(current) + "/stat").good()) {
+        std::string stat;
+        std::getline(std::ifstream("/proc/" + std::to_string(current) + "/stat"), stat);
+        if (stat.find(") Z") != std::string::npos) break;
+        usleep(200);
+      }
+    current = now;
+  }
+  kill(current, SIGTERM);
+  unlink(pidfile.c_str());
+  const double base = median(baseline), ours = median(grace);
+  std::printf("restart latency, median of %d (ms): fork+exec of a trivial C accept-one %.2f | "
+              "grace-http SIGUSR2 to first answer of the new generation %.2f | ratio %.2f\n",
+              rounds, base, ours, base > 0 ? ours / base : 0);
+  return 0;
+}

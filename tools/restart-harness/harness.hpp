@@ -1,0 +1,78 @@
+#pragma once
+// restart-harness: drives a server under load while restarting it, and proves that no request
+// was lost. The pieces: options (command line), load (libuv clients), server_control (start,
+// signal, follow generations), report (summary, JSON, SVG timeline).
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "grace/address.hpp"
+
+namespace harness {
+
+enum class load_mode { http_keepalive, http_close, echo };
+
+struct options {
+  std::string target_text;
+  grace::socket_address target;
+  unsigned clients = 32;
+  load_mode mode = load_mode::http_keepalive;
+  unsigned restarts = 10;
+  std::optional<double> interval_s;  // none: as soon as the previous generation has taken over
+  std::string signal_name = "USR2";
+  int signal_number = 0;
+  std::string restart_cmd;
+  std::string pidfile;
+  pid_t attach_pid = 0;
+  std::vector<std::string> server_command;
+  double duration_s = 0;        // 0: until the restarts are done (plus settle time)
+  double hard_cap_s = 300;      // never run longer than this
+  double timeout_s = 5;         // a request without an answer after this long is lost
+  double stall_ms = 1000;       // an answer slower than this is a stall (reported, not lost)
+  double startup_timeout_s = 10;
+  double restart_timeout_s = 30;
+  double settle_s = 0.5;        // load before the first and after the last restart
+  std::string json_file;
+  std::string plot_file;
+  bool progress = true;         // only shown on a terminal
+};
+
+// Parses the command line; exits with the help text (0) or a usage error (2).
+options parse_options(int argc, char** argv);
+
+enum class outcome : std::uint8_t { ok, refused, reset, timeout, bad, count };
+const char* outcome_name(outcome o);
+
+struct request_record {
+  std::uint64_t end_us;      // since the start of the run
+  std::uint32_t latency_us;
+  outcome result;
+  pid_t served_by;           // pid named in an HTTP answer, 0 when unknown
+};
+
+struct restart_record {
+  unsigned index = 0;
+  std::uint64_t signal_us = 0;
+  std::uint64_t new_answer_us = 0;  // first answer from the new generation (0: never)
+  std::uint64_t old_exit_us = 0;    // old generation gone (0: never seen)
+  pid_t old_pid = 0;
+  pid_t new_pid = 0;
+  bool completed = false;
+  std::string failure;
+};
+
+struct run_record {
+  std::uint64_t start_us = 0;
+  std::uint64_t end_us = 0;
+  std::vector<request_record> requests;
+  std::vector<restart_record> restarts;
+  std::vector<std::string> notes;  // things a person should know (server exited, ...)
+  bool aborted = false;
+};
+
+std::uint64_t now_us();  // monotonic
+
+}  // namespace harness

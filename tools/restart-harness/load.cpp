@@ -1,0 +1,269 @@
+#include "load.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace harness {
+
+// One client: connect (when it has no connection), send one request, read the whole answer,
+// check it, and start over. A connection the server closes while no request is outstanding is
+// simply reopened; one closed under a request loses that request.
+class client {
+ public:
+  explicit client(load_generator& g) : gen_(g) {
+    uv_timer_init(g.loop_, &timer_);
+    timer_.data = this;
+  }
+  ~client() = default;
+  void begin();
+  void shutdown() {
+    close_connection();
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
+  }
+  // A client with no request in flight stops here (its back-off timer too); true if it did.
+  bool halt_if_idle() {
+    if (outstanding_) return false;
+    uv_timer_stop(&timer_);
+    return true;
+  }
+
+ private:
+  void connect();
+  void send_request();
+  void on_read(ssize_t nread, const uv_buf_t* buf);
+  void finish(outcome o, pid_t served_by, bool keep_connection);
+  void close_connection();
+  bool check_http(bool at_eof, outcome& o, pid_t& pid, bool& keep, bool& complete);
+
+  load_generator& gen_;
+  uv_timer_t timer_{};
+  uv_any_handle* conn_ = nullptr;
+  uv_connect_t connect_req_{};
+  bool outstanding_ = false;
+  bool connected_ = false;
+  std::uint64_t start_us_ = 0;
+  std::string input_;
+  std::string sent_;  // echo payload
+};
+
+namespace {
+
+const std::string& http_request(const options& o) {
+  static const std::string keepalive = "GET / HTTP/1.1\r\nHost: harness\r\n\r\n";
+  static const std::string close = "GET / HTTP/1.1\r\nHost: harness\r\nConnection: close\r\n\r\n";
+  return o.mode == load_mode::http_close ? close : keepalive;
+}
+
+pid_t pid_in(const std::string& body) {
+  const auto at = body.find("pid=");
+  return at == std::string::npos ? 0 : static_cast<pid_t>(std::atol(body.c_str() + at + 4));
+}
+
+}  // namespace
+
+void client::begin() {
+  if (gen_.stopping_) {
+    gen_.client_idle();
+    return;
+  }
+  outstanding_ = true;
+  start_us_ = now_us();
+  input_.clear();
+  uv_timer_start(&timer_,
+                 [](uv_timer_t* t) {
+                   auto* self = static_cast<client*>(t->data);
+                   self->finish(outcome::timeout, 0, false);
+                 },
+                 static_cast<std::uint64_t>(gen_.options_.timeout_s * 1000), 0);
+  if (conn_ == nullptr) connect();
+  else send_request();
+}
+
+void client::connect() {
+  conn_ = new uv_any_handle;
+  const bool unix_socket = gen_.options_.target.family() == AF_UNIX;
+  if (unix_socket) uv_pipe_init(gen_.loop_, &conn_->pipe, 0);
+  else {
+    uv_tcp_init(gen_.loop_, &conn_->tcp);
+    uv_tcp_nodelay(&conn_->tcp, 1);
+  }
+  conn_->handle.data = this;
+  connect_req_.data = this;
+  connected_ = false;
+  auto on_connect = [](uv_connect_t* req, int status) {
+    if (status == UV_ECANCELED) return;  // we closed it ourselves
+    auto* self = static_cast<client*>(req->data);
+    if (status < 0) {
+      const bool refused = status == UV_ECONNREFUSED || status == UV_ENOENT || status == UV_EAGAIN;
+      self->finish(refused ? outcome::refused : outcome::reset, 0, false);
+      return;
+    }
+    self->connected_ = true;
+    uv_read_start(
+        req->handle,
+        [](uv_handle_t*, size_t, uv_buf_t* buf) {
+          static thread_local char chunk[65536];
+          *buf = uv_buf_init(chunk, sizeof chunk);
+        },
+        [](uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+          static_cast<client*>(stream->data)->on_read(nread, buf);
+        });
+    self->send_request();
+  };
+  if (unix_socket) {
+    const std::string path = gen_.options_.target.unix_path();
+    // libuv 1.44 has no abstract-namespace connect; a path is what the samples use.
+    uv_pipe_connect(&connect_req_, &conn_->pipe, path.c_str(), on_connect);
+  } else {
+    const int rc = uv_tcp_connect(&connect_req_, &conn_->tcp, gen_.options_.target.data(), on_connect);
+    if (rc != 0) finish(outcome::refused, 0, false);
+  }
+}
+
+void client::send_request() {
+  std::string* payload = new std::string;
+  if (gen_.options_.mode == load_mode::echo) {
+    std::uniform_int_distribution<int> length(1, 512), byte(0, 255);
+    sent_.resize(static_cast<std::size_t>(length(gen_.random_)));
+    for (auto& c : sent_) c = static_cast<char>(byte(gen_.random_));
+    *payload = sent_;
+  } else {
+    *payload = http_request(gen_.options_);
+  }
+  auto* req = new uv_write_t;
+  req->data = payload;
+  const uv_buf_t buf = uv_buf_init(payload->data(), static_cast<unsigned>(payload->size()));
+  const int rc = uv_write(req, &conn_->stream, &buf, 1, [](uv_write_t* r, int) {
+    // A failed write shows up on the read side (reset or EOF) or as a timeout.
+    delete static_cast<std::string*>(r->data);
+    delete r;
+  });
+  if (rc != 0) {
+    delete payload;
+    delete req;
+    finish(outcome::reset, 0, false);
+  }
+}
+
+bool client::check_http(bool at_eof, outcome& o, pid_t& pid, bool& keep, bool& complete) {
+  complete = false;
+  const auto head_end = input_.find("\r\n\r\n");
+  if (head_end == std::string::npos) return true;
+  const std::string head = input_.substr(0, head_end);
+  std::size_t length = 0;
+  bool has_length = false;
+  for (const char* name : {"Content-Length:", "content-length:"}) {
+    const auto at = head.find(name);
+    if (at != std::string::npos) {
+      length = std::strtoul(head.c_str() + at + std::strlen(name), nullptr, 10);
+      has_length = true;
+    }
+  }
+  const bool server_closes = head.find("Connection: close") != std::string::npos ||
+                             head.find("connection: close") != std::string::npos;
+  if (has_length && input_.size() < head_end + 4 + length) return true;
+  if (!has_length && !at_eof) return true;  // the body runs to the end of the connection
+  complete = true;
+  const bool status_ok = input_.rfind("HTTP/1.1 200", 0) == 0 || input_.rfind("HTTP/1.0 200", 0) == 0;
+  o = status_ok ? outcome::ok : outcome::bad;
+  const std::string body = has_length ? input_.substr(head_end + 4, length) : input_.substr(head_end + 4);
+  pid = pid_in(body);
+  keep = has_length && !server_closes && gen_.options_.mode == load_mode::http_keepalive &&
+         input_.size() == head_end + 4 + length;
+  return true;
+}
+
+void client::on_read(ssize_t nread, const uv_buf_t* buf) {
+  if (nread > 0) {
+    if (!outstanding_) return;  // nothing asked; nothing to check
+    input_.append(buf->base, static_cast<std::size_t>(nread));
+  }
+  const bool at_eof = nread < 0;
+  if (!outstanding_) {
+    // The server ended an idle connection: reopen it for the next request, no loss.
+    if (at_eof) close_connection();
+    return;
+  }
+  outcome o = outcome::ok;
+  pid_t pid = 0;
+  bool keep = false, complete = false;
+  if (gen_.options_.mode == load_mode::echo) {
+    complete = input_.size() >= sent_.size();
+    if (complete) {
+      o = input_.compare(0, sent_.size(), sent_) == 0 && input_.size() == sent_.size() ? outcome::ok : outcome::bad;
+      keep = o == outcome::ok;
+    }
+  } else {
+    check_http(at_eof, o, pid, keep, complete);
+  }
+  if (complete) return finish(o, pid, keep && !at_eof);
+  if (at_eof) finish(input_.empty() ? outcome::reset : outcome::bad, 0, false);
+}
+
+void client::finish(outcome o, pid_t served_by, bool keep_connection) {
+  if (!outstanding_) return;
+  outstanding_ = false;
+  uv_timer_stop(&timer_);
+  gen_.record(start_us_, o, served_by);
+  if (!keep_connection) close_connection();
+  if (gen_.stopping_) {
+    gen_.client_idle();
+    return;
+  }
+  if (o == outcome::refused) {
+    // Back off a moment: a server that is down would otherwise be hammered in a hot loop.
+    uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<client*>(t->data)->begin(); }, 1, 0);
+    return;
+  }
+  begin();
+}
+
+void client::close_connection() {
+  if (conn_ == nullptr) return;
+  uv_close(&conn_->handle, [](uv_handle_t* h) { delete reinterpret_cast<uv_any_handle*>(h); });
+  conn_ = nullptr;
+  connected_ = false;
+}
+
+load_generator::load_generator(uv_loop_t* loop, const options& o, run_record& record)
+    : loop_(loop), options_(o), record_(record) {}
+
+load_generator::~load_generator() = default;
+
+void load_generator::start() {
+  for (unsigned i = 0; i < options_.clients; ++i) clients_.push_back(std::make_unique<client>(*this));
+  for (auto& c : clients_) c->begin();
+}
+
+void load_generator::stop(std::function<void()> done) {
+  stopping_ = true;
+  on_stopped_ = std::move(done);
+  idle_clients_ = 0;
+  for (auto& c : clients_)
+    if (c->halt_if_idle()) ++idle_clients_;
+  finish_if_stopped();
+}
+
+void load_generator::client_idle() {
+  ++idle_clients_;
+  finish_if_stopped();
+}
+
+void load_generator::finish_if_stopped() {
+  if (idle_clients_ < clients_.size() || !on_stopped_) return;
+  for (auto& c : clients_) c->shutdown();
+  auto done = std::move(on_stopped_);
+  on_stopped_ = nullptr;
+  done();
+}
+
+void load_generator::record(std::uint64_t start_us, outcome o, pid_t served_by) {
+  const std::uint64_t end = now_us();
+  record_.requests.push_back({end - record_.start_us, static_cast<std::uint32_t>(end - start_us), o, served_by});
+  if (o == outcome::ok) ++answered_;
+  else ++lost_;
+  if (served_by != 0 && on_served_by) on_served_by(served_by);
+}
+
+}  // namespace harness

@@ -1,0 +1,46 @@
+#pragma once
+// The load: N libuv clients, each with one request in flight at a time, recording every outcome.
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "harness.hpp"
+
+namespace harness {
+
+class client;
+
+class load_generator {
+ public:
+  load_generator(uv_loop_t* loop, const options& o, run_record& record);
+  ~load_generator();
+  void start();
+  // No new requests; `done` runs once every client's last request has finished.
+  void stop(std::function<void()> done);
+
+  std::uint64_t answered() const noexcept { return answered_; }
+  std::uint64_t lost() const noexcept { return lost_; }
+  // Called for every answer that names the pid that served it.
+  std::function<void(pid_t)> on_served_by;
+
+ private:
+  friend class client;
+  void record(std::uint64_t start_us, outcome o, pid_t served_by);
+  void client_idle();
+  void finish_if_stopped();
+
+  uv_loop_t* loop_;
+  const options& options_;
+  run_record& record_;
+  std::vector<std::unique_ptr<client>> clients_;
+  std::mt19937 random_{12345};
+  bool stopping_ = false;
+  std::size_t idle_clients_ = 0;
+  std::function<void()> on_stopped_;
+  std::uint64_t answered_ = 0, lost_ = 0;
+};
+
+}  // namespace harness

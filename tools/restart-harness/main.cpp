@@ -1,0 +1,213 @@
+// restart-harness: the referee. See --help, and harness.hpp for how the pieces fit.
+#include <signal.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <cstdio>
+#include <string>
+
+#include "harness.hpp"
+#include "load.hpp"
+#include "report.hpp"
+#include "server_control.hpp"
+
+namespace harness {
+
+std::uint64_t now_us() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000ULL + static_cast<std::uint64_t>(ts.tv_nsec) / 1000ULL;
+}
+
+namespace {
+
+bool target_accepts(const options& o) {
+  const int fd = socket(o.target.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const bool ok = fd >= 0 && connect(fd, o.target.data(), o.target.size()) == 0;
+  if (fd >= 0) close(fd);
+  return ok;
+}
+
+class referee {
+ public:
+  referee(uv_loop_t* loop, options o) : loop_(loop), options_(std::move(o)), server_(loop_, options_), load_(loop_, options_, record_) {
+    for (uv_timer_t* t : {&phase_timer_, &watch_timer_, &cap_timer_, &progress_timer_}) {
+      uv_timer_init(loop_, t);
+      t->data = this;
+    }
+    load_.on_served_by = [this](pid_t pid) { served_by(pid); };
+  }
+
+  int run() {
+    record_.start_us = now_us();
+    log_path_ = "/tmp/restart-harness-" + std::to_string(getpid()) + ".log";
+    std::string why;
+    if (!server_.start(log_path_, why)) return fail_early(why);
+    uv_timer_start(&cap_timer_, [](uv_timer_t* t) {
+      auto* self = static_cast<referee*>(t->data);
+      self->record_.notes.push_back("hard cap of " + std::to_string(static_cast<int>(self->options_.hard_cap_s)) + " s reached");
+      self->record_.aborted = true;
+      self->finish();
+    }, static_cast<std::uint64_t>(options_.hard_cap_s * 1000), 0);
+    startup_deadline_ = now_us() + static_cast<std::uint64_t>(options_.startup_timeout_s * 1e6);
+    uv_timer_start(&watch_timer_, [](uv_timer_t* t) { static_cast<referee*>(t->data)->wait_for_target(); }, 0, 20);
+    if (options_.progress && isatty(STDERR_FILENO))
+      uv_timer_start(&progress_timer_, [](uv_timer_t* t) { static_cast<referee*>(t->data)->show_progress(); }, 250, 250);
+    uv_run(loop_, UV_RUN_DEFAULT);
+    return exit_status_;
+  }
+
+ private:
+  int fail_early(const std::string& why) {
+    std::printf("FAIL: %s\n", why.c_str());
+    return 1;
+  }
+
+  std::uint64_t elapsed() const { return now_us() - record_.start_us; }
+
+  void wait_for_target() {
+    if (target_accepts(options_)) {
+      uv_timer_stop(&watch_timer_);
+      load_.start();
+      after(options_.settle_s, [](referee* self) { self->next_restart(); });
+      return;
+    }
+    if (server_.started_by_us() && server_.first_exited()) {
+      record_.notes.push_back("the server exited with status " + std::to_string(server_.first_exit_status()) +
+                              " before it accepted a connection (log: " + log_path_ + ")");
+      record_.aborted = true;
+      return finish();
+    }
+    if (now_us() > startup_deadline_) {
+      record_.notes.push_back(options_.target_text + " did not accept a connection within " +
+                              std::to_string(options_.startup_timeout_s) + " s");
+      record_.aborted = true;
+      finish();
+    }
+  }
+
+  void after(double seconds, void (*then)(referee*)) {
+    then_ = then;
+    uv_timer_start(&phase_timer_, [](uv_timer_t* t) {
+      auto* self = static_cast<referee*>(t->data);
+      self->then_(self);
+    }, static_cast<std::uint64_t>(seconds * 1000), 0);
+  }
+
+  void next_restart() {
+    if (record_.restarts.size() >= options_.restarts) {
+      const double ran = static_cast<double>(elapsed()) / 1e6;
+      const double remaining = std::max(options_.settle_s, options_.duration_s - ran);
+      after(remaining, [](referee* self) { self->finish(); });
+      return;
+    }
+    restart_record rs;
+    rs.index = static_cast<unsigned>(record_.restarts.size() + 1);
+    rs.old_pid = server_.main_pid();
+    rs.signal_us = elapsed();
+    record_.restarts.push_back(rs);
+    answered_at_takeover_ = 0;
+    std::string why;
+    if (!server_.trigger_restart(why)) {
+      record_.restarts.back().failure = why;
+      record_.aborted = true;
+      return finish();
+    }
+    uv_timer_start(&watch_timer_, [](uv_timer_t* t) { static_cast<referee*>(t->data)->watch_restart(); }, 2, 2);
+  }
+
+  void served_by(pid_t pid) {
+    server_.saw_pid(pid);
+    if (record_.restarts.empty()) return;
+    auto& rs = record_.restarts.back();
+    if (rs.completed || rs.new_answer_us != 0 || pid == rs.old_pid) return;
+    if (rs.new_pid != 0 && pid != rs.new_pid) return;
+    rs.new_pid = pid;
+    rs.new_answer_us = elapsed();
+  }
+
+  void watch_restart() {
+    auto& rs = record_.restarts.back();
+    const pid_t main = server_.main_pid();
+    if (!options_.pidfile.empty() && main != rs.old_pid && rs.new_pid == 0) rs.new_pid = main;
+    // Answers that name no pid (echo): the first answer after the pid file moved is the new one's.
+    if (rs.new_pid != 0 && rs.new_answer_us == 0 && options_.mode == load_mode::echo) {
+      if (answered_at_takeover_ == 0) answered_at_takeover_ = load_.answered() + 1;
+      else if (load_.answered() >= answered_at_takeover_) rs.new_answer_us = elapsed();
+    }
+    if (rs.old_exit_us == 0 && rs.new_pid != 0 && process_gone(rs.old_pid)) rs.old_exit_us = elapsed();
+    if (rs.new_answer_us != 0 && rs.old_exit_us != 0 && !server_.restart_command_running()) {
+      rs.completed = true;
+      uv_timer_stop(&watch_timer_);
+      const double since = static_cast<double>(elapsed() - rs.signal_us) / 1e6;
+      const double wait = options_.interval_s ? std::max(0.0, *options_.interval_s - since) : 0.0;
+      after(wait, [](referee* self) { self->next_restart(); });
+      return;
+    }
+    if (static_cast<double>(elapsed() - rs.signal_us) / 1e6 > options_.restart_timeout_s) {
+      rs.failure = rs.new_answer_us == 0 ? "no answer from a new generation within " + std::to_string(static_cast<int>(options_.restart_timeout_s)) + " s"
+                                         : "old generation (pid " + std::to_string(rs.old_pid) + ") still running after " +
+                                               std::to_string(static_cast<int>(options_.restart_timeout_s)) + " s";
+      uv_timer_stop(&watch_timer_);
+      record_.aborted = true;
+      finish();
+    }
+  }
+
+  void show_progress() {
+    std::fprintf(stderr, "\r%10llu answered %8llu lost %4zu/%u restarts %8.1f s ",
+                 static_cast<unsigned long long>(load_.answered()), static_cast<unsigned long long>(load_.lost()),
+                 record_.restarts.size(), options_.restarts, static_cast<double>(elapsed()) / 1e6);
+    std::fflush(stderr);
+  }
+
+  void finish() {
+    if (finishing_) return;
+    finishing_ = true;
+    for (uv_timer_t* t : {&phase_timer_, &watch_timer_, &cap_timer_, &progress_timer_}) uv_timer_stop(t);
+    load_.stop([this] {
+      record_.end_us = elapsed();
+      server_.stop_all(10, [this] { report(); });
+    });
+  }
+
+  void report() {
+    if (options_.progress && isatty(STDERR_FILENO)) std::fprintf(stderr, "\r%70s\r", "");
+    std::string table;
+    const verdict v = summarize(options_, record_, table);
+    std::fputs(table.c_str(), stdout);
+    std::string why;
+    if (!options_.json_file.empty() && !write_json(options_, record_, v, options_.json_file, why)) std::printf("  note: %s\n", why.c_str());
+    if (!options_.plot_file.empty() && !write_svg(options_, record_, options_.plot_file, why)) std::printf("  note: %s\n", why.c_str());
+    if (!v.pass && server_.started_by_us()) std::printf("  server log: %s\n", log_path_.c_str());
+    else unlink(log_path_.c_str());
+    std::printf("%s\n", v.line.c_str());
+    std::fflush(stdout);
+    exit_status_ = v.pass ? 0 : 1;
+    uv_walk(loop_, [](uv_handle_t* h, void*) { if (!uv_is_closing(h)) uv_close(h, nullptr); }, nullptr);
+  }
+
+  uv_loop_t* loop_;
+  options options_;
+  run_record record_;
+  server_control server_;
+  load_generator load_;
+  uv_timer_t phase_timer_{}, watch_timer_{}, cap_timer_{}, progress_timer_{};
+  void (*then_)(referee*) = nullptr;
+  std::uint64_t startup_deadline_ = 0;
+  std::uint64_t answered_at_takeover_ = 0;
+  std::string log_path_;
+  bool finishing_ = false;
+  int exit_status_ = 1;
+};
+
+}  // namespace
+}  // namespace harness
+
+int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);
+  harness::referee referee(uv_default_loop(), harness::parse_options(argc, argv));
+  return referee.run();
+}

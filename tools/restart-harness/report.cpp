@@ -1,0 +1,270 @@
+#include "report.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <vector>
+
+namespace harness {
+namespace {
+
+constexpr std::uint64_t window_margin_us = 200000;  // after the old generation is gone
+
+struct window_stats {
+  std::array<std::uint64_t, static_cast<std::size_t>(outcome::count)> by_outcome{};
+  std::uint64_t stalled = 0;
+  std::vector<std::uint32_t> latencies;  // answered requests
+  std::uint64_t span_us = 0;
+  std::uint64_t total() const {
+    std::uint64_t n = 0;
+    for (auto c : by_outcome) n += c;
+    return n;
+  }
+  std::uint64_t lost() const { return total() - by_outcome[0]; }
+};
+
+std::string ms(double us) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", us / 1000.0);
+  return buf;
+}
+
+double percentile(std::vector<std::uint32_t>& v, double p) {
+  if (v.empty()) return 0;
+  const auto k = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1));
+  std::nth_element(v.begin(), v.begin() + static_cast<long>(k), v.end());
+  return v[k];
+}
+
+// Which requests fell around a restart: from its signal until the old generation was gone
+// (or the new one answered, if later), plus a margin.
+bool in_restart_window(const run_record& r, std::uint64_t t) {
+  for (const auto& rs : r.restarts) {
+    const std::uint64_t begin = rs.signal_us;
+    std::uint64_t end = std::max(rs.new_answer_us, rs.old_exit_us);
+    end = rs.completed ? end + window_margin_us : r.end_us;
+    if (t >= begin && t <= end) return true;
+  }
+  return false;
+}
+
+std::pair<window_stats, window_stats> split(const options& o, const run_record& r) {
+  window_stats steady, restart;
+  for (const auto& q : r.requests) {
+    auto& w = in_restart_window(r, q.end_us) ? restart : steady;
+    ++w.by_outcome[static_cast<std::size_t>(q.result)];
+    if (q.result == outcome::ok) {
+      w.latencies.push_back(q.latency_us);
+      if (q.latency_us > o.stall_ms * 1000) ++w.stalled;
+    }
+  }
+  std::uint64_t restart_span = 0;
+  for (const auto& rs : r.restarts) {
+    const std::uint64_t end = rs.completed ? std::max(rs.new_answer_us, rs.old_exit_us) + window_margin_us : r.end_us;
+    restart_span += end > rs.signal_us ? end - rs.signal_us : 0;
+  }
+  restart.span_us = std::min(restart_span, r.end_us);
+  steady.span_us = r.end_us - restart.span_us;
+  return {steady, restart};
+}
+
+std::string row(const std::string& name, const std::string& a, const std::string& b, const std::string& c) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "  %-26s %14s %14s %14s\n", name.c_str(), a.c_str(), b.c_str(), c.c_str());
+  return buf;
+}
+
+std::string num(std::uint64_t n) { return std::to_string(n); }
+
+std::string rate(std::uint64_t n, std::uint64_t span_us) {
+  if (span_us == 0) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.0f", static_cast<double>(n) * 1e6 / static_cast<double>(span_us));
+  return buf;
+}
+
+const char* mode_name(load_mode m) {
+  return m == load_mode::http_keepalive ? "http-keepalive" : m == load_mode::http_close ? "http-close" : "echo";
+}
+
+}  // namespace
+
+const char* outcome_name(outcome o) {
+  switch (o) {
+    case outcome::ok: return "ok";
+    case outcome::refused: return "refused";
+    case outcome::reset: return "reset";
+    case outcome::timeout: return "timeout";
+    case outcome::bad: return "short or wrong";
+    case outcome::count: break;
+  }
+  return "?";
+}
+
+verdict summarize(const options& o, const run_record& r, std::string& table) {
+  auto [steady, restart] = split(o, r);
+  window_stats all;
+  for (std::size_t i = 0; i < all.by_outcome.size(); ++i) all.by_outcome[i] = steady.by_outcome[i] + restart.by_outcome[i];
+  all.stalled = steady.stalled + restart.stalled;
+  all.latencies = steady.latencies;
+  all.latencies.insert(all.latencies.end(), restart.latencies.begin(), restart.latencies.end());
+  all.span_us = r.end_us;
+
+  std::ostringstream out;
+  out << "restart-harness: " << mode_name(o.mode) << " against " << o.target_text << ", " << o.clients
+      << " clients, " << ms(static_cast<double>(r.end_us)) << " ms\n";
+  out << row("", "steady", "restarts", "total");
+  for (std::size_t i = 0; i < all.by_outcome.size(); ++i)
+    out << row(outcome_name(static_cast<outcome>(i)), num(steady.by_outcome[i]), num(restart.by_outcome[i]), num(all.by_outcome[i]));
+  out << row("stalled > " + std::to_string(static_cast<int>(o.stall_ms)) + " ms (answered)", num(steady.stalled), num(restart.stalled), num(all.stalled));
+  out << row("requests/s", rate(steady.total(), steady.span_us), rate(restart.total(), restart.span_us), rate(all.total(), all.span_us));
+  for (const auto& [name, p] : std::vector<std::pair<std::string, double>>{{"latency p50 ms", 0.5}, {"latency p99 ms", 0.99}, {"latency p99.9 ms", 0.999}, {"latency max ms", 1.0}})
+    out << row(name, ms(percentile(steady.latencies, p)), ms(percentile(restart.latencies, p)), ms(percentile(all.latencies, p)));
+
+  std::vector<std::uint32_t> takeover, old_exit;
+  unsigned completed = 0;
+  for (const auto& rs : r.restarts) {
+    if (!rs.completed) continue;
+    ++completed;
+    takeover.push_back(static_cast<std::uint32_t>(rs.new_answer_us - rs.signal_us));
+    if (rs.old_exit_us > 0) old_exit.push_back(static_cast<std::uint32_t>(rs.old_exit_us - rs.signal_us));
+  }
+  out << "  restarts: " << completed << " of " << o.restarts << " completed";
+  if (!takeover.empty())
+    out << "; signal to first answer of the new generation p50 " << ms(percentile(takeover, 0.5)) << " ms, max "
+        << ms(percentile(takeover, 1.0)) << " ms";
+  if (!old_exit.empty())
+    out << "; old generation gone p50 " << ms(percentile(old_exit, 0.5)) << " ms, max " << ms(percentile(old_exit, 1.0)) << " ms";
+  out << "\n";
+  for (const auto& rs : r.restarts)
+    if (!rs.completed) out << "  restart " << rs.index << " failed: " << rs.failure << "\n";
+  for (const auto& note : r.notes) out << "  note: " << note << "\n";
+  table = out.str();
+
+  verdict v;
+  const std::uint64_t lost = all.lost();
+  v.pass = lost == 0 && completed == o.restarts && !r.aborted && all.by_outcome[0] > 0;
+  std::ostringstream line;
+  if (v.pass) {
+    line << "PASS: 0 lost in " << all.total() << " requests across " << completed << " restarts";
+  } else {
+    line << "FAIL: " << lost << " lost in " << all.total() << " requests";
+    for (std::size_t i = 1; i < all.by_outcome.size(); ++i)
+      if (all.by_outcome[i] > 0) line << ", " << all.by_outcome[i] << " " << outcome_name(static_cast<outcome>(i));
+    line << "; " << completed << " of " << o.restarts << " restarts completed";
+    if (all.by_outcome[0] == 0) line << "; no request was answered at all";
+    if (r.aborted) line << "; run aborted";
+  }
+  v.line = line.str();
+  return v;
+}
+
+bool write_json(const options& o, const run_record& r, const verdict& v, const std::string& path, std::string& why) {
+  auto [steady, restart] = split(o, r);
+  std::ofstream out(path);
+  if (!out) {
+    why = "cannot write " + path;
+    return false;
+  }
+  auto window = [&](window_stats& w) {
+    std::ostringstream s;
+    s << "{";
+    for (std::size_t i = 0; i < w.by_outcome.size(); ++i) {
+      std::string key = outcome_name(static_cast<outcome>(i));
+      if (key == "short or wrong") key = "bad";
+      s << "\"" << key << "\": " << w.by_outcome[i] << ", ";
+    }
+    s << "\"stalled\": " << w.stalled << ", \"span_ms\": " << ms(static_cast<double>(w.span_us))
+      << ", \"latency_ms\": {\"p50\": " << ms(percentile(w.latencies, 0.5)) << ", \"p99\": " << ms(percentile(w.latencies, 0.99))
+      << ", \"p999\": " << ms(percentile(w.latencies, 0.999)) << ", \"max\": " << ms(percentile(w.latencies, 1.0)) << "}}";
+    return s.str();
+  };
+  out << "{\n  \"verdict\": \"" << (v.pass ? "PASS" : "FAIL") << "\",\n  \"summary\": \"" << v.line << "\",\n";
+  out << "  \"target\": \"" << o.target_text << "\", \"mode\": \"" << mode_name(o.mode) << "\", \"clients\": " << o.clients << ",\n";
+  out << "  \"duration_ms\": " << ms(static_cast<double>(r.end_us)) << ", \"requests\": " << r.requests.size() << ",\n";
+  out << "  \"steady\": " << window(steady) << ",\n  \"restart_windows\": " << window(restart) << ",\n";
+  out << "  \"restarts\": [";
+  for (std::size_t i = 0; i < r.restarts.size(); ++i) {
+    const auto& rs = r.restarts[i];
+    out << (i ? ",\n    " : "\n    ") << "{\"index\": " << rs.index << ", \"old_pid\": " << rs.old_pid << ", \"new_pid\": " << rs.new_pid
+        << ", \"completed\": " << (rs.completed ? "true" : "false") << ", \"signal_ms\": " << ms(static_cast<double>(rs.signal_us))
+        << ", \"first_new_answer_ms\": " << (rs.new_answer_us ? ms(static_cast<double>(rs.new_answer_us - rs.signal_us)) : "null")
+        << ", \"old_exit_ms\": " << (rs.old_exit_us ? ms(static_cast<double>(rs.old_exit_us - rs.signal_us)) : "null")
+        << ", \"failure\": \"" << rs.failure << "\"}";
+  }
+  out << "\n  ]\n}\n";
+  return true;
+}
+
+bool write_svg(const options& o, const run_record& r, const std::string& path, std::string& why) {
+  std::ofstream out(path);
+  if (!out) {
+    why = "cannot write " + path;
+    return false;
+  }
+  constexpr double width = 1000, height = 320, left = 60, right = 20, top = 30, bottom = 40;
+  constexpr std::uint64_t bucket_us = 100000;
+  const std::size_t buckets = static_cast<std::size_t>(r.end_us / bucket_us) + 1;
+  std::vector<std::uint64_t> ok(buckets), bad(buckets);
+  std::vector<std::map<pid_t, std::uint64_t>> served(buckets);
+  for (const auto& q : r.requests) {
+    const std::size_t b = std::min(buckets - 1, static_cast<std::size_t>(q.end_us / bucket_us));
+    (q.result == outcome::ok ? ok : bad)[b]++;
+    if (q.served_by) served[b][q.served_by]++;
+  }
+  const double peak = std::max<double>(1, static_cast<double>(*std::max_element(ok.begin(), ok.end())) * 10);
+  const double plot_w = width - left - right, plot_h = height - top - bottom;
+  auto x = [&](double us) { return left + plot_w * us / static_cast<double>(std::max<std::uint64_t>(r.end_us, 1)); };
+  auto y = [&](double per_s) { return top + plot_h * (1 - per_s / peak); };
+  out << "<svg xmlns='http://www.w3.org/2000/svg' width='" << width << "' height='" << height
+      << "' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n";
+  // Generations: bands by the pid that answered most in each bucket.
+  pid_t band_pid = 0;
+  std::size_t band_start = 0, band_index = 0;
+  auto close_band = [&](std::size_t end) {
+    if (band_pid == 0) return;
+    out << "<rect x='" << x(static_cast<double>(band_start * bucket_us)) << "' y='" << top << "' width='"
+        << x(static_cast<double>(end * bucket_us)) - x(static_cast<double>(band_start * bucket_us)) << "' height='" << plot_h
+        << "' fill='" << (band_index % 2 ? "#eef3fb" : "#f6f6f6") << "'><title>pid " << band_pid << "</title></rect>\n";
+    ++band_index;
+  };
+  for (std::size_t b = 0; b < buckets; ++b) {
+    pid_t top_pid = 0;
+    std::uint64_t most = 0;
+    for (const auto& [pid, n] : served[b])
+      if (n > most) most = n, top_pid = pid;
+    if (top_pid != 0 && top_pid != band_pid) {
+      close_band(b);
+      band_pid = top_pid;
+      band_start = b;
+    }
+  }
+  close_band(buckets);
+  out << "<text x='" << left << "' y='18' font-size='14'>requests/s (blue), lost (red), restarts (dashed); "
+      << "shading: generation serving</text>\n";
+  out << "<polyline fill='none' stroke='#1f5fbf' stroke-width='1.5' points='";
+  for (std::size_t b = 0; b < buckets; ++b)
+    out << x(static_cast<double>(b * bucket_us + bucket_us / 2)) << "," << y(static_cast<double>(ok[b]) * 10) << " ";
+  out << "'/>\n";
+  for (std::size_t b = 0; b < buckets; ++b)
+    if (bad[b] > 0)
+      out << "<rect x='" << x(static_cast<double>(b * bucket_us)) << "' y='" << y(static_cast<double>(bad[b]) * 10)
+          << "' width='3' height='" << top + plot_h - y(static_cast<double>(bad[b]) * 10) << "' fill='#d62728'><title>" << bad[b]
+          << " lost</title></rect>\n";
+  for (const auto& rs : r.restarts)
+    out << "<line x1='" << x(static_cast<double>(rs.signal_us)) << "' x2='" << x(static_cast<double>(rs.signal_us)) << "' y1='" << top
+        << "' y2='" << top + plot_h << "' stroke='#555' stroke-dasharray='4,3'><title>restart " << rs.index << "</title></line>\n";
+  out << "<line x1='" << left << "' x2='" << left << "' y1='" << top << "' y2='" << top + plot_h << "' stroke='black'/>\n";
+  out << "<line x1='" << left << "' x2='" << width - right << "' y1='" << top + plot_h << "' y2='" << top + plot_h << "' stroke='black'/>\n";
+  out << "<text x='5' y='" << top + 10 << "'>" << static_cast<long>(peak) << "/s</text>\n";
+  out << "<text x='5' y='" << top + plot_h << "'>0</text>\n";
+  out << "<text x='" << width - right - 80 << "' y='" << height - 10 << "'>" << ms(static_cast<double>(r.end_us)) << " ms</text>\n";
+  out << "<text x='" << left << "' y='" << height - 10 << "'>" << o.target_text << ", " << o.clients << " clients</text>\n";
+  out << "</svg>\n";
+  return true;
+}
+
+}  // namespace harness

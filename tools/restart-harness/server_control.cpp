@@ -1,0 +1,159 @@
+#include "server_control.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <iterator>
+#include <vector>
+
+namespace harness {
+
+bool process_gone(pid_t pid) {
+  if (pid <= 0) return true;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  if (!in) return true;
+  const std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto paren = stat.rfind(')');
+  return paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] == 'Z' || stat[paren + 2] == 'X';
+}
+
+server_control::server_control(uv_loop_t* loop, const options& o) : loop_(loop), options_(o) {
+  uv_timer_init(loop_, &stop_timer_);
+  stop_timer_.data = this;
+  process_.data = this;
+  command_.data = this;
+}
+
+bool server_control::start(const std::string& log_path, std::string& why) {
+  if (!started_by_us()) {
+    last_main_ = options_.attach_pid;
+    if (last_main_ > 0) known_.insert(last_main_);
+    return true;
+  }
+  const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  std::vector<char*> args;
+  for (const auto& a : options_.server_command) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  uv_stdio_container_t stdio[3];
+  stdio[0].flags = UV_IGNORE;
+  stdio[1].flags = log_fd >= 0 ? UV_INHERIT_FD : UV_IGNORE;
+  stdio[1].data.fd = log_fd;
+  stdio[2] = stdio[1];
+  uv_process_options_t po{};
+  po.file = args[0];
+  po.args = args.data();
+  po.stdio = stdio;
+  po.stdio_count = 3;
+  po.exit_cb = [](uv_process_t* p, int64_t status, int signal) {
+    auto* self = static_cast<server_control*>(p->data);
+    self->first_exited_ = true;
+    self->first_status_ = signal != 0 ? 128 + signal : status;
+    uv_close(reinterpret_cast<uv_handle_t*>(p), nullptr);
+  };
+  const int rc = uv_spawn(loop_, &process_, &po);
+  if (log_fd >= 0) close(log_fd);
+  if (rc != 0) {
+    why = "cannot start " + options_.server_command[0] + ": " + uv_strerror(rc);
+    return false;
+  }
+  first_pid_ = process_.pid;
+  last_main_ = first_pid_;
+  known_.insert(first_pid_);
+  return true;
+}
+
+pid_t server_control::main_pid() {
+  if (!options_.pidfile.empty()) {
+    std::ifstream in(options_.pidfile);
+    pid_t pid = 0;
+    if (in >> pid && pid > 0) last_main_ = pid;
+  }
+  if (last_main_ > 0) known_.insert(last_main_);
+  return last_main_;
+}
+
+void server_control::saw_pid(pid_t pid) {
+  if (pid <= 0) return;
+  if (known_.insert(pid).second && options_.pidfile.empty()) last_main_ = pid;
+}
+
+bool server_control::trigger_restart(std::string& why) {
+  const pid_t pid = main_pid();
+  if (options_.restart_cmd.empty()) {
+    if (pid <= 0) {
+      why = "no main pid to signal (give --pidfile)";
+      return false;
+    }
+    if (kill(pid, options_.signal_number) != 0) {
+      why = "cannot signal pid " + std::to_string(pid) + ": " + strerror(errno);
+      return false;
+    }
+    return true;
+  }
+  const std::string mainpid = "MAINPID=" + std::to_string(pid);
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
+  env_strings.push_back(mainpid);
+  std::vector<char*> env;
+  for (auto& s : env_strings) env.push_back(s.data());
+  env.push_back(nullptr);
+  const char* args[] = {"/bin/sh", "-c", options_.restart_cmd.c_str(), nullptr};
+  uv_stdio_container_t stdio[3];
+  for (int i = 0; i < 3; ++i) {
+    stdio[i].flags = i == 0 ? UV_IGNORE : UV_INHERIT_FD;
+    stdio[i].data.fd = 2;
+  }
+  uv_process_options_t po{};
+  po.file = args[0];
+  po.args = const_cast<char**>(args);
+  po.env = env.data();
+  po.stdio = stdio;
+  po.stdio_count = 3;
+  po.exit_cb = [](uv_process_t* p, int64_t, int) {
+    static_cast<server_control*>(p->data)->command_running_ = false;
+    uv_close(reinterpret_cast<uv_handle_t*>(p), nullptr);
+  };
+  const int rc = uv_spawn(loop_, &command_, &po);
+  if (rc != 0) {
+    why = std::string("cannot run --restart-cmd: ") + uv_strerror(rc);
+    return false;
+  }
+  command_running_ = true;
+  return true;
+}
+
+void server_control::stop_all(double grace_s, std::function<void()> done) {
+  on_stopped_ = std::move(done);
+  if (!started_by_us()) {
+    auto callback = std::move(on_stopped_);
+    callback();
+    return;
+  }
+  main_pid();
+  for (pid_t pid : known_)
+    if (!process_gone(pid)) kill(pid, SIGTERM);
+  stop_deadline_us_ = now_us() + static_cast<std::uint64_t>(grace_s * 1e6);
+  // Generations that are not our children can only be watched through /proc.
+  uv_timer_start(&stop_timer_,
+                 [](uv_timer_t* t) {
+                   auto* self = static_cast<server_control*>(t->data);
+                   bool all_gone = self->first_exited_;
+                   for (pid_t pid : self->known_)
+                     if (pid != self->first_pid_ && !process_gone(pid)) all_gone = false;
+                   if (!all_gone && now_us() > self->stop_deadline_us_ && !self->killed_) {
+                     self->killed_ = true;
+                     for (pid_t pid : self->known_)
+                       if (!process_gone(pid)) kill(pid, SIGKILL);
+                   }
+                   if (!all_gone) return;
+                   uv_timer_stop(t);
+                   uv_close(reinterpret_cast<uv_handle_t*>(t), nullptr);
+                   auto callback = std::move(self->on_stopped_);
+                   if (callback) callback();
+                 },
+                 5, 5);
+}
+
+}  // namespace harness
