@@ -30,6 +30,11 @@ struct options {
   std::vector<std::string> server_command;
   double duration_s = 0;        // 0: until the restarts are done (plus settle time)
   double hard_cap_s = 300;      // never run longer than this
+  // Answers after which a client closes its connection and opens a new one; 0 for never.
+  // Echo has no way for a server to end a connection between requests, so echo clients
+  // rotate (default 100), as real clients eventually do; HTTP servers say "Connection: close".
+  unsigned requests_per_connection = 0;
+  bool requests_per_connection_set = false;
   double timeout_s = 5;         // a request without an answer after this long is lost
   double stall_ms = 1000;       // an answer slower than this is a stall (reported, not lost)
   double startup_timeout_s = 10;

@@ -42,6 +42,7 @@ class client {
   uv_connect_t connect_req_{};
   bool outstanding_ = false;
   bool connected_ = false;
+  unsigned answers_on_connection_ = 0;
   std::uint64_t start_us_ = 0;
   std::string input_;
   std::string sent_;  // echo payload
@@ -206,6 +207,8 @@ void client::finish(outcome o, pid_t served_by, bool keep_connection) {
   outstanding_ = false;
   uv_timer_stop(&timer_);
   gen_.record(start_us_, o, served_by);
+  const unsigned limit = gen_.options_.requests_per_connection;
+  if (keep_connection && limit != 0 && ++answers_on_connection_ >= limit) keep_connection = false;
   if (!keep_connection) close_connection();
   if (gen_.stopping_) {
     gen_.client_idle();
@@ -224,6 +227,7 @@ void client::close_connection() {
   uv_close(&conn_->handle, [](uv_handle_t* h) { delete reinterpret_cast<uv_any_handle*>(h); });
   conn_ = nullptr;
   connected_ = false;
+  answers_on_connection_ = 0;
 }
 
 load_generator::load_generator(uv_loop_t* loop, const options& o, run_record& record)

@@ -24,6 +24,10 @@ Load
                        http-close: a new connection per request
                        echo: random payloads that must come back byte for byte
   --clients N          concurrent clients (default 32)
+  --requests-per-connection N
+                       answers after which a client opens a new connection (default: never for
+                         http-keepalive; 100 for echo, whose servers cannot end a connection
+                         between requests)
   --timeout S          a request unanswered after S seconds is lost (default 5)
   --stall-ms MS        an answer slower than this counts as a stall, reported but not lost (default 1000)
 
@@ -129,7 +133,10 @@ options parse_options(int argc, char** argv) {
       o.clients = static_cast<unsigned>(number(arg, value));
       if (o.clients == 0 || o.clients > 10000) usage_error("--clients must be 1 to 10000");
     } else if (arg == "--restarts") o.restarts = static_cast<unsigned>(number(arg, value));
-    else if (arg == "--interval") o.interval_s = number(arg, value);
+    else if (arg == "--requests-per-connection") {
+      o.requests_per_connection = static_cast<unsigned>(number(arg, value));
+      o.requests_per_connection_set = true;
+    } else if (arg == "--interval") o.interval_s = number(arg, value);
     else if (arg == "--signal") o.signal_name = value;
     else if (arg == "--restart-cmd") o.restart_cmd = value;
     else if (arg == "--pidfile") o.pidfile = value;
@@ -148,6 +155,7 @@ options parse_options(int argc, char** argv) {
   for (; i < argc; ++i) o.server_command.emplace_back(argv[i]);
   if (!have_target) usage_error("--target is required");
   o.signal_number = signal_by_name(o.signal_name);
+  if (!o.requests_per_connection_set && o.mode == load_mode::echo) o.requests_per_connection = 100;
   const bool has_server = !o.server_command.empty() || o.attach_pid > 0 || !o.pidfile.empty();
   if (!has_server) usage_error("name the server: a command after --, --attach-pid PID or --pidfile FILE");
   if (!o.server_command.empty() && o.attach_pid > 0) usage_error("--attach-pid and a server command exclude each other");

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <array>
+#include <climits>
+#include <cstdint>
+#include <iterator>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -11,7 +14,9 @@
 namespace harness {
 namespace {
 
-constexpr std::uint64_t window_margin_us = 200000;  // after the old generation is gone
+constexpr std::uint64_t window_margin_us = 100000;  // after the old generation is gone
+
+using interval = std::pair<std::uint64_t, std::uint64_t>;
 
 struct window_stats {
   std::array<std::uint64_t, static_cast<std::size_t>(outcome::count)> by_outcome{};
@@ -39,22 +44,33 @@ double percentile(std::vector<std::uint32_t>& v, double p) {
   return v[k];
 }
 
-// Which requests fell around a restart: from its signal until the old generation was gone
-// (or the new one answered, if later), plus a margin.
-bool in_restart_window(const run_record& r, std::uint64_t t) {
+// The time around restarts: from each signal until the old generation was gone (or the new
+// one answered, if later), plus a margin; overlapping windows merged.
+std::vector<interval> restart_windows(const run_record& r) {
+  std::vector<interval> windows;
   for (const auto& rs : r.restarts) {
-    const std::uint64_t begin = rs.signal_us;
-    std::uint64_t end = std::max(rs.new_answer_us, rs.old_exit_us);
-    end = rs.completed ? end + window_margin_us : r.end_us;
-    if (t >= begin && t <= end) return true;
+    const std::uint64_t end = rs.completed ? std::max(rs.new_answer_us, rs.old_exit_us) + window_margin_us : r.end_us;
+    windows.emplace_back(rs.signal_us, std::min(end, r.end_us));
   }
-  return false;
+  std::sort(windows.begin(), windows.end());
+  std::vector<interval> merged;
+  for (const auto& w : windows) {
+    if (!merged.empty() && w.first <= merged.back().second) merged.back().second = std::max(merged.back().second, w.second);
+    else merged.push_back(w);
+  }
+  return merged;
+}
+
+bool inside(const std::vector<interval>& windows, std::uint64_t t) {
+  auto it = std::upper_bound(windows.begin(), windows.end(), interval{t, UINT64_MAX});
+  return it != windows.begin() && t <= std::prev(it)->second;
 }
 
 std::pair<window_stats, window_stats> split(const options& o, const run_record& r) {
   window_stats steady, restart;
+  const auto windows = restart_windows(r);
   for (const auto& q : r.requests) {
-    auto& w = in_restart_window(r, q.end_us) ? restart : steady;
+    auto& w = inside(windows, q.end_us) ? restart : steady;
     ++w.by_outcome[static_cast<std::size_t>(q.result)];
     if (q.result == outcome::ok) {
       w.latencies.push_back(q.latency_us);
@@ -62,10 +78,7 @@ std::pair<window_stats, window_stats> split(const options& o, const run_record& 
     }
   }
   std::uint64_t restart_span = 0;
-  for (const auto& rs : r.restarts) {
-    const std::uint64_t end = rs.completed ? std::max(rs.new_answer_us, rs.old_exit_us) + window_margin_us : r.end_us;
-    restart_span += end > rs.signal_us ? end - rs.signal_us : 0;
-  }
+  for (const auto& [begin, end] : windows) restart_span += end - begin;
   restart.span_us = std::min(restart_span, r.end_us);
   steady.span_us = r.end_us - restart.span_us;
   return {steady, restart};
@@ -206,7 +219,9 @@ bool write_svg(const options& o, const run_record& r, const std::string& path, s
     return false;
   }
   constexpr double width = 1000, height = 320, left = 60, right = 20, top = 30, bottom = 40;
-  constexpr std::uint64_t bucket_us = 100000;
+  // About 200 buckets over the run, none shorter than 5 ms.
+  const std::uint64_t bucket_us = std::max<std::uint64_t>(5000, r.end_us / 200);
+  const double per_second = 1e6 / static_cast<double>(bucket_us);
   const std::size_t buckets = static_cast<std::size_t>(r.end_us / bucket_us) + 1;
   std::vector<std::uint64_t> ok(buckets), bad(buckets);
   std::vector<std::map<pid_t, std::uint64_t>> served(buckets);
@@ -215,7 +230,7 @@ bool write_svg(const options& o, const run_record& r, const std::string& path, s
     (q.result == outcome::ok ? ok : bad)[b]++;
     if (q.served_by) served[b][q.served_by]++;
   }
-  const double peak = std::max<double>(1, static_cast<double>(*std::max_element(ok.begin(), ok.end())) * 10);
+  const double peak = std::max<double>(1, static_cast<double>(*std::max_element(ok.begin(), ok.end())) * per_second);
   const double plot_w = width - left - right, plot_h = height - top - bottom;
   auto x = [&](double us) { return left + plot_w * us / static_cast<double>(std::max<std::uint64_t>(r.end_us, 1)); };
   auto y = [&](double per_s) { return top + plot_h * (1 - per_s / peak); };
@@ -247,12 +262,12 @@ bool write_svg(const options& o, const run_record& r, const std::string& path, s
       << "shading: generation serving</text>\n";
   out << "<polyline fill='none' stroke='#1f5fbf' stroke-width='1.5' points='";
   for (std::size_t b = 0; b < buckets; ++b)
-    out << x(static_cast<double>(b * bucket_us + bucket_us / 2)) << "," << y(static_cast<double>(ok[b]) * 10) << " ";
+    out << x(static_cast<double>(b * bucket_us + bucket_us / 2)) << "," << y(static_cast<double>(ok[b]) * per_second) << " ";
   out << "'/>\n";
   for (std::size_t b = 0; b < buckets; ++b)
     if (bad[b] > 0)
-      out << "<rect x='" << x(static_cast<double>(b * bucket_us)) << "' y='" << y(static_cast<double>(bad[b]) * 10)
-          << "' width='3' height='" << top + plot_h - y(static_cast<double>(bad[b]) * 10) << "' fill='#d62728'><title>" << bad[b]
+      out << "<rect x='" << x(static_cast<double>(b * bucket_us)) << "' y='" << y(static_cast<double>(bad[b]) * per_second)
+          << "' width='3' height='" << top + plot_h - y(static_cast<double>(bad[b]) * per_second) << "' fill='#d62728'><title>" << bad[b]
           << " lost</title></rect>\n";
   for (const auto& rs : r.restarts)
     out << "<line x1='" << x(static_cast<double>(rs.signal_us)) << "' x2='" << x(static_cast<double>(rs.signal_us)) << "' y1='" << top
