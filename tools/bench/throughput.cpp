@@ -1,0 +1,87 @@
+// grace-bench-throughput: steady-state requests/s of grace-http beside the same protocol on bare
+// libuv (grace-bench-bare-http), measured by restart-harness with no restarts, alternating the
+// two servers round by round so that both see the same machine. The ratio is the figure.
+//
+//   grace-bench-throughput RESTART_HARNESS BARE_HTTP GRACE_HTTP [SECONDS_PER_ROUND] [ROUNDS]
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+namespace {
+
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&in), sizeof in);
+  socklen_t len = sizeof in;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&in), &len);
+  close(fd);
+  return ntohs(in.sin_port);
+}
+
+double number_after(const std::string& text, const std::string& key) {
+  const auto at = text.find(key);
+  return at == std::string::npos ? 0 : std::atof(text.c_str() + at + key.size());
+}
+
+// Requests per second that one run of the harness measured against `server`.
+double measure(const std::string& harness, const std::string& server, const std::string& seconds) {
+  const std::string address = "127.0.0.1:" + std::to_string(free_port());
+  const std::string json = "/tmp/grace-bench-throughput-" + std::to_string(getpid()) + ".json";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, STDOUT_FILENO);
+    dup2(devnull, STDERR_FILENO);
+    execl(harness.c_str(), harness.c_str(), "--target", ("tcp://" + address).c_str(), "--clients", "32", "--restarts",
+          "0", "--duration", seconds.c_str(), "--settle", "0", "--json", json.c_str(), "--", server.c_str(),
+          address.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::ifstream in(json);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  unlink(json.c_str());
+  const double requests = number_after(text, "\"requests\": ");
+  const double ms = number_after(text, "\"duration_ms\": ");
+  return ms > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? requests * 1000 / ms : 0;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: grace-bench-throughput RESTART_HARNESS BARE_HTTP GRACE_HTTP [SECONDS] [ROUNDS]\n");
+    return 2;
+  }
+  const std::string seconds = argc > 4 ? argv[4] : "3";
+  const int rounds = argc > 5 ? std::atoi(argv[5]) : 5;
+  std::vector<double> bare, grace;
+  for (int i = 0; i < rounds; ++i) {
+    bare.push_back(measure(argv[1], argv[2], seconds));
+    grace.push_back(measure(argv[1], argv[3], seconds));
+  }
+  const double b = median(bare), g = median(grace);
+  std::printf("steady-state requests/s, 32 keep-alive clients, median of %d rounds of %s s: bare libuv %.0f | "
+              "grace-http %.0f | ratio %.3f\n", rounds, seconds.c_str(), b, g, b > 0 ? g / b : 0);
+  return b > 0 && g > 0 ? 0 : 1;
+}
