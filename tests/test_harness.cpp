@@ -2,6 +2,7 @@
 // under load, and must FAIL (exit non-zero, losses counted) when restarts are not graceful.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -100,6 +101,28 @@ TEST_CASE("grace-unix, HTTP over a unix socket: PASS across 30 restarts") {
                           "--", helper_path("GRACE_UNIX"), "unix:" + path, "--pidfile", pidfile},
                          dir);
   check_pass(run, 30);
+}
+
+TEST_CASE("a server started elsewhere, followed through its pid file: refereed, and left running") {
+  temp_dir dir;
+  const std::string address = free_address(), pidfile = dir.file("http.pid");
+  spawn_options options;
+  options.argv = {helper_path("GRACE_HTTP"), address, "--pidfile", pidfile};
+  child_process server(options);
+  REQUIRE(server.wait_stderr("(new socket) as pid"));
+  auto run = run_harness({"--target", "tcp://[::ffff:" + address.substr(0, address.find(':')) + "]" +
+                              address.substr(address.find(':')),
+                          "--clients", "8", "--restarts", "5", "--pidfile", pidfile},
+                         dir);
+  check_pass(run, 5);
+  // Not ours to stop: the newest generation still serves.
+  std::ifstream in(pidfile);
+  pid_t newest = 0;
+  in >> newest;
+  REQUIRE(newest > 0);
+  CHECK_FALSE(has_exited(newest));
+  kill(newest, SIGTERM);
+  CHECK(wait_exited(newest));
 }
 
 TEST_CASE("a restart that is not graceful (kill and start again) is caught: FAIL, losses counted") {
