@@ -51,7 +51,7 @@ struct child_plan {
   char* const* envp;
   char* listen_pid_digits;  // inside envp, or null
   const int* fds;
-  int* sources;  // room for fd_count entries, allocated before fork
+  int* sources;  // room for fd_count entries, allocated before clone
   int fd_count;
   const char* directory;
   int max_fd;
@@ -68,9 +68,9 @@ struct child_plan {
   _exit(127);
 }
 
-
 [[noreturn]] GRACE_CHILD_CODE void run_child(child_plan& plan) {
-  // A handler inherited from the parent must not run here: it may take locks the fork copied.
+  // A handler of the parent's must not run here, on the parent's memory: back to defaults (the
+  // table is the child's own copy; only the memory is shared).
   for (int sig = 1; sig < NSIG; ++sig) {
     struct sigaction old {};
     if (sigaction(sig, nullptr, &old) != 0) continue;

@@ -17,8 +17,8 @@ struct spawn_request {
   bool set_listen_pid = true;  // "LISTEN_PID=<the child's own pid>"
 };
 
-// fork + exec that is safe in a multi-threaded program: everything is allocated before fork, and
-// the child only makes async-signal-safe calls. The child gets stdin/stdout/stderr, `fds` at 3..,
+// clone(CLONE_VM | CLONE_VFORK) + exec, safe in a multi-threaded program: everything is
+// allocated before the clone, and the child only makes async-signal-safe calls. The child gets stdin/stdout/stderr, `fds` at 3..,
 // and no other fd. A failing exec is reported here (its errno), after the child is reaped.
 result<pid_t> spawn_process(const spawn_request& request);
 
