@@ -119,6 +119,7 @@ class referee {
   }
 
   void served_by(pid_t pid) {
+    answers_name_pids_ = true;
     server_.saw_pid(pid);
     if (record_.restarts.empty()) return;
     auto& rs = record_.restarts.back();
@@ -132,8 +133,9 @@ class referee {
     auto& rs = record_.restarts.back();
     const pid_t main = server_.main_pid();
     if (!options_.pidfile.empty() && main != rs.old_pid && rs.new_pid == 0) rs.new_pid = main;
-    // Answers that name no pid (echo): the first answer after the pid file moved is the new one's.
-    if (rs.new_pid != 0 && rs.new_answer_us == 0 && options_.mode == load_mode::echo) {
+    // Answers that name no pid (echo, most servers): the first answer after the pid file moved
+    // counts as the new generation's.
+    if (rs.new_pid != 0 && rs.new_answer_us == 0 && !answers_name_pids_) {
       if (answered_at_takeover_ == 0) answered_at_takeover_ = load_.answered() + 1;
       else if (load_.answered() >= answered_at_takeover_) rs.new_answer_us = elapsed();
     }
@@ -198,6 +200,7 @@ class referee {
   void (*then_)(referee*) = nullptr;
   std::uint64_t startup_deadline_ = 0;
   std::uint64_t answered_at_takeover_ = 0;
+  bool answers_name_pids_ = false;  // grace's samples say "pid=N"; other servers do not
   std::string log_path_;
   bool finishing_ = false;
   int exit_status_ = 1;
