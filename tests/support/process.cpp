@@ -15,7 +15,6 @@
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
-#include <thread>
 
 extern char** environ;
 
@@ -199,13 +198,18 @@ bool has_exited(pid_t pid) {
 }
 
 bool wait_exited(pid_t pid, std::chrono::milliseconds timeout) {
+  // A pidfd becomes readable when the process exits, whoever its parent is.
+  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) return has_exited(pid);  // gone already (ESRCH)
   const auto deadline = clock::now() + timeout;
-  while (!has_exited(pid)) {
-    if (clock::now() >= deadline) return false;
-    // No event exists for "an unrelated process exited"; poll /proc briefly.
-    std::this_thread::sleep_for(5ms);
+  bool exited = has_exited(pid);
+  while (!exited) {
+    pollfd p{pidfd, POLLIN, 0};
+    if (poll(&p, 1, remaining_ms(deadline)) <= 0) break;
+    exited = has_exited(pid) || (p.revents & POLLIN) != 0;
   }
-  return true;
+  close(pidfd);
+  return exited;
 }
 
 temp_dir::temp_dir() {
