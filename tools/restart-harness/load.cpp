@@ -1,7 +1,8 @@
 #include "load.hpp"
 
+#include "http_response.hpp"
+
 #include <cstdlib>
-#include <cstring>
 #include <string>
 
 namespace harness {
@@ -34,7 +35,6 @@ class client {
   void on_read(ssize_t nread, const uv_buf_t* buf);
   void finish(outcome o, pid_t served_by, bool keep_connection);
   void close_connection();
-  bool check_http(bool at_eof, outcome& o, pid_t& pid, bool& keep, bool& complete);
 
   load_generator& gen_;
   uv_timer_t timer_{};
@@ -147,34 +147,6 @@ void client::send_request() {
   }
 }
 
-bool client::check_http(bool at_eof, outcome& o, pid_t& pid, bool& keep, bool& complete) {
-  complete = false;
-  const auto head_end = input_.find("\r\n\r\n");
-  if (head_end == std::string::npos) return true;
-  const std::string head = input_.substr(0, head_end);
-  std::size_t length = 0;
-  bool has_length = false;
-  for (const char* name : {"Content-Length:", "content-length:"}) {
-    const auto at = head.find(name);
-    if (at != std::string::npos) {
-      length = std::strtoul(head.c_str() + at + std::strlen(name), nullptr, 10);
-      has_length = true;
-    }
-  }
-  const bool server_closes = head.find("Connection: close") != std::string::npos ||
-                             head.find("connection: close") != std::string::npos;
-  if (has_length && input_.size() < head_end + 4 + length) return true;
-  if (!has_length && !at_eof) return true;  // the body runs to the end of the connection
-  complete = true;
-  const bool status_ok = input_.rfind("HTTP/1.1 200", 0) == 0 || input_.rfind("HTTP/1.0 200", 0) == 0;
-  o = status_ok ? outcome::ok : outcome::bad;
-  const std::string body = has_length ? input_.substr(head_end + 4, length) : input_.substr(head_end + 4);
-  pid = pid_in(body);
-  keep = has_length && !server_closes && gen_.options_.mode == load_mode::http_keepalive &&
-         input_.size() == head_end + 4 + length;
-  return true;
-}
-
 void client::on_read(ssize_t nread, const uv_buf_t* buf) {
   if (nread > 0) {
     if (!outstanding_) return;  // nothing asked; nothing to check
@@ -196,7 +168,15 @@ void client::on_read(ssize_t nread, const uv_buf_t* buf) {
       keep = o == outcome::ok;
     }
   } else {
-    check_http(at_eof, o, pid, keep, complete);
+    const http_response r = parse_http_response(input_, at_eof);
+    complete = r.complete;
+    if (complete) {
+      o = r.status_ok && !r.malformed ? outcome::ok : outcome::bad;
+      pid = pid_in(r.body);
+      // Anything after the answer was not asked for: the connection cannot be trusted further.
+      keep = !r.malformed && !r.server_closes && r.consumed == input_.size() &&
+             gen_.options_.mode == load_mode::http_keepalive;
+    }
   }
   if (complete) return finish(o, pid, keep && !at_eof);
   if (at_eof) finish(input_.empty() ? outcome::reset : outcome::bad, 0, false);
