@@ -1,15 +1,14 @@
 #include "generations.hpp"
 
+#include "read_file.hpp"
+
 #include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <sstream>
 
 namespace grace::detail {
 
 process_identity identify(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  const std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string stat = read_small_file("/proc/" + std::to_string(pid) + "/stat").value_or("");
   const auto paren = stat.rfind(')');
   if (paren == std::string::npos) return {pid, 0};
   std::istringstream fields(stat.substr(paren + 2));

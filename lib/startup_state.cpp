@@ -1,9 +1,9 @@
 #include "startup_state.hpp"
 
+#include "read_file.hpp"
+
 #include <unistd.h>
 
-#include <fstream>
-#include <iterator>
 
 namespace grace::detail {
 namespace {
@@ -29,8 +29,7 @@ std::string current_directory() {
 }
 
 std::vector<std::string> argv_from_proc() {
-  std::ifstream in("/proc/self/cmdline", std::ios::binary);
-  const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string all = read_small_file("/proc/self/cmdline").value_or("");
   std::vector<std::string> out;
   std::string::size_type start = 0;
   while (start < all.size()) {

@@ -2,6 +2,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 #include <string>
 
 #include "grace/grace.hpp"
+#include "../lib/read_file.hpp"
 #include "support/process.hpp"
 #include "support/sockets.hpp"
 
@@ -187,4 +189,23 @@ TEST_CASE("a full fd table: start_process still works; what cannot open fails cl
   const int client = connect_tcp("127.0.0.1", (*l)->local_address().port());
   REQUIRE(client >= 0);
   close(client);
+}
+
+TEST_CASE("process state from /proc: running, zombie, gone; unreadable files are no exception") {
+  const pid_t child = fork();
+  if (child == 0) {
+    pause();
+    _exit(0);
+  }
+  CHECK_FALSE(grace::detail::process_has_exited(child));
+  kill(child, SIGKILL);
+  // Not reaped yet: a zombie counts as exited.
+  siginfo_t info{};
+  REQUIRE(waitid(P_PID, static_cast<id_t>(child), &info, WEXITED | WNOWAIT) == 0);
+  CHECK(grace::detail::process_has_exited(child));
+  REQUIRE(waitpid(child, nullptr, 0) == child);
+  CHECK(grace::detail::process_has_exited(child));
+  CHECK_FALSE(grace::detail::read_small_file("/proc/" + std::to_string(child) + "/stat"));
+  CHECK_FALSE(grace::detail::read_small_file("/nonexistent/file"));
+  CHECK(grace::detail::read_small_file("/proc/self/stat").value_or("").find(std::to_string(getpid())) == 0);
 }

@@ -1,5 +1,7 @@
 #include "process.hpp"
 
+#include "../../lib/read_file.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -188,14 +190,7 @@ std::optional<int> child_process::wait(std::chrono::milliseconds timeout) {
 
 void child_process::kill(int signal) { ::kill(pid_, signal); }
 
-bool has_exited(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  if (!stat) return true;
-  std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  const auto paren = content.rfind(')');
-  return paren == std::string::npos || paren + 2 >= content.size() || content[paren + 2] == 'Z' ||
-         content[paren + 2] == 'X';
-}
+bool has_exited(pid_t pid) { return grace::detail::process_has_exited(pid); }
 
 bool wait_exited(pid_t pid, std::chrono::milliseconds timeout) {
   // A pidfd becomes readable when the process exits, whoever its parent is.

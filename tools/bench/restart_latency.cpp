@@ -18,9 +18,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <string>
 #include <vector>
+
+#include "../../lib/read_file.hpp"
 
 namespace {
 
@@ -147,12 +148,7 @@ int main(int argc, char** argv) {
     // The old generation must be gone before the next upgrade, as a deploy would wait.
     if (current == first) waitpid(first, nullptr, 0);
     else
-      while (kill(current, 0) == 0 && std::ifstream("/proc/" + std::to_string(current) + "/stat").good()) {
-        std::string stat;
-        std::getline(std::ifstream("/proc/" + std::to_string(current) + "/stat"), stat);
-        if (stat.find(") Z") != std::string::npos) break;
-        usleep(200);
-      }
+      while (!grace::detail::process_has_exited(current)) usleep(200);
     current = now;
   }
   kill(current, SIGTERM);

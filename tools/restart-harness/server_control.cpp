@@ -1,23 +1,17 @@
 #include "server_control.hpp"
 
+#include "../../lib/read_file.hpp"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
-#include <fstream>
-#include <iterator>
+#include <cstdlib>
 #include <vector>
 
 namespace harness {
 
-bool process_gone(pid_t pid) {
-  if (pid <= 0) return true;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  if (!in) return true;
-  const std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto paren = stat.rfind(')');
-  return paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] == 'Z' || stat[paren + 2] == 'X';
-}
+bool process_gone(pid_t pid) { return grace::detail::process_has_exited(pid); }
 
 server_control::server_control(uv_loop_t* loop, const options& o) : loop_(loop), options_(o) {
   uv_timer_init(loop_, &stop_timer_);
@@ -66,9 +60,8 @@ bool server_control::start(const std::string& log_path, std::string& why) {
 
 pid_t server_control::main_pid() {
   if (!options_.pidfile.empty()) {
-    std::ifstream in(options_.pidfile);
-    pid_t pid = 0;
-    if (in >> pid && pid > 0) last_main_ = pid;
+    const pid_t pid = static_cast<pid_t>(std::atol(grace::detail::read_small_file(options_.pidfile).value_or("0").c_str()));
+    if (pid > 0) last_main_ = pid;
   }
   if (last_main_ > 0) known_.insert(last_main_);
   return last_main_;
