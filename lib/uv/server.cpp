@@ -74,8 +74,8 @@ void server::accept_one() {
   else uv_pipe_init(loop_, &c->handle_.pipe, 0);
   c->handle_.handle.data = c;
   connections_.insert(c);
-  if (uv_accept(&handle_->stream, c->stream()) != 0) {
-    c->close();
+  if (uv_accept(&handle_->stream, c->stream()) != 0 || !on_accept_) {
+    c->close();  // an empty callback would throw std::bad_function_call out of the loop
     return;
   }
   on_accept_(*c);
