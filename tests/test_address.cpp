@@ -79,9 +79,14 @@ TEST_CASE("host names resolve; tcp prefers IPv4, tcp6 takes only IPv6") {
   CHECK(any6->front().text() == "[::]:80");
 }
 
-TEST_CASE("service names are ports") {
-  auto http = grace::resolve_tcp(grace::network::tcp, "127.0.0.1:http");
-  if (http) CHECK(http->front().port() == 80);  // only where /etc/services knows it
+TEST_CASE("service names are ports where /etc/services knows them, else a clear error") {
+  std::string why;
+  auto http = grace::resolve_tcp(grace::network::tcp, "127.0.0.1:http", &why);
+  if (http) CHECK(http->front().port() == 80);
+  else CHECK(why.find("invalid port \"http\"") != std::string::npos);
+  auto unknown = grace::resolve_tcp(grace::network::tcp, "127.0.0.1:no-such-service-name", &why);
+  REQUIRE_FALSE(unknown);
+  CHECK(why.find("no-such-service-name") != std::string::npos);
 }
 
 TEST_CASE("malformed TCP addresses say what is wrong") {
