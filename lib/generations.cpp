@@ -28,6 +28,8 @@ bool still_running(const process_identity& p) {
   return now.start_time != 0 && now.start_time == p.start_time;
 }
 
+bool process_has_exited(pid_t pid) { return pid <= 0 || identify(pid).start_time == 0; }
+
 std::string format_ancestors(const std::vector<process_identity>& list) {
   std::string out;
   for (const auto& p : list)

@@ -18,6 +18,8 @@ struct process_identity {
 // Identity of a running process; start_time 0 when it is gone or a zombie.
 process_identity identify(pid_t pid);
 bool still_running(const process_identity& p);
+// True when `pid` no longer runs: gone, or a zombie nobody has reaped yet.
+bool process_has_exited(pid_t pid);
 
 std::string format_ancestors(const std::vector<process_identity>& list);
 // Unparseable entries are skipped: the list only ever limits how many generations may start.

@@ -25,14 +25,4 @@ std::optional<std::string> read_small_file(const std::string& path) {
   }
 }
 
-bool process_has_exited(int pid) {
-  if (pid <= 0) return true;
-  const auto stat = read_small_file("/proc/" + std::to_string(pid) + "/stat");
-  if (!stat) return true;
-  const auto paren = stat->rfind(')');
-  if (paren == std::string::npos || paren + 2 >= stat->size()) return true;
-  const char state = (*stat)[paren + 2];
-  return state == 'Z' || state == 'X';
-}
-
 }  // namespace grace::detail

@@ -10,7 +10,4 @@ namespace grace::detail {
 // The whole file, or nullopt when it cannot be opened or read.
 std::optional<std::string> read_small_file(const std::string& path);
 
-// True when `pid` no longer runs: gone, or a zombie nobody has reaped yet.
-bool process_has_exited(int pid);
-
 }  // namespace grace::detail

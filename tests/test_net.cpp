@@ -14,6 +14,7 @@
 #include <string>
 
 #include "grace/grace.hpp"
+#include "../lib/generations.hpp"
 #include "../lib/read_file.hpp"
 #include "support/process.hpp"
 #include "support/sockets.hpp"

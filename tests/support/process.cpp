@@ -1,6 +1,6 @@
 #include "process.hpp"
 
-#include "../../lib/read_file.hpp"
+#include "../../lib/generations.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

@@ -62,7 +62,7 @@ std::size_t count_of(const std::string& haystack, const std::string& text);
 
 // True when `pid` no longer runs: gone, or a zombie nobody reaped yet.
 bool has_exited(pid_t pid);
-// Waits (polling /proc, bounded) until has_exited(pid).
+// Waits (on a pidfd, bounded) until has_exited(pid).
 bool wait_exited(pid_t pid, std::chrono::milliseconds timeout = 10s);
 
 // A fresh temporary directory, removed with its contents at destruction.

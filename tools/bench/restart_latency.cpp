@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "../../lib/read_file.hpp"
+#include "../../lib/generations.hpp"
 
 namespace {
 

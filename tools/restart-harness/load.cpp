@@ -41,7 +41,6 @@ class client {
   uv_any_handle* conn_ = nullptr;
   uv_connect_t connect_req_{};
   bool outstanding_ = false;
-  bool connected_ = false;
   unsigned answers_on_connection_ = 0;
   std::uint64_t start_us_ = 0;
   std::string input_;
@@ -91,7 +90,6 @@ void client::connect() {
   }
   conn_->handle.data = this;
   connect_req_.data = this;
-  connected_ = false;
   auto on_connect = [](uv_connect_t* req, int status) {
     if (status == UV_ECANCELED) return;  // we closed it ourselves
     auto* self = static_cast<client*>(req->data);
@@ -100,7 +98,6 @@ void client::connect() {
       self->finish(refused ? outcome::refused : outcome::reset, 0, false);
       return;
     }
-    self->connected_ = true;
     uv_read_start(
         req->handle,
         [](uv_handle_t*, size_t, uv_buf_t* buf) {
@@ -206,7 +203,6 @@ void client::close_connection() {
   if (conn_ == nullptr) return;
   uv_close(&conn_->handle, [](uv_handle_t* h) { delete reinterpret_cast<uv_any_handle*>(h); });
   conn_ = nullptr;
-  connected_ = false;
   answers_on_connection_ = 0;
 }
 

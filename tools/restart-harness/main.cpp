@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <string>
 
+#include "../../lib/generations.hpp"
 #include "harness.hpp"
 #include "load.hpp"
 #include "report.hpp"
@@ -139,7 +140,7 @@ class referee {
       if (answered_at_takeover_ == 0) answered_at_takeover_ = load_.answered() + 1;
       else if (load_.answered() >= answered_at_takeover_) rs.new_answer_us = elapsed();
     }
-    if (rs.old_exit_us == 0 && rs.new_pid != 0 && process_gone(rs.old_pid)) rs.old_exit_us = elapsed();
+    if (rs.old_exit_us == 0 && rs.new_pid != 0 && grace::detail::process_has_exited(rs.old_pid)) rs.old_exit_us = elapsed();
     if (rs.new_answer_us != 0 && rs.old_exit_us != 0 && !server_.restart_command_running()) {
       rs.completed = true;
       uv_timer_stop(&watch_timer_);

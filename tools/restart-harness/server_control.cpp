@@ -1,5 +1,6 @@
 #include "server_control.hpp"
 
+#include "../../lib/generations.hpp"
 #include "../../lib/read_file.hpp"
 
 #include <fcntl.h>
@@ -10,8 +11,6 @@
 #include <vector>
 
 namespace harness {
-
-bool process_gone(pid_t pid) { return grace::detail::process_has_exited(pid); }
 
 server_control::server_control(uv_loop_t* loop, const options& o) : loop_(loop), options_(o) {
   uv_timer_init(loop_, &stop_timer_);
@@ -126,7 +125,7 @@ void server_control::stop_all(double grace_s, std::function<void()> done) {
   }
   main_pid();
   for (pid_t pid : known_)
-    if (!process_gone(pid)) kill(pid, SIGTERM);
+    if (!grace::detail::process_has_exited(pid)) kill(pid, SIGTERM);
   stop_deadline_us_ = now_us() + static_cast<std::uint64_t>(grace_s * 1e6);
   // Generations that are not our children can only be watched through /proc.
   uv_timer_start(&stop_timer_,
@@ -134,11 +133,11 @@ void server_control::stop_all(double grace_s, std::function<void()> done) {
                    auto* self = static_cast<server_control*>(t->data);
                    bool all_gone = self->first_exited_;
                    for (pid_t pid : self->known_)
-                     if (pid != self->first_pid_ && !process_gone(pid)) all_gone = false;
+                     if (pid != self->first_pid_ && !grace::detail::process_has_exited(pid)) all_gone = false;
                    if (!all_gone && now_us() > self->stop_deadline_us_ && !self->killed_) {
                      self->killed_ = true;
                      for (pid_t pid : self->known_)
-                       if (!process_gone(pid)) kill(pid, SIGKILL);
+                       if (!grace::detail::process_has_exited(pid)) kill(pid, SIGKILL);
                    }
                    if (!all_gone) return;
                    uv_timer_stop(t);

@@ -45,7 +45,4 @@ class server_control {
   bool killed_ = false;
 };
 
-// True when `pid` is gone or a zombie.
-bool process_gone(pid_t pid);
-
 }  // namespace harness
