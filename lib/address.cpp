@@ -8,25 +8,36 @@
 #include <cstddef>
 #include <cstring>
 
-#include "grace/error.hpp"
+#include "canonical_address.hpp"
+#include "failure.hpp"
+#include "printable.hpp"
 
 namespace grace {
 namespace {
 
-tl::unexpected<std::error_code> fail(errc code, std::string* why, std::string message) {
-  if (why != nullptr) *why = std::move(message);
-  return tl::unexpected(make_error_code(code));
-}
+using detail::fail;
+using detail::quoted;
 
-std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
+// 1 to 5 decimal digits, nothing else (no sign, no blank), at most 65535.
 bool parse_port(std::string_view text, std::uint16_t& port) {
+  if (text.empty() || text.size() > 5 || !std::all_of(text.begin(), text.end(), is_digit)) return false;
   unsigned value = 0;
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  if (ec != std::errc() || ptr != end || value > 65535) return false;
+  std::from_chars(text.data(), text.data() + text.size(), value);
+  if (value > 65535) return false;
   port = static_cast<std::uint16_t>(value);
   return true;
+}
+
+// A service name as /etc/services spells them ("http", "x11-ssh"): a letter first, then
+// letters, digits, '-' or '_'. getaddrinfo would also take "+65616" and wrap it to port 80.
+bool is_service_name(std::string_view text) {
+  if (text.empty() || text.size() > 32) return false;
+  const auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  if (!letter(text.front())) return false;
+  return std::all_of(text.begin(), text.end(),
+                     [&](char c) { return letter(c) || is_digit(c) || c == '-' || c == '_'; });
 }
 
 // Service names ("http") as Go accepts them.
@@ -51,13 +62,14 @@ bool family_allowed(network n, int family) {
 
 }  // namespace
 
-tl::expected<network, std::error_code> parse_network(std::string_view name) {
+result<network> parse_network(std::string_view name) {
   if (name == "tcp") return network::tcp;
   if (name == "tcp4") return network::tcp4;
   if (name == "tcp6") return network::tcp6;
   if (name == "unix") return network::unix_stream;
   if (name == "unixpacket") return network::unix_packet;
-  return tl::unexpected(make_error_code(errc::unknown_network));
+  return fail(errc::unknown_network, "unknown network " + quoted(name) +
+                                        " (expected tcp, tcp4, tcp6, unix or unixpacket)");
 }
 
 std::string_view network_name(network n) noexcept {
@@ -88,15 +100,16 @@ int socket_type(network n) noexcept {
   }
 }
 
-tl::expected<socket_address, std::error_code> socket_address::from_sockaddr(const sockaddr* sa,
-                                                                            socklen_t len) {
+result<socket_address> socket_address::from_sockaddr(const sockaddr* sa, socklen_t len) {
   if (sa == nullptr || len < static_cast<socklen_t>(sizeof(sa_family_t)) ||
       len > static_cast<socklen_t>(sizeof(sockaddr_storage)))
-    return tl::unexpected(make_error_code(errc::invalid_address));
+    return fail(errc::invalid_address, "socket address of " + std::to_string(len) + " bytes");
   const bool known = (sa->sa_family == AF_INET && len >= socklen_t(sizeof(sockaddr_in))) ||
                      (sa->sa_family == AF_INET6 && len >= socklen_t(sizeof(sockaddr_in6))) ||
                      sa->sa_family == AF_UNIX;
-  if (!known) return tl::unexpected(make_error_code(errc::invalid_address));
+  if (!known)
+    return fail(errc::invalid_address, "socket address of family " + std::to_string(sa->sa_family) +
+                                           " and " + std::to_string(len) + " bytes");
   socket_address out;
   std::memcpy(&out.storage_, sa, len);
   out.size_ = len;
@@ -177,41 +190,34 @@ std::string socket_address::text() const {
   return unix_path();
 }
 
-std::string socket_address::match_key() const {
-  if (is_wildcard()) return ":" + std::to_string(port());
-  return text();
-}
-
-tl::expected<std::vector<socket_address>, std::error_code> resolve_tcp(network n,
-                                                                       std::string_view address,
-                                                                       std::string* why) {
+result<std::vector<socket_address>> resolve_tcp(network n, std::string_view address) {
   if (!is_tcp(n))
-    return fail(errc::unknown_network, why,
-                "network " + quoted(network_name(n)) + " is not a TCP network");
+    return fail(errc::unknown_network, "network " + quoted(network_name(n)) + " is not a TCP network");
+  if (address.find('\0') != std::string_view::npos)
+    return fail(errc::invalid_address, "address " + quoted(address) + ": contains a NUL byte");
   std::string_view host;
   std::string_view port_text;
   if (!address.empty() && address.front() == '[') {
     const auto close = address.find(']');
     if (close == std::string_view::npos || close + 1 >= address.size() || address[close + 1] != ':')
-      return fail(errc::invalid_address, why,
+      return fail(errc::invalid_address,
                   "address " + quoted(address) + ": expected \"[host]:port\"");
     host = address.substr(1, close - 1);
     port_text = address.substr(close + 2);
   } else {
     const auto colon = address.rfind(':');
     if (colon == std::string_view::npos)
-      return fail(errc::invalid_address, why, "address " + quoted(address) + ": missing port");
+      return fail(errc::invalid_address, "address " + quoted(address) + ": missing port");
     host = address.substr(0, colon);
     port_text = address.substr(colon + 1);
     if (host.find(':') != std::string_view::npos)
-      return fail(errc::invalid_address, why,
+      return fail(errc::invalid_address,
                   "address " + quoted(address) + ": too many colons (IPv6 goes in brackets)");
   }
   std::uint16_t port = 0;
-  const bool numeric = !port_text.empty() && port_text.find_first_not_of("0123456789") == std::string_view::npos;
   if (!parse_port(port_text, port) &&
-      (numeric || port_text.empty() || !lookup_service(std::string(port_text), port)))
-    return fail(errc::invalid_address, why,
+      (!is_service_name(port_text) || !lookup_service(std::string(port_text), port)))
+    return fail(errc::invalid_address,
                 "address " + quoted(address) + ": invalid port " + quoted(port_text));
 
   std::vector<socket_address> found;
@@ -227,7 +233,7 @@ tl::expected<std::vector<socket_address>, std::error_code> resolve_tcp(network n
   const std::string host_string(host);
   const int rc = getaddrinfo(host_string.c_str(), nullptr, &hints, &result);
   if (rc != 0)
-    return fail(errc::invalid_address, why,
+    return fail(errc::invalid_address,
                 "address " + quoted(address) + ": cannot resolve " + quoted(host) + " for " +
                     std::string(network_name(n)) + ": " + gai_strerror(rc));
   for (const addrinfo* ai = result; ai != nullptr; ai = ai->ai_next) {
@@ -243,7 +249,7 @@ tl::expected<std::vector<socket_address>, std::error_code> resolve_tcp(network n
   }
   freeaddrinfo(result);
   if (found.empty())
-    return fail(errc::invalid_address, why,
+    return fail(errc::invalid_address,
                 "address " + quoted(address) + ": no " + std::string(network_name(n)) +
                     " address for " + quoted(host));
   // Go's "tcp" prefers IPv4 when a name has both.
@@ -251,6 +257,8 @@ tl::expected<std::vector<socket_address>, std::error_code> resolve_tcp(network n
                         [](const socket_address& a) { return a.family() == AF_INET; });
   return found;
 }
+
+namespace detail {
 
 std::string normalize_absolute_path(std::string_view base_dir, std::string_view path) {
   std::string joined = (!path.empty() && path.front() == '/')
@@ -274,25 +282,32 @@ std::string normalize_absolute_path(std::string_view base_dir, std::string_view 
   return out.empty() ? "/" : out;
 }
 
-tl::expected<socket_address, std::error_code> resolve_unix(std::string_view path,
-                                                           std::string_view base_dir,
-                                                           std::string* why) {
-  if (path.empty()) return fail(errc::invalid_address, why, "unix socket path is empty");
+std::string match_key(int type, const socket_address& address) {
+  const std::string where = address.is_wildcard() ? ":" + std::to_string(address.port()) : address.text();
+  return std::to_string(type) + (address.family() == AF_UNIX ? "|unix|" : "|inet|") + where;
+}
+
+}  // namespace detail
+
+result<socket_address> resolve_unix(std::string_view path, std::string_view base_dir) {
+  if (path.empty()) return fail(errc::invalid_address, "unix socket path is empty");
+  if (path.find('\0') != std::string_view::npos)
+    return fail(errc::invalid_address, "unix socket path " + quoted(path) + " contains a NUL byte");
   sockaddr_un un{};
   un.sun_family = AF_UNIX;
   socklen_t len = 0;
   if (path.front() == '@') {
     const auto name = path.substr(1);
     if (name.size() + 1 > sizeof un.sun_path)
-      return fail(errc::invalid_address, why,
+      return fail(errc::invalid_address,
                   "abstract unix socket name " + quoted(path) + " is longer than " +
                       std::to_string(sizeof un.sun_path - 1) + " bytes");
     std::memcpy(un.sun_path + 1, name.data(), name.size());
     len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
   } else {
-    const std::string absolute = normalize_absolute_path(base_dir, path);
+    const std::string absolute = detail::normalize_absolute_path(base_dir, path);
     if (absolute.size() + 1 > sizeof un.sun_path)
-      return fail(errc::invalid_address, why,
+      return fail(errc::invalid_address,
                   "unix socket path " + quoted(absolute) + " is longer than " +
                       std::to_string(sizeof un.sun_path - 1) + " bytes");
     std::memcpy(un.sun_path, absolute.data(), absolute.size());

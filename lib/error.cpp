@@ -12,10 +12,12 @@ class grace_category final : public std::error_category {
     switch (static_cast<errc>(value)) {
       case errc::unknown_network: return "unknown network";
       case errc::invalid_address: return "invalid address";
-      case errc::malformed_environment: return "malformed socket-activation environment";
+      case errc::malformed_environment: return "malformed environment variable";
       case errc::invalid_inherited_fd: return "inherited fd is not a usable socket";
       case errc::invalid_listener_name: return "invalid listener name";
       case errc::not_an_active_listener: return "not an active listener of this net";
+      case errc::too_many_generations: return "too many generations alive";
+      case errc::invalid_argument: return "invalid argument";
     }
     return "unknown grace error";
   }

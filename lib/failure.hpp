@@ -1,29 +1,25 @@
 #pragma once
-// Inside the library an error carries its explanation; grace::net keeps the text for
-// last_error() and hands the code across the API.
+// Shorthands for returning a grace::error from inside the library.
 #include <cerrno>
 #include <cstring>
 #include <string>
 #include <system_error>
 
-#include <tl/expected.hpp>
+#include "grace/error.hpp"
 
 namespace grace::detail {
 
-struct failure {
-  std::error_code code;
-  std::string why;
-};
-
-inline tl::unexpected<failure> fail(std::error_code code, std::string why) {
-  return tl::unexpected(failure{code, std::move(why)});
+inline tl::unexpected<error> fail(std::error_code code, std::string message) {
+  return tl::unexpected(error(code, std::move(message)));
 }
 
-inline tl::unexpected<failure> fail_errno(int err, const std::string& what) {
+inline tl::unexpected<error> fail(errc code, std::string message) {
+  return fail(make_error_code(code), std::move(message));
+}
+
+// "WHAT: strerror(err)" with err as a system_category code.
+inline tl::unexpected<error> fail_errno(int err, const std::string& what) {
   return fail(std::error_code(err, std::system_category()), what + ": " + std::strerror(err));
 }
-
-template <typename T>
-using result = tl::expected<T, failure>;
 
 }  // namespace grace::detail

@@ -15,9 +15,9 @@ struct inherited_socket {
   std::string name;
 };
 
-// Takes the sockets systemd's protocol hands us (LISTEN_FDS at fds 3.., LISTEN_PID,
-// LISTEN_FDNAMES), checks each, marks them close-on-exec and unsets the variables so that our
-// own children do not see them. Sockets meant for another pid are ignored.
+// The sockets this process inherited (systemd's protocol, captured at start-up), each checked;
+// handed out to the first caller only. A malformed environment or a bad fd is an error that
+// names the variable and the fd.
 result<std::vector<inherited_socket>> take_inherited_sockets();
 
 }  // namespace grace::detail

@@ -4,28 +4,19 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 
-#include "grace/error.hpp"
+#include "canonical_address.hpp"
+#include "environment_protocol.hpp"
 #include "inherit.hpp"
+#include "printable.hpp"
 #include "socket_ops.hpp"
 #include "spawn.hpp"
 #include "startup_state.hpp"
 
-extern char** environ;
-
 namespace grace {
 namespace {
 
-constexpr std::size_t max_name_length = 255;  // systemd's FDNAME_MAX
-
-std::string inet_or_unix(int family) { return family == AF_UNIX ? "unix" : "inet"; }
-
-// Two listening sockets are the same listener when type, family class and canonical address
-// agree; tcp4/tcp6 then narrow a wildcard by family.
-std::string match_key(int type, const socket_address& address) {
-  return std::to_string(type) + "|" + inet_or_unix(address.family()) + "|" + address.match_key();
-}
+using detail::fail;
 
 network network_of(const detail::inherited_socket& s) {
   if (s.family == AF_UNIX)
@@ -46,29 +37,13 @@ socket_address canonical(const socket_address& address) {
   return absolute ? *absolute : address;
 }
 
-bool valid_name(const std::string& name) {
-  if (name.size() > max_name_length) return false;
-  return std::all_of(name.begin(), name.end(),
-                     [](char c) { return c > ' ' && c < 127 && c != ':'; });
-}
-
-bool starts_with_any_key(const char* entry, const std::vector<std::string>& keys) {
-  return std::any_of(keys.begin(), keys.end(), [entry](const std::string& key) {
-    return std::strncmp(entry, key.c_str(), key.size()) == 0;
-  });
-}
-
-std::vector<std::string> child_environment(const std::vector<std::string>& extra,
-                                           std::size_t listener_count, const std::string& names) {
-  std::vector<std::string> replaced = {"LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES="};
-  for (const auto& entry : extra) replaced.push_back(entry.substr(0, entry.find('=') + 1));
-  std::vector<std::string> env;
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e)
-    if (!starts_with_any_key(*e, replaced)) env.emplace_back(*e);
-  env.insert(env.end(), extra.begin(), extra.end());
-  env.push_back("LISTEN_FDS=" + std::to_string(listener_count));
-  env.push_back("LISTEN_FDNAMES=" + names);
-  return env;
+result<network> parse_network_of_kind(std::string_view text, bool tcp) {
+  auto n = parse_network(text);
+  if (!n || is_tcp(*n) != tcp)
+    return fail(errc::unknown_network, std::string(tcp ? "unknown TCP network " : "unknown unix network ") +
+                                           detail::quoted(text) +
+                                           (tcp ? " (expected tcp, tcp4 or tcp6)" : " (expected unix or unixpacket)"));
+  return *n;
 }
 
 }  // namespace
@@ -78,48 +53,39 @@ net::~net() = default;
 
 const std::string& net::startup_directory() { return detail::startup_cwd(); }
 
-tl::unexpected<std::error_code> net::fail_locked(std::error_code code, std::string why) {
-  last_error_ = std::move(why);
-  return tl::unexpected(code);
-}
-
-std::string net::last_error() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return last_error_;
-}
-
-tl::expected<void, std::error_code> net::inherit() {
+result<void> net::inherit() {
   std::lock_guard<std::mutex> lock(mutex_);
   return inherit_locked();
 }
 
-tl::expected<void, std::error_code> net::inherit_locked() {
+result<void> net::inherit_locked() {
   if (!inherited_read_) {
     inherited_read_ = true;
     auto sockets = detail::take_inherited_sockets();
     if (!sockets) {
-      inherit_error_ = sockets.error().code;
-      inherit_error_text_ = sockets.error().why;
+      inherit_error_ = sockets.error();
     } else {
       inherited_.reserve(sockets->size());
       inherited_by_key_.reserve(sockets->size());
       for (auto& s : *sockets) {
         const socket_address address = canonical(s.address);
-        inherited_by_key_.emplace(match_key(s.type, address), inherited_.size());
+        inherited_by_key_.emplace(detail::match_key(s.type, address), inherited_.size());
         inherited_.push_back(std::unique_ptr<listener>(
             new listener(s.fd, network_of(s), address, address.text(), s.name, true)));
       }
     }
   }
-  if (inherit_error_) return fail_locked(inherit_error_, inherit_error_text_);
+  if (inherit_error_) return tl::unexpected(*inherit_error_);
   return {};
 }
 
-tl::expected<void, std::error_code> net::prepare_listen_locked(const listen_options& options) {
-  if (!valid_name(options.name))
-    return fail_locked(make_error_code(errc::invalid_listener_name),
-                       "listener name \"" + options.name +
-                           "\" must be at most 255 printable characters without ':' or spaces");
+result<void> net::prepare_listen_locked(const listen_options& options) {
+  if (!detail::valid_fd_name(options.name))
+    return fail(errc::invalid_listener_name,
+                "listener name " + detail::quoted(options.name) +
+                    " must be at most 255 printable characters without ':' or spaces");
+  if (options.backlog < 0)
+    return fail(errc::invalid_argument, "listen backlog " + std::to_string(options.backlog) + " is negative");
   return inherit_locked();
 }
 
@@ -148,67 +114,66 @@ listener* net::activate_locked(std::unique_ptr<listener> l) {
   return active_.back().get();
 }
 
-tl::expected<listener*, std::error_code> net::listen(std::string_view network_name_text,
-                                                     std::string_view address,
-                                                     const listen_options& options) {
-  auto n = parse_network(network_name_text);
-  if (!n) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return fail_locked(n.error(), "unknown network \"" + std::string(network_name_text) +
-                                      "\" (expected tcp, tcp4, tcp6, unix or unixpacket)");
-  }
-  if (is_tcp(*n)) return listen_tcp(network_name_text, address, options);
-  return listen_unix(network_name_text, address, options);
+result<listener*> net::listen(std::string_view network_text, std::string_view address,
+                              const listen_options& options) {
+  auto n = parse_network(network_text);
+  if (!n) return tl::unexpected(n.error());
+  if (is_tcp(*n)) return listen_tcp(network_text, address, options);
+  return listen_unix(network_text, address, options);
 }
 
-tl::expected<listener*, std::error_code> net::listen_tcp(std::string_view network_name_text,
-                                                         std::string_view address,
-                                                         const listen_options& options) {
+result<listener*> net::listen_tcp(std::string_view network_text, std::string_view address,
+                                  const listen_options& options) {
+  auto n = parse_network_of_kind(network_text, true);
+  if (!n) return tl::unexpected(n.error());
+  auto candidates = resolve_tcp(*n, address);  // outside the lock: it may wait for DNS
+  if (!candidates) return tl::unexpected(candidates.error());
   std::lock_guard<std::mutex> lock(mutex_);
-  auto n = parse_network(network_name_text);
-  if (!n || !is_tcp(*n))
-    return fail_locked(make_error_code(errc::unknown_network),
-                       "unknown TCP network \"" + std::string(network_name_text) +
-                           "\" (expected tcp, tcp4 or tcp6)");
-  return listen_tcp_locked(*n, address, options);
+  return listen_tcp_locked(*n, *candidates, options);
 }
 
-tl::expected<listener*, std::error_code> net::listen_unix(std::string_view network_name_text,
-                                                          std::string_view path,
-                                                          const listen_options& options) {
+result<listener*> net::listen_tcp(std::string_view network_text, const sockaddr* address,
+                                  socklen_t length, const listen_options& options) {
+  auto n = parse_network_of_kind(network_text, true);
+  if (!n) return tl::unexpected(n.error());
+  auto parsed = socket_address::from_sockaddr(address, length);
+  if (!parsed) return tl::unexpected(parsed.error());
+  const int family = parsed->family();
+  if (family == AF_UNIX || (*n == network::tcp4 && family != AF_INET) ||
+      (*n == network::tcp6 && family != AF_INET6))
+    return fail(errc::invalid_address, "address " + parsed->text() + " is not a " +
+                                           std::string(network_name(*n)) + " address");
   std::lock_guard<std::mutex> lock(mutex_);
-  auto n = parse_network(network_name_text);
-  if (!n || is_tcp(*n))
-    return fail_locked(make_error_code(errc::unknown_network),
-                       "unknown unix network \"" + std::string(network_name_text) +
-                           "\" (expected unix or unixpacket)");
+  return listen_tcp_locked(*n, {*parsed}, options);
+}
+
+result<listener*> net::listen_unix(std::string_view network_text, std::string_view path,
+                                   const listen_options& options) {
+  auto n = parse_network_of_kind(network_text, false);
+  if (!n) return tl::unexpected(n.error());
+  std::lock_guard<std::mutex> lock(mutex_);
   return listen_unix_locked(*n, path, options);
 }
 
-tl::expected<listener*, std::error_code> net::listen_tcp_locked(network n,
-                                                                std::string_view address,
-                                                                const listen_options& options) {
+result<listener*> net::listen_tcp_locked(network n, const std::vector<socket_address>& candidates,
+                                         const listen_options& options) {
   if (auto ready = prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
-  std::string why;
-  auto candidates = resolve_tcp(n, address, &why);
-  if (!candidates) return fail_locked(candidates.error(), why);
-
   // An ephemeral port is by definition a new socket.
-  if (candidates->front().port() != 0) {
-    for (const auto& candidate : *candidates) {
-      if (listener* l = take_inherited_locked(match_key(SOCK_STREAM, candidate), n,
+  if (candidates.front().port() != 0) {
+    for (const auto& candidate : candidates) {
+      if (listener* l = take_inherited_locked(detail::match_key(SOCK_STREAM, candidate), n,
                                               candidate.family(), candidate.is_wildcard())) {
         if (!options.name.empty()) l->name_ = options.name;
         return l;
       }
     }
   }
-  detail::failure last_failure;
-  for (const auto& candidate : *candidates) {
+  error last_failure;
+  for (const auto& candidate : candidates) {
     auto fd = detail::bind_tcp_listener(candidate, n == network::tcp6, options.backlog);
     if (!fd) {
       last_failure = fd.error();
-      const int err = fd.error().code.value();
+      const int err = fd.error().code().value();
       if (err == EAFNOSUPPORT || err == EADDRNOTAVAIL) continue;  // no IPv6 here: try the next
       break;
     }
@@ -220,22 +185,20 @@ tl::expected<listener*, std::error_code> net::listen_tcp_locked(network n,
     return activate_locked(std::unique_ptr<listener>(new listener(
         *fd, n, actual, actual.text(), options.name.empty() ? "unknown" : options.name, false)));
   }
-  return fail_locked(last_failure.code, last_failure.why);
+  return tl::unexpected(last_failure);
 }
 
-tl::expected<listener*, std::error_code> net::listen_unix_locked(network n, std::string_view path,
-                                                                 const listen_options& options) {
+result<listener*> net::listen_unix_locked(network n, std::string_view path, const listen_options& options) {
   if (auto ready = prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
-  std::string why;
-  auto address = resolve_unix(path, detail::startup_cwd(), &why);
-  if (!address) return fail_locked(address.error(), why);
+  auto address = resolve_unix(path, detail::startup_cwd());
+  if (!address) return tl::unexpected(address.error());
   const int type = socket_type(n);
-  if (listener* l = take_inherited_locked(match_key(type, *address), n, AF_UNIX, false)) {
+  if (listener* l = take_inherited_locked(detail::match_key(type, *address), n, AF_UNIX, false)) {
     if (!options.name.empty()) l->name_ = options.name;
     return l;
   }
   auto bound = detail::bind_unix_listener(*address, type, options.backlog);
-  if (!bound) return fail_locked(bound.error().code, bound.error().why);
+  if (!bound) return tl::unexpected(bound.error());
   auto l = std::unique_ptr<listener>(new listener(
       bound->fd, n, *address, address->text(), options.name.empty() ? "unknown" : options.name,
       false));
@@ -272,23 +235,21 @@ std::size_t net::close_unused_inherited() {
   return closed;
 }
 
-tl::expected<void, std::error_code> net::close(listener* l) {
+result<void> net::close(listener* l) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = std::find_if(active_.begin(), active_.end(),
                          [l](const std::unique_ptr<listener>& p) { return p.get() == l; });
   if (it == active_.end())
-    return fail_locked(make_error_code(errc::not_an_active_listener),
-                       "close: the listener is not an active listener of this net");
+    return fail(errc::not_an_active_listener, "close: the listener is not an active listener of this net");
   active_.erase(it);
   return {};
 }
 
-tl::expected<pid_t, std::error_code> net::start_process(const process_options& options) {
-  std::lock_guard<std::mutex> lock(mutex_);
+result<pid_t> net::start_process(const process_options& options) {
   for (const auto& entry : options.extra_env)
-    if (entry.find('=') == std::string::npos || entry.front() == '=')
-      return fail_locked(std::error_code(EINVAL, std::system_category()),
-                         "start_process: extra_env entry \"" + entry + "\" is not NAME=VALUE");
+    if (auto ok = detail::check_entry(entry); !ok)
+      return fail(ok.error().code(), "start_process: extra_env: " + ok.error().message());
+  std::lock_guard<std::mutex> lock(mutex_);
   const auto& argv = detail::startup_argv();
   std::string executable = options.executable_path;
   if (executable.empty() && options.executable == process_options::executable_source::proc_self_exe)
@@ -296,7 +257,7 @@ tl::expected<pid_t, std::error_code> net::start_process(const process_options& o
   if (executable.empty()) {
     auto found = detail::find_executable(argv.empty() ? std::string() : argv.front(),
                                          detail::startup_cwd());
-    if (!found) return fail_locked(found.error().code, "start_process: " + found.error().why);
+    if (!found) return fail(found.error().code(), "start_process: " + found.error().message());
     executable = *found;
   }
 
@@ -305,16 +266,17 @@ tl::expected<pid_t, std::error_code> net::start_process(const process_options& o
   request.argv = argv;
   if (request.argv.empty()) request.argv.push_back(executable);
   request.directory = detail::startup_cwd();
-  std::string names;
+  std::vector<std::string> names;
   for (const auto& l : active_) {
-    names += (request.fds.empty() ? "" : ":") + l->name();
+    names.push_back(l->name());
     request.fds.push_back(l->fd());
   }
+  request.set_listen_pid = !active_.empty();
   request.fds.insert(request.fds.end(), options.extra_fds.begin(), options.extra_fds.end());
-  request.environment = child_environment(options.extra_env, active_.size(), names);
+  request.environment = detail::child_environment(detail::current_environment(), options.extra_env, names);
 
   auto pid = detail::spawn_process(request);
-  if (!pid) return fail_locked(pid.error().code, "start_process: " + pid.error().why);
+  if (!pid) return fail(pid.error().code(), "start_process: " + pid.error().message());
   for (auto& l : active_) l->shared_ = true;
   return *pid;
 }

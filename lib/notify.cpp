@@ -6,30 +6,34 @@
 #include <unistd.h>
 
 #include <cstddef>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 
+#include "environment_protocol.hpp"
+#include "printable.hpp"
+
 namespace grace {
 
-tl::expected<void, std::error_code> notify_service_manager(std::string_view state) {
-  const char* socket_path = std::getenv("NOTIFY_SOCKET");
-  if (socket_path == nullptr || socket_path[0] == '\0') return {};
-  const std::string path = socket_path;
+result<void> notify_service_manager(std::string_view state) {
+  const std::string& path = detail::startup_inheritance().notify_socket;
+  if (path.empty()) return {};
   sockaddr_un un{};
   un.sun_family = AF_UNIX;
   if (path.size() >= sizeof un.sun_path || (path[0] != '/' && path[0] != '@'))
-    return tl::unexpected(std::make_error_code(std::errc::invalid_argument));
+    return detail::fail(std::make_error_code(std::errc::invalid_argument),
+                        "NOTIFY_SOCKET=" + detail::quoted(path) + " is not an absolute path or @name");
   std::memcpy(un.sun_path, path.data(), path.size());
   if (path[0] == '@') un.sun_path[0] = '\0';
   const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
-  const int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return tl::unexpected(std::error_code(errno, std::system_category()));
-  const ssize_t sent = sendto(fd, state.data(), state.size(), MSG_NOSIGNAL,
-                              reinterpret_cast<const sockaddr*>(&un), len);
+  const int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return detail::fail_errno(errno, "notify the service manager: socket");
+  ssize_t sent;
+  do sent = sendto(fd, state.data(), state.size(), MSG_NOSIGNAL | MSG_DONTWAIT,
+                   reinterpret_cast<const sockaddr*>(&un), len);
+  while (sent < 0 && errno == EINTR);
   const int err = errno;
   close(fd);
-  if (sent < 0) return tl::unexpected(std::error_code(err, std::system_category()));
+  if (sent < 0) return detail::fail_errno(err, "notify the service manager at " + path);
   return {};
 }
 

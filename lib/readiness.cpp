@@ -3,69 +3,92 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <charconv>
-#include <cstdlib>
 #include <string>
 
-#include "grace/error.hpp"
+#include "environment_protocol.hpp"
+#include "generations.hpp"
 
 namespace grace {
 namespace {
 
-constexpr char ready_variable[] = "GRACE_READY_FD";
 constexpr char ready_byte = 'R';
 
 int open_pidfd(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
 
-void reap(pid_t pid, int& status) {
+void reap_blocking(pid_t pid, int& status) {
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
 }
 
-}  // namespace
-
-tl::expected<void, std::error_code> notify_ready() {
-  const char* text = std::getenv(ready_variable);
-  if (text == nullptr) return {};
-  const std::string value = text;
-  unsetenv(ready_variable);
-  int fd = -1;
-  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), fd);
-  struct stat st {};
-  if (ec != std::errc() || end != value.data() + value.size() || fd < 3 ||
-      fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode))
-    return tl::unexpected(make_error_code(errc::malformed_environment));
-  ssize_t written;
-  do written = write(fd, &ready_byte, 1);
-  while (written < 0 && errno == EINTR);
-  const int err = errno;
-  ::close(fd);
-  if (written != 1) return tl::unexpected(std::error_code(err, std::system_category()));
-  return {};
+std::vector<detail::process_identity> alive_ancestors() {
+  std::vector<detail::process_identity> alive;
+  for (const auto& p : detail::startup_inheritance().ancestors)
+    if (detail::still_running(p)) alive.push_back(p);
+  return alive;
 }
 
-tl::expected<pending_child, std::error_code> pending_child::start(net& n, process_options options) {
-  int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) != 0)
-    return tl::unexpected(std::error_code(errno, std::system_category()));
+}  // namespace
+
+unsigned generation() noexcept { return detail::startup_inheritance().generation; }
+
+std::vector<pid_t> older_generations_alive() {
+  std::vector<pid_t> out;
+  for (const auto& p : alive_ancestors()) out.push_back(p.pid);
+  return out;
+}
+
+std::vector<std::string> inheritance_warnings() { return detail::startup_inheritance().warnings; }
+
+result<ready_outcome> notify_ready() {
+  auto fd = detail::take_ready_fd();
+  if (!fd) return tl::unexpected(fd.error());
+  if (*fd < 0) return ready_outcome::first_start;
+  // A SEQPACKET socket: send() never blocks on one byte to a fresh socket, and MSG_NOSIGNAL
+  // turns a dead parent into EPIPE instead of a SIGPIPE that would kill this process.
+  ssize_t sent;
+  do sent = send(*fd, &ready_byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (sent < 0 && errno == EINTR);
+  const int err = errno;
+  ::close(*fd);
+  if (sent == 1) return ready_outcome::told_parent;
+  if (err == EPIPE || err == ECONNRESET || err == ECONNREFUSED) return ready_outcome::parent_gone;
+  return detail::fail_errno(err, "tell the parent generation that this one is ready (GRACE_READY_FD)");
+}
+
+result<pending_child> pending_child::start(net& n, process_options options, unsigned max_generations) {
+  auto alive = alive_ancestors();
+  if (alive.size() + 2 > max_generations) {
+    std::string pids;
+    for (const auto& p : alive) pids += " " + std::to_string(p.pid);
+    return detail::fail(errc::too_many_generations,
+                        std::to_string(alive.size() + 1) + " generations alive (older ones still draining:" +
+                            pids + "); at most " + std::to_string(max_generations) + " at once");
+  }
+  const auto self = detail::identify(getpid());
+  if (self.start_time != 0) alive.push_back(self);
+
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair) != 0)
+    return detail::fail_errno(errno, "start the next generation: readiness socketpair");
   // The child finds its end right after the listeners.
   const std::size_t listeners = n.active_listeners().size();
-  options.extra_env.push_back(std::string(ready_variable) + "=" +
-                              std::to_string(3 + listeners + options.extra_fds.size()));
-  options.extra_fds.push_back(pipe_fds[1]);
+  for (auto& entry : detail::generation_entries(generation() + 1, alive)) options.extra_env.push_back(entry);
+  options.extra_env.push_back(detail::ready_fd_entry(static_cast<int>(3 + listeners + options.extra_fds.size())));
+  options.extra_fds.push_back(pair[1]);
   auto pid = n.start_process(options);
-  ::close(pipe_fds[1]);
+  ::close(pair[1]);
   if (!pid) {
-    ::close(pipe_fds[0]);
+    ::close(pair[0]);
     return tl::unexpected(pid.error());
   }
   const int pid_fd = open_pidfd(*pid);
-  return pending_child(*pid, pipe_fds[0], pid_fd);
+  if (pid_fd >= 0) fcntl(pid_fd, F_SETFD, FD_CLOEXEC);
+  return pending_child(*pid, pair[0], pid_fd);
 }
 
 pending_child::pending_child(pending_child&& other) noexcept
@@ -73,14 +96,21 @@ pending_child::pending_child(pending_child&& other) noexcept
       ready_fd_(other.ready_fd_),
       pid_fd_(other.pid_fd_),
       outcome_(other.outcome_),
-      status_(other.status_) {
+      status_(other.status_),
+      reaped_(other.reaped_),
+      killed_(other.killed_) {
   other.pid_ = -1;
   other.ready_fd_ = other.pid_fd_ = -1;
   other.outcome_ = upgrade_outcome::exited;
+  other.reaped_ = true;
 }
 
 pending_child::~pending_child() {
-  if (!outcome_) give_up();
+  if (!outcome_) kill_pending();
+  if (!reaped_ && pid_ > 0) {
+    reap_blocking(pid_, status_);
+    reaped_ = true;
+  }
   close_fds();
 }
 
@@ -90,51 +120,82 @@ void pending_child::close_fds() noexcept {
   ready_fd_ = pid_fd_ = -1;
 }
 
+bool pending_child::try_reap() noexcept {
+  if (reaped_) return true;
+  int status = 0;
+  pid_t got;
+  do got = waitpid(pid_, &status, WNOHANG);
+  while (got < 0 && errno == EINTR);
+  if (got == pid_ || (got < 0 && errno == ECHILD)) {
+    reaped_ = true;
+    if (got == pid_) status_ = status;
+    close_fds();
+  }
+  return reaped_;
+}
+
 std::optional<upgrade_outcome> pending_child::check() {
-  if (outcome_) return outcome_;
+  if (outcome_) {
+    try_reap();
+    return outcome_;
+  }
   char byte = 0;
-  const ssize_t got = read(ready_fd_, &byte, 1);
+  ssize_t got;
+  do got = recv(ready_fd_, &byte, 1, MSG_DONTWAIT);
+  while (got < 0 && errno == EINTR);
   if (got == 1 && byte == ready_byte) {
     outcome_ = upgrade_outcome::ready;
+    reaped_ = true;  // it runs on as the new generation; its parent is not ours to wait for
     close_fds();
     return outcome_;
   }
-  // EOF: every write end is gone, so the child exited or gave up its end without a word.
-  const bool pipe_closed = got == 0 || (got == 1 && byte != ready_byte);
-  int status = 0;
-  const bool exited = waitpid(pid_, &status, WNOHANG) == pid_;
-  if (exited) status_ = status;
-  if (!exited && !pipe_closed) return std::nullopt;
-  if (!exited) {
-    ::kill(pid_, SIGKILL);
-    reap(pid_, status_);
+  // EOF or a reset: every end the child had is gone, so it exited or gave its end up.
+  const bool socket_closed = got == 0 || (got == 1 && byte != ready_byte) ||
+                             (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+  if (try_reap()) {
+    outcome_ = upgrade_outcome::exited;
+    return outcome_;
   }
+  if (!socket_closed) return std::nullopt;
+  // Its socket closes as the process exits, a moment before the exit can be reaped; a child
+  // still running without a way to say it is ready never will be. Either way: SIGKILL, which
+  // leaves an exit status already decided as it was.
+  ::kill(pid_, SIGKILL);
+  killed_ = true;
   outcome_ = upgrade_outcome::exited;
-  close_fds();
   return outcome_;
+}
+
+void pending_child::kill_pending() {
+  if (outcome_) return;
+  if (pid_ > 0) ::kill(pid_, SIGKILL);
+  killed_ = true;
+  outcome_ = upgrade_outcome::timed_out;
 }
 
 upgrade_outcome pending_child::wait(std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
-    if (auto outcome = check()) return *outcome;
+    if (auto outcome = check()) {
+      if (!reaped_) give_up();
+      return *outcome;
+    }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return give_up();
     pollfd watched[2] = {{ready_fd_, POLLIN, 0}, {pid_fd_, POLLIN, 0}};
-    // Without a pidfd (old kernels) the pipe's EOF still reports the child's exit.
+    // Without a pidfd (old kernels) the socket's EOF still reports the child's exit.
     poll(watched, pid_fd_ >= 0 ? 2 : 1, static_cast<int>(left.count()));
   }
 }
 
 upgrade_outcome pending_child::give_up() {
-  if (outcome_) return *outcome_;
-  if (pid_ > 0) {
-    ::kill(pid_, SIGKILL);
-    reap(pid_, status_);
+  kill_pending();
+  if (!reaped_ && pid_ > 0) {
+    reap_blocking(pid_, status_);
+    reaped_ = true;
+    close_fds();
   }
-  outcome_ = upgrade_outcome::timed_out;
-  close_fds();
   return *outcome_;
 }
 

@@ -13,7 +13,8 @@
 #include <cstdlib>
 #include <memory>
 
-#include "grace/address.hpp"
+#include "canonical_address.hpp"
+#include "environment_protocol.hpp"
 
 namespace grace::detail {
 namespace {
@@ -23,7 +24,7 @@ namespace {
 #endif
 
 constexpr int first_passed_fd = 3;
-constexpr char listen_pid_prefix[] = "LISTEN_PID=";
+const std::string listen_pid_prefix = std::string(variable::listen_pid) + "=";
 
 std::vector<char*> pointers_to(std::vector<std::string>& strings) {
   std::vector<char*> out;
@@ -132,11 +133,11 @@ result<pid_t> spawn_process(const spawn_request& request) {
                                    " to pass is not open");
   std::vector<std::string> argv_storage = request.argv;
   std::vector<std::string> env_storage = request.environment;
-  if (request.set_listen_pid) env_storage.push_back(std::string(listen_pid_prefix) + std::string(23, ' '));
+  if (request.set_listen_pid) env_storage.push_back(listen_pid_prefix + std::string(23, ' '));
   std::vector<char*> argv = pointers_to(argv_storage);
   std::vector<char*> envp = pointers_to(env_storage);
   char* listen_pid_digits =
-      request.set_listen_pid ? env_storage.back().data() + sizeof listen_pid_prefix - 1 : nullptr;
+      request.set_listen_pid ? env_storage.back().data() + listen_pid_prefix.size() : nullptr;
   std::vector<int> sources(request.fds.size());
   // The child runs on this stack, in our memory, until it execs (CLONE_VM | CLONE_VFORK, as
   // posix_spawn does): no page tables to copy, no copy-on-write faults, whatever our size.

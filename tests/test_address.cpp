@@ -4,22 +4,25 @@
 
 #include <string>
 
+#include "canonical_address.hpp"
 #include "grace/grace.hpp"
 
 namespace {
 
+// The address part of the match key ("1|inet|:80" is ":80").
 std::string key_of(grace::network n, const std::string& address) {
   auto resolved = grace::resolve_tcp(n, address);
   REQUIRE_MESSAGE(resolved.has_value(), address);
-  return resolved->front().match_key();
+  const std::string key = grace::detail::match_key(SOCK_STREAM, resolved->front());
+  REQUIRE(key.rfind("1|inet|", 0) == 0);
+  return key.substr(7);
 }
 
 std::string error_of(grace::network n, const std::string& address) {
-  std::string why;
-  auto resolved = grace::resolve_tcp(n, address, &why);
+  auto resolved = grace::resolve_tcp(n, address);
   REQUIRE_FALSE_MESSAGE(resolved.has_value(), address);
-  CHECK(resolved.error() == grace::errc::invalid_address);
-  return why;
+  CHECK(resolved.error().code() == grace::errc::invalid_address);
+  return resolved.error().message();
 }
 
 }  // namespace
@@ -33,8 +36,8 @@ TEST_CASE("network names are Go's stream networks; anything else is unknown") {
   for (const char* bad : {"", "udp", "TCP", "tcp5", "unixgram", "ip"}) {
     auto n = grace::parse_network(bad);
     REQUIRE_FALSE(n.has_value());
-    CHECK(n.error() == grace::errc::unknown_network);
-    CHECK(n.error().message() == "unknown network");
+    CHECK(n.error().code() == grace::errc::unknown_network);
+    CHECK(n.error().message().find("unknown network \"" + std::string(bad) + "\"") == 0);
   }
 }
 
@@ -80,13 +83,12 @@ TEST_CASE("host names resolve; tcp prefers IPv4, tcp6 takes only IPv6") {
 }
 
 TEST_CASE("service names are ports where /etc/services knows them, else a clear error") {
-  std::string why;
-  auto http = grace::resolve_tcp(grace::network::tcp, "127.0.0.1:http", &why);
+  auto http = grace::resolve_tcp(grace::network::tcp, "127.0.0.1:http");
   if (http) CHECK(http->front().port() == 80);
-  else CHECK(why.find("invalid port \"http\"") != std::string::npos);
-  auto unknown = grace::resolve_tcp(grace::network::tcp, "127.0.0.1:no-such-service-name", &why);
+  else CHECK(http.error().message().find("invalid port \"http\"") != std::string::npos);
+  auto unknown = grace::resolve_tcp(grace::network::tcp, "127.0.0.1:no-such-service-name");
   REQUIRE_FALSE(unknown);
-  CHECK(why.find("no-such-service-name") != std::string::npos);
+  CHECK(unknown.error().message().find("no-such-service-name") != std::string::npos);
 }
 
 TEST_CASE("malformed TCP addresses say what is wrong") {
@@ -100,17 +102,16 @@ TEST_CASE("malformed TCP addresses say what is wrong") {
   CHECK(error_of(grace::network::tcp, "no-such-host.invalid:80").find("cannot resolve") != std::string::npos);
   CHECK(error_of(grace::network::tcp4, "[::1]:80").find("::1") != std::string::npos);
   CHECK(error_of(grace::network::tcp6, "127.0.0.1:80").find("127.0.0.1") != std::string::npos);
-  std::string why;
-  auto not_tcp = grace::resolve_tcp(grace::network::unix_stream, "/x", &why);
+  auto not_tcp = grace::resolve_tcp(grace::network::unix_stream, "/x");
   REQUIRE_FALSE(not_tcp);
-  CHECK(not_tcp.error() == grace::errc::unknown_network);
+  CHECK(not_tcp.error().code() == grace::errc::unknown_network);
 }
 
 TEST_CASE("unix paths are absolute against the start-up directory, abstract names keep '@'") {
   auto rel = grace::resolve_unix("run/../app.sock", "/srv/app");
   REQUIRE(rel);
   CHECK(rel->text() == "/srv/app/app.sock");
-  CHECK(rel->match_key() == "/srv/app/app.sock");
+  CHECK(grace::detail::match_key(SOCK_STREAM, *rel) == "1|unix|/srv/app/app.sock");
   auto abs = grace::resolve_unix("//tmp/./x.sock", "/elsewhere");
   REQUIRE(abs);
   CHECK(abs->text() == "/tmp/x.sock");
@@ -118,16 +119,14 @@ TEST_CASE("unix paths are absolute against the start-up directory, abstract name
   REQUIRE(abstract);
   CHECK(abstract->is_abstract());
   CHECK(abstract->text() == "@grace-test");
-  CHECK(grace::normalize_absolute_path("/a/b", "../../../c") == "/c");
-  CHECK(grace::normalize_absolute_path("/", ".") == "/");
+  CHECK(grace::detail::normalize_absolute_path("/a/b", "../../../c") == "/c");
+  CHECK(grace::detail::normalize_absolute_path("/", ".") == "/");
 
-  std::string why;
-  CHECK_FALSE(grace::resolve_unix("", "/", &why));
-  CHECK(why.find("empty") != std::string::npos);
-  CHECK_FALSE(grace::resolve_unix("/" + std::string(200, 'x'), "/", &why));
-  CHECK(why.find("longer than") != std::string::npos);
-  CHECK_FALSE(grace::resolve_unix("@" + std::string(200, 'x'), "/", &why));
-  CHECK(why.find("abstract") != std::string::npos);
+  auto message_of = [](const grace::result<grace::socket_address>& r) { return r ? "" : r.error().message(); };
+  CHECK(message_of(grace::resolve_unix("", "/")).find("empty") != std::string::npos);
+  CHECK(message_of(grace::resolve_unix("/" + std::string(200, 'x'), "/")).find("longer than") != std::string::npos);
+  CHECK(message_of(grace::resolve_unix("@" + std::string(200, 'x'), "/")).find("abstract") != std::string::npos);
+  CHECK(message_of(grace::resolve_unix(std::string("/tmp/a\0b", 8), "/")).find("NUL") != std::string::npos);
 }
 
 TEST_CASE("kernel addresses round-trip through socket_address") {
@@ -142,4 +141,19 @@ TEST_CASE("kernel addresses round-trip through socket_address") {
   bogus.sa_family = AF_PACKET;
   CHECK_FALSE(grace::socket_address::from_sockaddr(&bogus, sizeof bogus));
   CHECK_FALSE(grace::socket_address::from_sockaddr(nullptr, 0));
+}
+
+TEST_CASE("a port is 1 to 5 decimal digits up to 65535: no sign, blank, or wrap-around") {
+  // getaddrinfo would read "+65616" as 65616 and wrap it to port 80.
+  for (const char* bad : {"127.0.0.1:+65616", "127.0.0.1:+80", "127.0.0.1: 80", "127.0.0.1:80 ",
+                          "127.0.0.1:000080", "127.0.0.1:99999", "127.0.0.1:0x50", "127.0.0.1:1e3",
+                          "127.0.0.1:8O", "127.0.0.1:-0"})
+    CHECK_MESSAGE(error_of(grace::network::tcp, bad).find("invalid port") != std::string::npos, bad);
+  CHECK(key_of(grace::network::tcp, "127.0.0.1:65535") == "127.0.0.1:65535");
+  CHECK(key_of(grace::network::tcp, "127.0.0.1:0") == "127.0.0.1:0");
+  CHECK(error_of(grace::network::tcp, std::string("127.0.0.1\0:80", 13)).find("NUL") != std::string::npos);
+  // A quoted outside value never carries a raw control byte into a message (a forged log line).
+  const std::string forged = error_of(grace::network::tcp, "x\ngrace: evil:80");
+  CHECK(forged.find('\n') == std::string::npos);
+  CHECK(forged.find("\\x0a") != std::string::npos);
 }

@@ -22,13 +22,6 @@ bool echoes(int fd, const std::string& text) {
          read_line_from(fd) == text;
 }
 
-pid_t read_pid(const std::string& pidfile) {
-  std::ifstream in(pidfile);
-  pid_t pid = 0;
-  in >> pid;
-  return pid;
-}
-
 }  // namespace
 
 TEST_CASE("grace-echo survives SIGUSR2 restarts: old connections finish, new ones are served") {
@@ -50,7 +43,7 @@ TEST_CASE("grace-echo survives SIGUSR2 restarts: old connections finish, new one
     child_process first(options);
     REQUIRE_MESSAGE(first.wait_stderr("(new socket)"), first.stderr_text());
     const pid_t first_pid = first.pid();
-    REQUIRE(read_pid(pidfile) == first_pid);
+    REQUIRE(pidfile_names(pidfile, first_pid));
 
     const int before = connect_it();
     REQUIRE(before >= 0);
@@ -69,7 +62,7 @@ TEST_CASE("grace-echo survives SIGUSR2 restarts: old connections finish, new one
     CHECK(WIFEXITED(*status));
     CHECK_MESSAGE(WEXITSTATUS(*status) == 0, first.stderr_text());
 
-    const pid_t second = read_pid(pidfile);
+    const pid_t second = wait_pidfile(pidfile, [&](pid_t p) { return p != first_pid; });
     CHECK(second != first_pid);
     CHECK(echoes(after, "new generation keeps its connection"));
     close(after);

@@ -14,8 +14,9 @@
 #include <string>
 
 #include "grace/grace.hpp"
-#include "../lib/generations.hpp"
-#include "../lib/read_file.hpp"
+#include "generations.hpp"
+#include "read_file.hpp"
+#include "support/errors.hpp"
 #include "support/process.hpp"
 #include "support/sockets.hpp"
 
@@ -47,8 +48,8 @@ TEST_CASE("a fresh TCP listener is non-blocking, close-on-exec, and reports its 
   // The same port again is EADDRINUSE with the address in the message.
   auto again = net.listen_tcp("tcp4", (*l)->address());
   REQUIRE_FALSE(again);
-  CHECK(again.error() == std::errc::address_in_use);
-  CHECK(net.last_error().find((*l)->address()) != std::string::npos);
+  CHECK(again.error().code() == std::errc::address_in_use);
+  CHECK(again.error().message().find((*l)->address()) != std::string::npos);
 }
 
 TEST_CASE("tcp6 is IPv6-only; tcp takes an IPv6 literal too") {
@@ -70,14 +71,14 @@ TEST_CASE("unknown networks and bad names are errors, like Go's UnknownNetworkEr
   grace::net net;
   auto bad = net.listen("udp", "127.0.0.1:0");
   REQUIRE_FALSE(bad);
-  CHECK(bad.error() == grace::errc::unknown_network);
-  CHECK(net.last_error().find("\"udp\"") != std::string::npos);
+  CHECK(bad.error().code() == grace::errc::unknown_network);
+  CHECK(bad.error().message().find("\"udp\"") != std::string::npos);
   CHECK_FALSE(net.listen_tcp("unix", "127.0.0.1:0"));
   CHECK_FALSE(net.listen_unix("tcp", "/tmp/x"));
   auto named = net.listen_tcp("tcp", "127.0.0.1:0", {SOMAXCONN, "has:colon"});
   REQUIRE_FALSE(named);
-  CHECK(named.error() == grace::errc::invalid_listener_name);
-  CHECK(net.last_error().find("has:colon") != std::string::npos);
+  CHECK(named.error().code() == grace::errc::invalid_listener_name);
+  CHECK(named.error().message().find("has:colon") != std::string::npos);
   CHECK(net.listen_tcp("tcp", "127.0.0.1:0", {SOMAXCONN, "web"}).value()->name() == "web");
 }
 
@@ -88,22 +89,22 @@ TEST_CASE("unix: a stale socket file is replaced, a live one or a regular file i
   REQUIRE(exists(stale));
   grace::net net;
   auto replaced = net.listen_unix("unix", stale);
-  REQUIRE_MESSAGE(replaced, net.last_error());
+  REQUIRE_MESSAGE(replaced, error_text(replaced));
   CHECK((*replaced)->address() == stale);
 
   const std::string live = dir.file("live.sock");
   const int other = raw_unix_listener(live, SOCK_STREAM);
   auto refused = net.listen_unix("unix", live);
   REQUIRE_FALSE(refused);
-  CHECK(refused.error() == std::errc::address_in_use);
-  CHECK(net.last_error().find("another process is listening") != std::string::npos);
+  CHECK(refused.error().code() == std::errc::address_in_use);
+  CHECK(refused.error().message().find("another process is listening") != std::string::npos);
   close(other);
 
   const std::string regular = dir.file("data.txt");
   std::ofstream(regular) << "keep me";
   auto not_socket = net.listen_unix("unix", regular);
   REQUIRE_FALSE(not_socket);
-  CHECK(net.last_error().find("not a socket") != std::string::npos);
+  CHECK(not_socket.error().message().find("not a socket") != std::string::npos);
   CHECK(exists(regular));
 }
 
@@ -116,7 +117,7 @@ TEST_CASE("closing removes only a socket file this process made and never shared
   REQUIRE(net.close(*own));
   CHECK_FALSE(exists(path));
   CHECK(net.active_listeners().empty());
-  CHECK(net.close(*own).error() == grace::errc::not_an_active_listener);
+  CHECK(net.close(*own).error().code() == grace::errc::not_an_active_listener);
 
   // Somebody else re-bound the path meanwhile: not ours to remove.
   const std::string moved = dir.file("moved.sock");
@@ -177,13 +178,13 @@ TEST_CASE("a full fd table: start_process still works; what cannot open fails cl
   auto pending = grace::pending_child::start(net, options);
   for (int fd : fillers) close(fd);
   REQUIRE(setrlimit(RLIMIT_NOFILE, &saved) == 0);
-  REQUIRE_MESSAGE(child, net.last_error());
+  REQUIRE_MESSAGE(child, error_text(child));
   int status = 0;
   REQUIRE(waitpid(*child, &status, 0) == *child);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
   REQUIRE_FALSE(pending);
-  CHECK(pending.error() == std::errc::too_many_files_open);
+  CHECK(pending.error().code() == std::errc::too_many_files_open);
 
   // The listener is untouched: it still accepts.
   REQUIRE(net.active_listeners().size() == 1);

@@ -147,8 +147,8 @@ TEST_CASE("an exec failure is an error from start_process, and no child is left"
   options.executable_path = "/nonexistent/grace-next";
   auto pid = net.start_process(options);
   REQUIRE_FALSE(pid);
-  CHECK(pid.error() == std::errc::no_such_file_or_directory);
-  CHECK(net.last_error().find("/nonexistent/grace-next") != std::string::npos);
+  CHECK(pid.error().code() == std::errc::no_such_file_or_directory);
+  CHECK(pid.error().message().find("/nonexistent/grace-next") != std::string::npos);
   CHECK(waitpid(-1, nullptr, WNOHANG) == -1);  // the failed child was reaped already
   CHECK(errno == ECHILD);
 
@@ -158,13 +158,13 @@ TEST_CASE("an exec failure is an error from start_process, and no child is left"
   chmod(options.executable_path.c_str(), 0644);
   pid = net.start_process(options);
   REQUIRE_FALSE(pid);
-  CHECK(pid.error() == std::errc::permission_denied);
+  CHECK(pid.error().code() == std::errc::permission_denied);
 
   options.executable_path.clear();
   options.extra_env = {"NOT-AN-ASSIGNMENT"};
   pid = net.start_process(options);
   REQUIRE_FALSE(pid);
-  CHECK(net.last_error().find("NOT-AN-ASSIGNMENT") != std::string::npos);
+  CHECK(pid.error().message().find("NOT-AN-ASSIGNMENT") != std::string::npos);
 }
 
 TEST_CASE("extra fds follow the listeners and are not counted in LISTEN_FDS") {

@@ -29,13 +29,6 @@ using namespace test_support;
 
 namespace {
 
-pid_t read_pid(const std::string& pidfile) {
-  std::ifstream in(pidfile);
-  pid_t pid = 0;
-  in >> pid;
-  return pid;
-}
-
 int free_port() {
   int port = 0;
   close(raw_tcp_listener("127.0.0.1", port));
@@ -119,7 +112,7 @@ TEST_CASE("five generations deep: old connections finish on the old process, new
   const int port = free_port();
   service http(helper_path("GRACE_HTTP"), {"127.0.0.1:" + std::to_string(port), "--pidfile", pidfile});
   REQUIRE(http.wait_for("(new socket) as pid"));
-  CHECK(read_pid(pidfile) == http.first_pid());
+  CHECK(pidfile_names(pidfile, http.first_pid()));
 
   pid_t current = http.first_pid();
   for (unsigned generation = 1; generation <= 5; ++generation) {
@@ -129,7 +122,7 @@ TEST_CASE("five generations deep: old connections finish on the old process, new
     CHECK(http_body_of(kept) == expected_body(current, generation));
 
     const pid_t next = http.upgrade(current, generation + 1);
-    CHECK(read_pid(pidfile) == next);
+    CHECK(pidfile_names(pidfile, next));
     // The connection opened before the upgrade is answered by the old process, which says
     // "Connection: close" and then closes it.
     auto last = http_get(kept);
@@ -168,7 +161,7 @@ TEST_CASE("a broken release: exits early, cannot exec, hangs; each time the old 
     const int c = connect_tcp("127.0.0.1", port);
     CHECK(http_body_of(c) == expected_body(server, 1));
     close(c);
-    CHECK(read_pid(pidfile) == server);
+    CHECK(pidfile_names(pidfile, server));
   };
 
   SUBCASE("the child exits before it is ready") {
@@ -197,7 +190,7 @@ TEST_CASE("a broken release: exits early, cannot exec, hangs; each time the old 
   const int c = connect_tcp("127.0.0.1", port);
   CHECK(http_body_of(c) == expected_body(next, 2));
   close(c);
-  CHECK(read_pid(pidfile) == next);
+  CHECK(pidfile_names(pidfile, next));
   kill(next, SIGTERM);
   CHECK(wait_exited(next));
 }

@@ -36,15 +36,16 @@ TEST_CASE("events: refused before ready, serving, rollback of a child that canno
 
     upgrader.upgrade();  // not ready yet
     REQUIRE(upgrader.ready());
-    std::ifstream pid(options.pidfile);
-    pid_t written = 0;
-    pid >> written;
-    CHECK(written == getpid());
     upgrader.upgrade();  // the release is missing: rollback, still serving
     CHECK_FALSE(upgrader.draining());
     upgrader.shutdown();
     CHECK(upgrader.run() == 0);
     CHECK(drained);
+    // Written on the thread pool; run() returns only once it is there.
+    std::ifstream pid(options.pidfile);
+    pid_t written = 0;
+    pid >> written;
+    CHECK(written == getpid());
 
     std::vector<event_kind> kinds;
     for (const auto& e : events) kinds.push_back(e.kind);

@@ -13,7 +13,7 @@ cmake --build build/gcc -j "$jobs"
 
 echo "== clang++, meson test =="
 if [ ! -f build/meson-clang/build.ninja ]; then
-  CXX=clang++ meson setup build/meson-clang --buildtype=debugoptimized >/dev/null
+  CXX=clang++ meson setup build/meson-clang --buildtype=debugoptimized -Dwerror=true >/dev/null
 fi
 meson test -C build/meson-clang --print-errorlogs --num-processes "$jobs"
 

@@ -9,10 +9,10 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
 
-#include <tl/expected.hpp>
+#include "grace/error.hpp"
+#include "grace/export.hpp"
 
 namespace grace {
 
@@ -22,18 +22,17 @@ namespace grace {
 enum class network { tcp, tcp4, tcp6, unix_stream, unix_packet, udp4, udp6, unixgram };
 
 // "tcp", "tcp4", "tcp6", "unix", "unixpacket"; anything else is errc::unknown_network.
-tl::expected<network, std::error_code> parse_network(std::string_view name);
-std::string_view network_name(network n) noexcept;
-bool is_tcp(network n) noexcept;
-int socket_type(network n) noexcept;  // SOCK_STREAM or SOCK_SEQPACKET
+[[nodiscard]] GRACE_API result<network> parse_network(std::string_view name);
+GRACE_API std::string_view network_name(network n) noexcept;
+GRACE_API bool is_tcp(network n) noexcept;
+GRACE_API int socket_type(network n) noexcept;  // SOCK_STREAM, SOCK_SEQPACKET or SOCK_DGRAM
 
-class socket_address {
+class GRACE_API socket_address {
  public:
   socket_address() = default;
   // Copies a kernel address (getsockname); families other than AF_INET, AF_INET6 and AF_UNIX
   // are errc::invalid_address.
-  static tl::expected<socket_address, std::error_code> from_sockaddr(const sockaddr* sa,
-                                                                     socklen_t len);
+  [[nodiscard]] static result<socket_address> from_sockaddr(const sockaddr* sa, socklen_t len);
   static socket_address ipv4_any(std::uint16_t port);
   static socket_address ipv6_any(std::uint16_t port);
 
@@ -49,9 +48,6 @@ class socket_address {
 
   // "127.0.0.1:80", "[::1]:80", "[::]:80", "/run/app.sock", "@name"; v4-mapped shown as IPv4.
   std::string text() const;
-  // What two addresses must share to be the same listening address: text(), except that
-  // every wildcard is ":PORT".
-  std::string match_key() const;
 
  private:
   sockaddr_storage storage_{};
@@ -59,19 +55,15 @@ class socket_address {
 };
 
 // Parses "host:port", "[v6]:port" or ":port" for a TCP network and resolves host names.
-// Returns the addresses to try, best first (for "tcp", IPv4 before IPv6 as Go does; for a
-// wildcard, the dual-stack [::] before 0.0.0.0). On failure `why` (if given) says what was wrong.
-tl::expected<std::vector<socket_address>, std::error_code> resolve_tcp(network n,
-                                                                       std::string_view address,
-                                                                       std::string* why = nullptr);
+// The port is 1 to 5 decimal digits up to 65535, or a service name ("http"). Returns the
+// addresses to try, best first (for "tcp", IPv4 before IPv6 as Go does; for a wildcard, the
+// dual-stack [::] before 0.0.0.0). May block: a host name is resolved with getaddrinfo.
+[[nodiscard]] GRACE_API result<std::vector<socket_address>> resolve_tcp(network n,
+                                                                        std::string_view address);
 
 // A unix socket path: "@name" is abstract, a relative path is made absolute against `base_dir`
 // and normalised lexically ("a/./b/../c" is "a/c").
-tl::expected<socket_address, std::error_code> resolve_unix(std::string_view path,
-                                                           std::string_view base_dir,
-                                                           std::string* why = nullptr);
-
-// Lexical normalisation of an absolute path: no ".", "..", or repeated slashes.
-std::string normalize_absolute_path(std::string_view base_dir, std::string_view path);
+[[nodiscard]] GRACE_API result<socket_address> resolve_unix(std::string_view path,
+                                                            std::string_view base_dir);
 
 }  // namespace grace

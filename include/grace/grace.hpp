@@ -3,4 +3,7 @@
 #include "grace/error.hpp"
 #include "grace/listener.hpp"
 #include "grace/net.hpp"
+#include "grace/notify.hpp"
+#include "grace/pidfile.hpp"
 #include "grace/readiness.hpp"
+#include "grace/version.hpp"

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "grace/address.hpp"
+#include "grace/export.hpp"
 
 namespace grace {
 
@@ -12,7 +13,7 @@ class net;
 
 // One listening socket held by a grace::net. The net owns it (and closes its fd); callers use
 // the pointer the net hands out until they close the listener through the net.
-class listener {
+class GRACE_API listener {
  public:
   listener(const listener&) = delete;
   listener& operator=(const listener&) = delete;

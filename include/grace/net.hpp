@@ -8,20 +8,21 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <unordered_map>
 #include <vector>
 
-#include <tl/expected.hpp>
-
 #include "grace/address.hpp"
+#include "grace/error.hpp"
+#include "grace/export.hpp"
 #include "grace/listener.hpp"
 
 namespace grace {
 
 struct listen_options {
+  // The accept queue's length for a socket bound fresh (an inherited one keeps its own).
   int backlog = SOMAXCONN;
   // Carried to the next process in LISTEN_FDNAMES; no ':' and at most 255 printable bytes.
   // Empty means "unknown" (systemd's default), or the inherited name when the socket is inherited.
@@ -43,7 +44,9 @@ struct process_options {
   std::vector<int> extra_fds;
 };
 
-class net {
+// Thread-safe. Calls may block briefly: listen_tcp resolves host names, and every listen call
+// makes a few system calls; none waits on another process.
+class GRACE_API net {
  public:
   net();
   ~net();
@@ -51,30 +54,31 @@ class net {
   net& operator=(const net&) = delete;
 
   // network: "tcp", "tcp4", "tcp6", "unix", "unixpacket".
-  tl::expected<listener*, std::error_code> listen(std::string_view network,
-                                                  std::string_view address,
-                                                  const listen_options& options = {});
+  [[nodiscard]] result<listener*> listen(std::string_view network, std::string_view address,
+                                         const listen_options& options = {});
   // "host:port", "[v6]:port", ":port". "tcp" on a wildcard binds a dual-stack [::] socket
   // (IPV6_V6ONLY off), falling back to 0.0.0.0 without IPv6; "tcp6" binds IPv6 only; an explicit
   // "0.0.0.0:port" binds IPv4 only. Port 0 binds a fresh ephemeral port and never inherits.
-  tl::expected<listener*, std::error_code> listen_tcp(std::string_view network,
-                                                      std::string_view address,
-                                                      const listen_options& options = {});
+  [[nodiscard]] result<listener*> listen_tcp(std::string_view network, std::string_view address,
+                                             const listen_options& options = {});
+  // The same for an address the application already holds as a sockaddr (AF_INET or AF_INET6);
+  // network "tcp", "tcp4" or "tcp6".
+  [[nodiscard]] result<listener*> listen_tcp(std::string_view network, const sockaddr* address,
+                                             socklen_t length, const listen_options& options = {});
   // A path (relative to the working directory at start-up) or "@name" for an abstract socket.
   // A stale socket file nobody listens on is replaced; a live one is EADDRINUSE.
-  tl::expected<listener*, std::error_code> listen_unix(std::string_view network,
-                                                       std::string_view path,
-                                                       const listen_options& options = {});
+  [[nodiscard]] result<listener*> listen_unix(std::string_view network, std::string_view path,
+                                              const listen_options& options = {});
 
   // Starts the next generation: this program again, with every active listener at fd 3.. in the
   // order they were opened. Returns the child's pid; the caller reaps it. An exec failure is
   // returned here, never as a child that dies at once.
-  tl::expected<pid_t, std::error_code> start_process(const process_options& options = {});
+  [[nodiscard]] result<pid_t> start_process(const process_options& options = {});
 
-  // Reads LISTEN_FDS once and unsets the LISTEN_* variables. The listen calls do this
-  // themselves; call it to see a malformed environment early. As it changes the environment,
-  // which glibc does not lock against concurrent getenv, let it happen before other threads start.
-  tl::expected<void, std::error_code> inherit();
+  // Takes the sockets named by LISTEN_FDS (captured, and the LISTEN_* variables removed from
+  // the environment, before main() ran) and checks each. The listen calls do this themselves;
+  // call it to see a malformed environment early. Only the first net of a process inherits.
+  [[nodiscard]] result<void> inherit();
 
   std::vector<listener*> active_listeners() const;
   // Inherited sockets that no listen call has claimed yet.
@@ -83,33 +87,27 @@ class net {
   std::size_t close_unused_inherited();
   // Closes an active listener. A unix socket file is removed only when this process bound it,
   // never gave it to another process, and the path still names that very socket.
-  tl::expected<void, std::error_code> close(listener* l);
-
-  // Why the most recent failing call failed, naming the values involved.
-  std::string last_error() const;
+  [[nodiscard]] result<void> close(listener* l);
 
   // The working directory when the program started: unix paths and the re-exec are relative to it.
   static const std::string& startup_directory();
 
  private:
-  tl::expected<void, std::error_code> inherit_locked();
-  tl::expected<void, std::error_code> prepare_listen_locked(const listen_options& options);
+  result<void> inherit_locked();
+  result<void> prepare_listen_locked(const listen_options& options);
   listener* take_inherited_locked(const std::string& key, network n, int family, bool wildcard);
   listener* activate_locked(std::unique_ptr<listener> l);
-  tl::unexpected<std::error_code> fail_locked(std::error_code code, std::string why);
-  tl::expected<listener*, std::error_code> listen_tcp_locked(network n, std::string_view address,
-                                                             const listen_options& options);
-  tl::expected<listener*, std::error_code> listen_unix_locked(network n, std::string_view path,
-                                                              const listen_options& options);
+  result<listener*> listen_tcp_locked(network n, const std::vector<socket_address>& candidates,
+                                      const listen_options& options);
+  result<listener*> listen_unix_locked(network n, std::string_view path,
+                                       const listen_options& options);
 
   mutable std::mutex mutex_;
   bool inherited_read_ = false;
-  std::error_code inherit_error_;
-  std::string inherit_error_text_;
+  std::optional<error> inherit_error_;
   std::vector<std::unique_ptr<listener>> inherited_;  // slots become null once claimed
   std::unordered_multimap<std::string, std::size_t> inherited_by_key_;
   std::vector<std::unique_ptr<listener>> active_;
-  std::string last_error_;
 };
 
 }  // namespace grace

@@ -4,63 +4,80 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../failure.hpp"
+
 namespace grace::uv {
 namespace {
 
-std::error_code uv_error(int code) { return {-code, std::system_category()}; }
+// Accepts per wake-up before other handles get their turn.
+constexpr int accept_batch = 128;
+// After EMFILE/ENFILE the connection stays queued in the kernel; try again after this long.
+constexpr uint64_t fd_shortage_retry_ms = 50;
 
-bool is_tcp_listener(const grace::listener& l) { return l.local_address().family() != AF_UNIX; }
+tl::unexpected<error> uv_failure(int code, const std::string& what) {
+  return grace::detail::fail(std::error_code(-code, std::system_category()), what + ": " + uv_strerror(code));
+}
 
 }  // namespace
+
+connection& connection::from(uv_handle_t* handle) noexcept {
+  return *reinterpret_cast<slot*>(handle)->self;
+}
+
+connection& connection::from(uv_stream_t* stream) noexcept {
+  return from(reinterpret_cast<uv_handle_t*>(stream));
+}
 
 void connection::close() {
   if (closing_) return;
   closing_ = true;
-  uv_close(&handle_.handle, [](uv_handle_t* h) {
-    auto* self = static_cast<connection*>(h->data);
-    if (self->on_closed) self->on_closed(*self);
-    if (self->owner_ != nullptr) self->owner_->release(self);
-    else delete self;
+  uv_close(&handle_.handle.handle, [](uv_handle_t* h) {
+    connection& self = connection::from(h);
+    if (self.on_closed) self.on_closed(self);
+    if (self.owner_ != nullptr) self.owner_->release(&self);
+    else delete &self;
   });
 }
 
-server::server(uv_loop_t* loop, const grace::listener& l, accept_callback on_accept)
-    : loop_(loop), listener_(l), on_accept_(std::move(on_accept)) {}
+server::server(uv_loop_t* loop, int fd, listener_info info, accept_callback on_accept)
+    : loop_(loop), fd_(fd), info_(std::move(info)), on_accept_(std::move(on_accept)) {}
 
-tl::expected<std::unique_ptr<server>, std::error_code> server::open(uv_loop_t* loop,
-                                                                    const grace::listener& l,
-                                                                    accept_callback on_accept) {
-  std::unique_ptr<server> s(new server(loop, l, std::move(on_accept)));
+result<std::unique_ptr<server>> server::open(uv_loop_t* loop, const grace::listener& l,
+                                             accept_callback on_accept) {
+  const std::string where = "serve " + l.address();
+  if (!on_accept) return grace::detail::fail(errc::invalid_argument, where + ": no accept callback");
   const int fd = fcntl(l.fd(), F_DUPFD_CLOEXEC, 3);
-  if (fd < 0) return tl::unexpected(std::error_code(errno, std::system_category()));
-  auto* handle = new uv_any_handle;
-  int rc = is_tcp_listener(l) ? uv_tcp_init(loop, &handle->tcp) : uv_pipe_init(loop, &handle->pipe, 0);
-  if (rc != 0) {
-    ::close(fd);
-    delete handle;
-    return tl::unexpected(uv_error(rc));
+  if (fd < 0) return grace::detail::fail_errno(errno, where + ": dup");
+  listener_info info{l.address(), l.name(), l.inherited(), l.local_address().family() == AF_UNIX};
+  std::unique_ptr<server> s(new server(loop, fd, std::move(info), std::move(on_accept)));
+  s->poll_ = new uv_poll_t{};
+  if (const int rc = uv_poll_init(loop, s->poll_, fd); rc != 0) {
+    delete s->poll_;
+    s->poll_ = nullptr;
+    return uv_failure(rc, where);
   }
-  handle->handle.data = s.get();
-  s->handle_ = handle;
-  rc = is_tcp_listener(l) ? uv_tcp_open(&handle->tcp, fd) : uv_pipe_open(&handle->pipe, fd);
-  if (rc != 0) {
-    ::close(fd);
-    s->stop_accepting();
-    return tl::unexpected(uv_error(rc));
-  }
-  rc = uv_listen(&handle->stream, SOMAXCONN, [](uv_stream_t* listening, int status) {
-    if (status == 0) static_cast<server*>(listening->data)->accept_one();
-  });
-  s->accepting_ = true;
-  if (rc != 0) {
-    s->stop_accepting();
-    return tl::unexpected(uv_error(rc));
-  }
+  s->poll_->data = s.get();
+  s->resume_accepting();
   return s;
 }
 
-server::~server() {
+void server::close_listening_socket() {
   stop_accepting();
+  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(poll_), reinterpret_cast<uv_handle_t*>(retry_)})
+    if (h != nullptr)
+      uv_close(h, [](uv_handle_t* closed) {
+        if (closed->type == UV_POLL) delete reinterpret_cast<uv_poll_t*>(closed);
+        else delete reinterpret_cast<uv_timer_t*>(closed);
+      });
+  poll_ = nullptr;
+  retry_ = nullptr;
+  // uv_close has taken the fd out of the loop's epoll set, so it can go now.
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+server::~server() {
+  close_listening_socket();
   for (auto* c : connections_) {
     c->owner_ = nullptr;
     c->on_closed = nullptr;
@@ -68,16 +85,66 @@ server::~server() {
   }
 }
 
-void server::accept_one() {
+void server::resume_accepting() {
+  if (accepting_ || poll_ == nullptr) return;
+  accepting_ = true;
+  uv_poll_start(poll_, UV_READABLE, [](uv_poll_t* p, int status, int) {
+    if (status == 0) static_cast<server*>(p->data)->accept_ready();
+  });
+}
+
+void server::stop_accepting() {
+  if (!accepting_) return;
+  accepting_ = false;
+  if (poll_ != nullptr) uv_poll_stop(poll_);
+  if (retry_ != nullptr) uv_timer_stop(retry_);
+}
+
+void server::accept_ready() {
+  for (int i = 0; i < accept_batch && accepting_; ++i) {
+    const int fd = accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      accept_fd(fd);
+      continue;
+    }
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+      // Out of fds: the connection waits in the queue (libuv's reserve-fd trick would accept and
+      // drop it). Pause, and accept again when connections may have closed.
+      uv_poll_stop(poll_);
+      if (retry_ == nullptr) {
+        retry_ = new uv_timer_t{};
+        uv_timer_init(loop_, retry_);
+        retry_->data = this;
+      }
+      uv_timer_start(retry_, [](uv_timer_t* t) {
+        auto* self = static_cast<server*>(t->data);
+        if (!self->accepting_) return;
+        self->accepting_ = false;
+        self->resume_accepting();
+      }, fd_shortage_retry_ms, 0);
+    }
+    return;  // EAGAIN: the queue is empty
+  }
+}
+
+void server::accept_fd(int fd) {
   auto* c = new connection(this);
-  if (is_tcp_listener(listener_)) uv_tcp_init(loop_, &c->handle_.tcp);
-  else uv_pipe_init(loop_, &c->handle_.pipe, 0);
-  c->handle_.handle.data = c;
-  connections_.insert(c);
-  if (uv_accept(&handle_->stream, c->stream()) != 0 || !on_accept_) {
-    c->close();  // an empty callback would throw std::bad_function_call out of the loop
+  uv_handle_t* h = &c->handle_.handle.handle;
+  int rc = info_.is_unix ? uv_pipe_init(loop_, &c->handle_.handle.pipe, 0) : uv_tcp_init(loop_, &c->handle_.handle.tcp);
+  if (rc != 0) {
+    ::close(fd);
+    delete c;
     return;
   }
+  connections_.insert(c);
+  rc = info_.is_unix ? uv_pipe_open(&c->handle_.handle.pipe, fd) : uv_tcp_open(&c->handle_.handle.tcp, fd);
+  if (rc != 0) {
+    ::close(fd);
+    c->close();
+    return;
+  }
+  h->data = nullptr;
   on_accept_(*c);
 }
 
@@ -85,13 +152,6 @@ void server::release(connection* c) {
   connections_.erase(c);
   delete c;
   if (on_connection_closed) on_connection_closed();
-}
-
-void server::stop_accepting() {
-  if (handle_ == nullptr) return;
-  accepting_ = false;
-  uv_close(&handle_->handle, [](uv_handle_t* h) { delete reinterpret_cast<uv_any_handle*>(h); });
-  handle_ = nullptr;
 }
 
 std::size_t server::close_all_connections() {

@@ -1,27 +1,27 @@
 #include "grace/uv/upgrader.hpp"
 
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 
-#include "../generations.hpp"
-#include "../pidfile.hpp"
+#include "../failure.hpp"
 #include "grace/notify.hpp"
+#include "handle.hpp"
+#include "pidfile_writer.hpp"
+#include "service_notifier.hpp"
+#include "stderr_log.hpp"
 
 namespace grace::uv {
 namespace {
 
-constexpr char generation_variable[] = "GRACE_GENERATION";
-constexpr char ancestors_variable[] = "GRACE_ANCESTORS";
+constexpr int exit_log_flush_ms = 1000;
 
 const char* kind_name(event_kind kind) {
   switch (kind) {
     case event_kind::serving: return "serving";
+    case event_kind::took_charge: return "took charge";
     case event_kind::upgrade_started: return "upgrade started";
     case event_kind::upgrade_refused: return "upgrade refused";
     case event_kind::child_ready: return "child ready";
@@ -30,86 +30,80 @@ const char* kind_name(event_kind kind) {
     case event_kind::drain_progress: return "drain progress";
     case event_kind::forced_close: return "forced close";
     case event_kind::exiting: return "exiting";
+    case event_kind::reload: return "reload";
     case event_kind::warning: return "warning";
   }
   return "event";
 }
 
 std::string describe_status(int status) {
+  if (status < 0) return "exited";
   if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return std::string("killed by ") + strsignal(WTERMSIG(status));
+  if (WIFSIGNALED(status)) return std::string("was killed by ") + strsignal(WTERMSIG(status));
   return "ended";
 }
 
-template <typename Handle>
-Handle* new_handle(void* owner) {
-  auto* h = new Handle{};
-  reinterpret_cast<uv_handle_t*>(h)->data = owner;
-  return h;
-}
-
-std::string take_env(const char* name) {
-  const char* value = std::getenv(name);
-  std::string out = value != nullptr ? value : "";
-  unsetenv(name);
-  return out;
+std::optional<error> check_options(const upgrader_options& o) {
+  auto bad = [](const std::string& what) { return error(make_error_code(errc::invalid_argument), what); };
+  if (o.ready_timeout.count() <= 0) return bad("ready_timeout must be positive");
+  if (o.drain_timeout.count() < 0) return bad("drain_timeout must not be negative");
+  if (o.max_generations < 2) return bad("max_generations must be at least 2 (this one and the next)");
+  return std::nullopt;
 }
 
 }  // namespace
 
+struct upgrader::handles {
+  detail::owned_handle<uv_signal_t> usr2, term, interrupt, hup;
+  detail::owned_handle<uv_poll_t> ready_poll, exit_poll;
+  detail::owned_handle<uv_timer_t> ready_timer, drain_timer, progress_timer;
+};
+
+struct upgrader::reaping {
+  upgrader* owner;
+  pending_child child;
+  std::function<void(const pending_child&)> on_reaped;
+  detail::owned_handle<uv_poll_t> exit_poll;
+};
+
 upgrader::upgrader(uv_loop_t* loop, grace::net& net, upgrader_options options)
-    : loop_(loop), net_(net), options_(std::move(options)) {
-  const std::string generation = take_env(generation_variable);
-  if (!generation.empty()) generation_ = static_cast<unsigned>(std::strtoul(generation.c_str(), nullptr, 10));
-  if (generation_ == 0) generation_ = 1;
-  ancestors_ = take_env(ancestors_variable);
-  // Until ready() uses it, the readiness pipe must not leak into processes the application
-  // starts: they would keep it open after this process died.
-  if (const char* ready_fd = std::getenv("GRACE_READY_FD")) {
-    const int fd = std::atoi(ready_fd);
-    if (fd > 2) fcntl(fd, F_SETFD, FD_CLOEXEC);
-  }
-  if (options_.handle_signals) {
-    usr2_ = new_handle<uv_signal_t>(this);
-    term_ = new_handle<uv_signal_t>(this);
-    int_ = new_handle<uv_signal_t>(this);
-    uv_signal_init(loop_, usr2_);
-    uv_signal_init(loop_, term_);
-    uv_signal_init(loop_, int_);
-    uv_signal_start(usr2_, [](uv_signal_t* s, int) { static_cast<upgrader*>(s->data)->upgrade(); }, SIGUSR2);
-    auto terminate = [](uv_signal_t* s, int) { static_cast<upgrader*>(s->data)->shutdown(); };
-    uv_signal_start(term_, terminate, SIGTERM);
-    uv_signal_start(int_, terminate, SIGINT);
+    : loop_(loop),
+      net_(net),
+      options_(std::move(options)),
+      options_error_(check_options(options_)),
+      generation_(grace::generation()),
+      handles_(std::make_unique<handles>()) {
+  notifier_ = std::make_unique<detail::service_notifier>(
+      loop_, [this](const std::string& message) { log(event_kind::warning, message); });
+  if (!options_.pidfile.empty())
+    pidfile_ = std::make_unique<detail::pidfile_writer>(loop_, options_.pidfile, [this](pid_t, const std::string& failure) {
+      if (!failure.empty()) log(event_kind::warning, failure);
+      maybe_stop();
+    });
+  for (const auto& warning : inheritance_warnings()) log(event_kind::warning, warning);
+  if (!options_.handle_signals) return;
+  auto init_signal = [this](detail::owned_handle<uv_signal_t>& h, int signum, uv_signal_cb cb) {
+    h.init([&](uv_signal_t* s) { return uv_signal_init(loop_, s); }, this);
+    uv_signal_start(h.get(), cb, signum);
     // A busy loop must not keep a process alive for a signal handler alone.
-    uv_unref(reinterpret_cast<uv_handle_t*>(usr2_));
-    uv_unref(reinterpret_cast<uv_handle_t*>(term_));
-    uv_unref(reinterpret_cast<uv_handle_t*>(int_));
-  }
+    uv_unref(reinterpret_cast<uv_handle_t*>(h.get()));
+  };
+  init_signal(handles_->usr2, SIGUSR2, [](uv_signal_t* s, int) { static_cast<upgrader*>(s->data)->upgrade(); });
+  auto terminate = [](uv_signal_t* s, int) { static_cast<upgrader*>(s->data)->shutdown(); };
+  init_signal(handles_->term, SIGTERM, terminate);
+  init_signal(handles_->interrupt, SIGINT, terminate);
+  init_signal(handles_->hup, SIGHUP, [](uv_signal_t* s, int) { static_cast<upgrader*>(s->data)->reload(); });
 }
 
 upgrader::~upgrader() {
-  pending_.reset();  // a child still pending is killed and reaped
-  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(usr2_), reinterpret_cast<uv_handle_t*>(term_),
-                         reinterpret_cast<uv_handle_t*>(int_), reinterpret_cast<uv_handle_t*>(ready_poll_),
-                         reinterpret_cast<uv_handle_t*>(exit_poll_), reinterpret_cast<uv_handle_t*>(ready_timer_),
-                         reinterpret_cast<uv_handle_t*>(drain_timer_),
-                         reinterpret_cast<uv_handle_t*>(progress_timer_)})
-    close_handle(h);
+  handles_.reset();
+  pending_.reset();   // a child still pending is killed and reaped (blocking: the loop is over)
+  reaping_.clear();
+  notifier_.reset();
+  pidfile_.reset();
   servers_.clear();
   // Let libuv run the close callbacks that free the handles.
   uv_run(loop_, UV_RUN_NOWAIT);
-}
-
-void upgrader::close_handle(uv_handle_t* h) {
-  if (h == nullptr || uv_is_closing(h)) return;
-  uv_close(h, [](uv_handle_t* closed) {
-    switch (closed->type) {
-      case UV_SIGNAL: delete reinterpret_cast<uv_signal_t*>(closed); break;
-      case UV_POLL: delete reinterpret_cast<uv_poll_t*>(closed); break;
-      case UV_TIMER: delete reinterpret_cast<uv_timer_t*>(closed); break;
-      default: break;
-    }
-  });
 }
 
 void upgrader::log(event_kind kind, std::string message, pid_t child, std::size_t count) {
@@ -119,24 +113,29 @@ void upgrader::log(event_kind kind, std::string message, pid_t child, std::size_
   const bool routine = kind == event_kind::serving || kind == event_kind::upgrade_started ||
                        kind == event_kind::child_ready || kind == event_kind::draining ||
                        kind == event_kind::exiting || kind == event_kind::drain_progress;
-  std::fprintf(stderr, "grace[%d] generation %u: %s%s%s\n", static_cast<int>(getpid()), generation_,
-               routine ? "" : kind_name(kind), routine ? "" : ": ", e.message.c_str());
+  detail::stderr_log("grace[" + std::to_string(getpid()) + "] generation " + std::to_string(generation_) + ": " +
+                     (routine ? "" : std::string(kind_name(kind)) + ": ") + e.message);
 }
 
-void upgrader::notify(const std::string& state) {
-  if (auto sent = notify_service_manager(state); !sent)
-    log(event_kind::warning, "cannot notify the service manager (" + state + "): " + sent.error().message());
+void upgrader::notify(const std::string& message) { notifier_->send(message); }
+
+void upgrader::write_pidfile(pid_t pid) {
+  if (pidfile_) pidfile_->write(pid);
 }
 
-tl::expected<server*, std::error_code> upgrader::serve(grace::listener* l, server::accept_callback on_accept) {
+result<server*> upgrader::serve(grace::listener* l, server::accept_callback on_accept) {
+  if (l == nullptr) return grace::detail::fail(errc::invalid_argument, "serve: no listener");
   auto s = server::open(loop_, *l, std::move(on_accept));
   if (!s) return tl::unexpected(s.error());
   (*s)->on_connection_closed = [this] { check_drained(); };
+  if (state_ == state::draining || state_ == state::exiting) (*s)->stop_accepting();
   servers_.push_back(std::move(*s));
+  served_.push_back(l);
   return servers_.back().get();
 }
 
 void upgrader::on_drain(std::function<void()> hook) { drain_hook_ = std::move(hook); }
+void upgrader::on_reload(std::function<void()> hook) { reload_hook_ = std::move(hook); }
 
 std::size_t upgrader::connection_count() const noexcept {
   std::size_t n = 0;
@@ -144,31 +143,45 @@ std::size_t upgrader::connection_count() const noexcept {
   return n;
 }
 
-tl::expected<void, std::error_code> upgrader::ready() {
-  const bool started_by_upgrade = std::getenv("GRACE_READY_FD") != nullptr;
-  if (auto told = notify_ready(); !told) return told;
-  if (!started_by_upgrade) {
-    // First start: nobody hands over to us, so we announce ourselves.
-    if (!options_.pidfile.empty())
-      if (auto written = detail::write_pidfile(options_.pidfile, getpid()); !written)
-        log(event_kind::warning, written.error().why);
-    notify("READY=1\nMAINPID=" + std::to_string(getpid()));
+void upgrader::take_charge() {
+  write_pidfile(getpid());
+  notify("READY=1\nMAINPID=" + std::to_string(getpid()));
+}
+
+result<void> upgrader::ready() {
+  if (options_error_) return tl::unexpected(*options_error_);
+  auto told = notify_ready();
+  if (!told) return tl::unexpected(told.error());
+  if (*told == ready_outcome::first_start) take_charge();
+  if (*told == ready_outcome::parent_gone) {
+    take_charge();
+    log(event_kind::took_charge, "the generation that started this one is gone; pid " + std::to_string(getpid()) +
+                                     " is in charge");
   }
   state_ = state::serving;
   std::string addresses;
   for (const auto& s : servers_) {
     const auto& l = s->listener();
-    addresses += (addresses.empty() ? "" : ", ") + l.address() +
-                 (l.inherited() ? " (inherited, name " + l.name() + ")" : " (new socket)");
+    addresses += (addresses.empty() ? "" : ", ") + l.address +
+                 (l.inherited ? " (inherited, name " + l.name + ")" : " (new socket)");
   }
   log(event_kind::serving, "serving " + addresses + " as pid " + std::to_string(getpid()));
   return {};
 }
 
+void upgrader::reload() {
+  if (reload_hook_) {
+    log(event_kind::reload, "SIGHUP: reloading");
+    reload_hook_();
+    return;
+  }
+  log(event_kind::reload, "SIGHUP ignored (no reload hook; SIGUSR2 upgrades, SIGTERM stops)");
+}
+
 void upgrader::upgrade() {
   if (state_ != state::serving) {
-    log(event_kind::upgrade_refused, state_ == state::draining ? "this generation is draining; signal the newest one"
-                                                               : "not serving yet");
+    log(event_kind::upgrade_refused, state_ == state::starting ? "not serving yet"
+                                                               : "this generation is draining; signal the newest one");
     return;
   }
   if (pending_) {
@@ -176,28 +189,17 @@ void upgrader::upgrade() {
         pending_pid_);
     return;
   }
-  std::vector<detail::process_identity> alive;
-  for (const auto& p : detail::parse_ancestors(ancestors_))
-    if (detail::still_running(p)) alive.push_back(p);
-  if (alive.size() + 2 > options_.max_generations) {
-    std::string pids;
-    for (const auto& p : alive) pids += " " + std::to_string(p.pid);
-    log(event_kind::upgrade_refused, std::to_string(alive.size() + 1) + " generations alive (older ones still draining:" +
-                                         pids + "); at most " + std::to_string(options_.max_generations) + " at once");
-    return;
-  }
-  alive.push_back(detail::identify(getpid()));
-  notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(monotonic_usec()));
-  process_options process = options_.process;
-  process.extra_env.push_back(std::string(generation_variable) + "=" + std::to_string(generation_ + 1));
-  process.extra_env.push_back(std::string(ancestors_variable) + "=" + detail::format_ancestors(alive));
-  auto child = pending_child::start(net_, process);
+  auto child = pending_child::start(net_, options_.process, options_.max_generations);
   if (!child) {
-    log(event_kind::rollback, "cannot start the next generation: " + net_.last_error() + "; still serving");
-    notify("READY=1");
+    if (child.error().code() == errc::too_many_generations)
+      log(event_kind::upgrade_refused, child.error().message());
+    else
+      log(event_kind::rollback, "cannot start the next generation: " + child.error().message() + "; still serving");
     return;
   }
+  notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(monotonic_usec()));
   pending_pid_ = child->pid();
+  pending_kill_reason_.clear();
   pending_.emplace(std::move(*child));
   log(event_kind::upgrade_started, "started generation " + std::to_string(generation_ + 1) + " as pid " +
                                        std::to_string(pending_pid_) + "; waiting until it is ready",
@@ -206,22 +208,23 @@ void upgrader::upgrade() {
 }
 
 void upgrader::watch_child() {
-  ready_poll_ = new_handle<uv_poll_t>(this);
-  uv_poll_init(loop_, ready_poll_, pending_->ready_fd());
-  uv_poll_start(ready_poll_, UV_READABLE | UV_DISCONNECT,
-                [](uv_poll_t* p, int, int) { static_cast<upgrader*>(p->data)->on_child_event(); });
+  auto& h = *handles_;
+  auto on_event = [](uv_poll_t* p, int, int) { static_cast<upgrader*>(p->data)->on_child_event(); };
+  h.ready_poll.init([&](uv_poll_t* p) { return uv_poll_init(loop_, p, pending_->ready_fd()); }, this);
+  uv_poll_start(h.ready_poll.get(), UV_READABLE | UV_DISCONNECT, on_event);
   if (pending_->pid_fd() >= 0) {
-    exit_poll_ = new_handle<uv_poll_t>(this);
-    uv_poll_init(loop_, exit_poll_, pending_->pid_fd());
-    uv_poll_start(exit_poll_, UV_READABLE,
-                  [](uv_poll_t* p, int, int) { static_cast<upgrader*>(p->data)->on_child_event(); });
+    h.exit_poll.init([&](uv_poll_t* p) { return uv_poll_init(loop_, p, pending_->pid_fd()); }, this);
+    uv_poll_start(h.exit_poll.get(), UV_READABLE, on_event);
   }
-  ready_timer_ = new_handle<uv_timer_t>(this);
-  uv_timer_init(loop_, ready_timer_);
-  uv_timer_start(ready_timer_,
+  h.ready_timer.init([&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, this);
+  uv_timer_start(h.ready_timer.get(),
                  [](uv_timer_t* t) {
                    auto* self = static_cast<upgrader*>(t->data);
-                   self->settle(self->pending_->give_up());
+                   self->pending_kill_reason_ = "was not ready within " +
+                                                std::to_string(self->options_.ready_timeout.count()) +
+                                                " ms and was killed";
+                   self->pending_->kill_pending();
+                   self->settle(upgrade_outcome::timed_out);
                  },
                  static_cast<uint64_t>(options_.ready_timeout.count()), 0);
 }
@@ -230,39 +233,62 @@ void upgrader::on_child_event() {
   if (auto outcome = pending_->check()) settle(*outcome);
 }
 
+void upgrader::reap_later(pending_child child, std::function<void(const pending_child&)> on_reaped) {
+  if (child.reaped() || child.pid_fd() < 0) {
+    if (!child.reaped()) child.give_up();  // no pidfd (kernel before 5.3): reap by waiting
+    on_reaped(child);
+    return;
+  }
+  reaping_.push_back(reaping{this, std::move(child), std::move(on_reaped), {}});
+  auto it = std::prev(reaping_.end());
+  it->exit_poll.init([&](uv_poll_t* p) { return uv_poll_init(loop_, p, it->child.pid_fd()); }, &*it);
+  uv_poll_start(it->exit_poll.get(), UV_READABLE, [](uv_poll_t* p, int, int) {
+    auto* r = static_cast<reaping*>(p->data);
+    r->child.check();
+    if (!r->child.reaped()) return;
+    r->exit_poll.reset();
+    auto done = std::move(r->on_reaped);
+    done(r->child);
+    r->owner->reaping_.remove_if([r](const reaping& each) { return &each == r; });
+  });
+}
+
 void upgrader::settle(upgrade_outcome outcome) {
   // The polls must let go of the fds before pending_child closes them.
-  close_handle(reinterpret_cast<uv_handle_t*>(ready_poll_));
-  close_handle(reinterpret_cast<uv_handle_t*>(exit_poll_));
-  close_handle(reinterpret_cast<uv_handle_t*>(ready_timer_));
-  ready_poll_ = exit_poll_ = nullptr;
-  ready_timer_ = nullptr;
+  handles_->ready_poll.reset();
+  handles_->exit_poll.reset();
+  handles_->ready_timer.reset();
   const pid_t child = pending_pid_;
-  const int status = pending_->exit_status();
+  pending_child settled = std::move(*pending_);
   pending_.reset();
   pending_pid_ = 0;
   if (outcome == upgrade_outcome::ready) {
     // New connections must reach the new generation at once; the bookkeeping can wait.
     stop_accepting();
-    if (!options_.pidfile.empty())
-      if (auto written = detail::write_pidfile(options_.pidfile, child); !written)
-        log(event_kind::warning, written.error().why);
+    write_pidfile(child);
     notify("MAINPID=" + std::to_string(child) + "\nREADY=1");
     log(event_kind::child_ready, "pid " + std::to_string(child) + " is ready and in charge", child);
     begin_drain("handed over to pid " + std::to_string(child));
     return;
   }
-  const std::string why = outcome == upgrade_outcome::timed_out
-                              ? "was not ready within " + std::to_string(options_.ready_timeout.count()) +
-                                    " ms and was killed"
-                              : describe_status(status) + " before it was ready";
-  log(event_kind::rollback, "pid " + std::to_string(child) + " " + why + "; still serving", child);
+  // The rollback is logged once the child's exit status is known, so the reason is the true one.
+  reap_later(std::move(settled), [this, child, reason = pending_kill_reason_](const pending_child& gone) {
+    const int status = gone.exit_status();
+    const bool we_killed = gone.killed() && status >= 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    const std::string why = !reason.empty() ? reason
+                            : we_killed     ? "closed its readiness socket before it was ready and was killed"
+                                            : describe_status(status) + " before it was ready";
+    log(event_kind::rollback, "pid " + std::to_string(child) + " " + why + "; still serving", child);
+  });
+  if (terminate_requested_) {
+    begin_drain("shutting down");
+    return;
+  }
   notify("READY=1");
-  if (terminate_requested_) begin_drain("shutting down");
 }
 
 void upgrader::shutdown() {
-  if (state_ == state::draining || state_ == state::done) {
+  if (state_ == state::draining || state_ == state::exiting || state_ == state::done) {
     if (!terminate_requested_) {
       terminate_requested_ = true;  // the first SIGTERM of a process draining after an upgrade
       return;
@@ -276,23 +302,32 @@ void upgrader::shutdown() {
   }
   terminate_requested_ = true;
   notify("STOPPING=1");
+  close_listeners();
   if (pending_) {
-    settle(pending_->give_up());  // settle() drains once the child is gone
+    pending_kill_reason_ = "was killed because this process is shutting down (SIGTERM)";
+    pending_->kill_pending();
+    settle(upgrade_outcome::timed_out);  // settle() drains once the child is gone
     return;
   }
   begin_drain("shutting down");
 }
 
 void upgrader::stop_accepting() {
-  for (auto& s : servers_) {
-    if (!s->accepting()) continue;
-    s->stop_accepting();
-    net_.close(const_cast<grace::listener*>(&s->listener()));
-  }
+  for (auto& s : servers_) s->stop_accepting();
+  // The listening sockets stay open in the net: connections queue there for the next generation.
+}
+
+void upgrader::close_listeners() {
+  // Stopping for good: new clients are refused at once instead of waiting in a queue nobody
+  // will accept from. (A socket activated by systemd stays open in systemd.)
+  for (auto& s : servers_) s->close_listening_socket();
+  for (grace::listener* l : served_)
+    if (auto closed = net_.close(l); !closed) log(event_kind::warning, closed.error().message());
+  served_.clear();
 }
 
 void upgrader::begin_drain(const std::string& why) {
-  if (state_ == state::draining || state_ == state::done) return;
+  if (state_ == state::draining || state_ == state::exiting || state_ == state::done) return;
   state_ = state::draining;
   stop_accepting();
   log(event_kind::draining, why + ": stopped accepting; " + std::to_string(connection_count()) +
@@ -303,9 +338,9 @@ void upgrader::begin_drain(const std::string& why) {
     drain_hook_ran_ = true;
     drain_hook_();
   }
-  drain_timer_ = new_handle<uv_timer_t>(this);
-  uv_timer_init(loop_, drain_timer_);
-  uv_timer_start(drain_timer_,
+  auto& h = *handles_;
+  h.drain_timer.init([&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, this);
+  uv_timer_start(h.drain_timer.get(),
                  [](uv_timer_t* t) {
                    auto* self = static_cast<upgrader*>(t->data);
                    std::size_t forced = 0;
@@ -316,9 +351,8 @@ void upgrader::begin_drain(const std::string& why) {
                    self->finish();
                  },
                  static_cast<uint64_t>(options_.drain_timeout.count()), 0);
-  progress_timer_ = new_handle<uv_timer_t>(this);
-  uv_timer_init(loop_, progress_timer_);
-  uv_timer_start(progress_timer_,
+  h.progress_timer.init([&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, this);
+  uv_timer_start(h.progress_timer.get(),
                  [](uv_timer_t* t) {
                    auto* self = static_cast<upgrader*>(t->data);
                    self->log(event_kind::drain_progress,
@@ -334,12 +368,19 @@ void upgrader::check_drained() {
 }
 
 void upgrader::finish() {
-  if (state_ == state::done) return;
-  state_ = state::done;
+  if (state_ == state::exiting || state_ == state::done) return;
+  state_ = state::exiting;
   log(event_kind::exiting, "drained; exiting");
-  close_handle(reinterpret_cast<uv_handle_t*>(drain_timer_));
-  close_handle(reinterpret_cast<uv_handle_t*>(progress_timer_));
-  drain_timer_ = progress_timer_ = nullptr;
+  handles_->drain_timer.reset();
+  handles_->progress_timer.reset();
+  maybe_stop();
+}
+
+void upgrader::maybe_stop() {
+  // The pid file must name the new generation before this one is gone.
+  if (state_ != state::exiting || (pidfile_ && !pidfile_->idle())) return;
+  state_ = state::done;
+  notifier_->abandon();
   uv_stop(loop_);
 }
 
@@ -348,6 +389,7 @@ int upgrader::run() {
     const int alive = uv_run(loop_, UV_RUN_DEFAULT);
     if (alive == 0 && state_ != state::done) break;  // the application closed everything itself
   }
+  if (!options_.log) detail::stderr_log_flush(exit_log_flush_ms);
   return 0;
 }
 

@@ -49,7 +49,7 @@ grace::listener* open_listener(grace::net& net, const std::string& address, cons
   const bool is_unix = address.rfind("unix:", 0) == 0;
   auto l = is_unix ? net.listen_unix("unix", address.substr(5)) : net.listen_tcp("tcp", address);
   if (!l) {
-    std::fprintf(stderr, "%s: cannot listen on %s: %s\n", name, address.c_str(), net.last_error().c_str());
+    std::fprintf(stderr, "%s: cannot listen on %s: %s\n", name, address.c_str(), l.error().message().c_str());
     std::exit(1);
   }
   return *l;

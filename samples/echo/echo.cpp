@@ -16,10 +16,10 @@ void echo_back(grace::uv::connection& c) {
         *buf = uv_buf_init(new char[suggested], static_cast<unsigned>(suggested));
       },
       [](uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
-        auto* c = static_cast<grace::uv::connection*>(stream->data);
+        grace::uv::connection& conn = grace::uv::connection::from(stream);
         if (nread <= 0) {
           delete[] buf->base;
-          if (nread < 0) c->close();
+          if (nread < 0) conn.close();
           return;
         }
         auto* req = new uv_write_t;

@@ -34,7 +34,7 @@ void send(grace::uv::connection& c, std::string text) {
   ++state->writes_in_flight;
   uv_write(req, c.stream(), &buf, 1, [](uv_write_t* r, int status) {
     delete static_cast<std::string*>(r->data);
-    auto* conn = static_cast<grace::uv::connection*>(r->handle->data);
+    auto* conn = &grace::uv::connection::from(r->handle);
     delete r;
     auto* st = static_cast<http_connection*>(conn->user_data);
     --st->writes_in_flight;
@@ -66,11 +66,11 @@ void serve_http(grace::uv::connection& c) {
         *buf = uv_buf_init(new char[suggested], static_cast<unsigned>(suggested));
       },
       [](uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
-        auto* c = static_cast<grace::uv::connection*>(stream->data);
-        auto* state = static_cast<http_connection*>(c->user_data);
+        grace::uv::connection& conn = grace::uv::connection::from(stream);
+        auto* state = static_cast<http_connection*>(conn.user_data);
         if (nread > 0 && !state->close_after_write) state->input.append(buf->base, static_cast<size_t>(nread));
         delete[] buf->base;
-        if (nread < 0 || (nread > 0 && !answer_requests(*c))) c->close();
+        if (nread < 0 || (nread > 0 && !answer_requests(conn))) conn.close();
       });
 }
 

@@ -19,7 +19,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -58,7 +60,7 @@ int run_listen(int argc, char** argv) {
   for (int i = 2; i + 1 < argc; i += 2) {
     auto l = net.listen(argv[i], argv[i + 1]);
     if (l) say("ok " + describe(**l));
-    else say("error " + std::string(l.error().category().name()) + ":" + std::to_string(l.error().value()) + " " + net.last_error());
+    else say("error " + std::string(l.error().code().category().name()) + ":" + std::to_string(l.error().code().value()) + " " + l.error().message());
   }
   const auto unused = net.unused_inherited();
   std::string list;
@@ -90,7 +92,7 @@ int run_reexec(int argc, char** argv) {
     // Generation 1 may have asked for port 0; the next one asks for the port it got.
     auto l = net.listen(argv[2], std::getenv("GRACE_PROBE_ADDRESS"));
     if (!l) {
-      say("error " + net.last_error());
+      say("error " + l.error().message());
       return 1;
     }
     say("gen2 pid=" + std::to_string(getpid()) + " " + describe(**l) + " fds=" + open_fds());
@@ -100,7 +102,7 @@ int run_reexec(int argc, char** argv) {
   const int bait = open("/dev/null", O_RDONLY);
   auto l = net.listen(argv[2], argv[3]);
   if (!l) {
-    say("error " + net.last_error());
+    say("error " + l.error().message());
     return 1;
   }
   say("gen1 pid=" + std::to_string(getpid()) + " " + describe(**l) + " bait=" + std::to_string(bait));
@@ -111,11 +113,11 @@ int run_reexec(int argc, char** argv) {
   options.extra_env.push_back("GRACE_PROBE_ADDRESS=" + (*l)->address());
   auto child = net.start_process(options);
   if (!child) {
-    say("error " + net.last_error());
+    say("error " + child.error().message());
     return 1;
   }
   say("child " + std::to_string(*child));
-  net.close(*l);
+  if (!net.close(*l)) return 1;
   say("closed");
   int status = 0;
   waitpid(*child, &status, 0);
@@ -134,12 +136,26 @@ std::string fd_kind(int fd) {
   return "other";
 }
 
+// The environment as the process was started (grace removes LISTEN_* and GRACE_* from environ
+// before main; /proc/self/environ keeps the original).
+std::map<std::string, std::string> environment_at_start() {
+  std::map<std::string, std::string> out;
+  std::ifstream in("/proc/self/environ");
+  std::string entry;
+  while (std::getline(in, entry, '\0')) {
+    const auto equals = entry.find('=');
+    if (equals != std::string::npos) out[entry.substr(0, equals)] = entry.substr(equals + 1);
+  }
+  return out;
+}
+
 // Started by a test's start_process() with a report pipe as the first extra fd: says what it got,
-// into that pipe, before any grace::net reads (and unsets) the variables.
+// into that pipe.
 int run_describe() {
-  const char* count = std::getenv("LISTEN_FDS");
-  const char* names = std::getenv("LISTEN_FDNAMES");
-  const char* pid = std::getenv("LISTEN_PID");
+  const auto start_env = environment_at_start();
+  const char* count = start_env.count("LISTEN_FDS") ? start_env.at("LISTEN_FDS").c_str() : nullptr;
+  const char* names = start_env.count("LISTEN_FDNAMES") ? start_env.at("LISTEN_FDNAMES").c_str() : nullptr;
+  const char* pid = start_env.count("LISTEN_PID") ? start_env.at("LISTEN_PID").c_str() : nullptr;
   const int listeners = count != nullptr ? std::atoi(count) : 0;
   const int report_fd = 3 + listeners;
   std::string line = std::string("describe LISTEN_FDS=") + (count ? count : "<unset>") +
@@ -154,6 +170,15 @@ int run_describe() {
 // Started by pending_child::start: behaves as GRACE_PROBE_MODE says, to exercise every outcome.
 int run_upgrade_child(const std::string& mode) {
   if (mode == "exit-before-ready") return 3;
+  if (mode == "notify-ready") {
+    auto told = grace::notify_ready();
+    if (told) say(std::string("outcome ") + (*told == grace::ready_outcome::first_start   ? "first_start"
+                                             : *told == grace::ready_outcome::parent_gone ? "parent_gone"
+                                                                                          : "told_parent"));
+    else say("error " + std::string(told.error().code().category().name()) + ":" +
+             std::to_string(told.error().code().value()) + " " + told.error().message());
+    return 0;
+  }
   if (mode == "hang") {
     pause();
     return 0;
@@ -162,7 +187,7 @@ int run_upgrade_child(const std::string& mode) {
   const char* address = std::getenv("GRACE_PROBE_ADDRESS");
   auto l = net.listen("tcp", address != nullptr ? address : "");
   if (!l) return 4;
-  if (!grace::notify_ready()) return 5;
+  if (auto told = grace::notify_ready(); !told || *told != grace::ready_outcome::told_parent) return 5;
   return serve_one((*l)->fd());
 }
 

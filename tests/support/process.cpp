@@ -1,6 +1,7 @@
 #include "process.hpp"
 
-#include "../../lib/generations.hpp"
+#include "generations.hpp"
+#include "read_file.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -10,6 +11,7 @@
 #include <sys/un.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/inotify.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -284,6 +286,41 @@ std::string helper_path(const char* variable) {
   const char* value = std::getenv(variable);
   if (value == nullptr) throw std::runtime_error(std::string(variable) + " is not set by the build");
   return value;
+}
+
+}  // namespace test_support
+
+namespace test_support {
+
+pid_t read_pidfile(const std::string& path) {
+  const auto text = grace::detail::read_small_file(path);
+  return text ? static_cast<pid_t>(std::atol(text->c_str())) : 0;
+}
+
+pid_t wait_pidfile(const std::string& path, const std::function<bool(pid_t)>& accept,
+                   std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const std::string dir = path.substr(0, path.rfind('/') == std::string::npos ? 0 : path.rfind('/'));
+  const int watch = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  if (watch >= 0) inotify_add_watch(watch, dir.empty() ? "." : dir.c_str(), IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE);
+  pid_t found = 0;
+  while (true) {
+    const pid_t now = read_pidfile(path);  // after the watch exists: no change is missed
+    if (now != 0 && accept(now)) {
+      found = now;
+      break;
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || watch < 0) break;
+    pollfd p{watch, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left.count())) > 0) {
+      char events[4096];
+      while (read(watch, events, sizeof events) > 0) {
+      }
+    }
+  }
+  if (watch >= 0) close(watch);
+  return found;
 }
 
 }  // namespace test_support

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -64,6 +65,17 @@ std::size_t count_of(const std::string& haystack, const std::string& text);
 bool has_exited(pid_t pid);
 // Waits (on a pidfd, bounded) until has_exited(pid).
 bool wait_exited(pid_t pid, std::chrono::milliseconds timeout = 10s);
+
+// The pid in a pid file, 0 when there is none.
+pid_t read_pidfile(const std::string& path);
+// Waits (inotify on its directory, bounded) until the pid file names a pid that `accept` takes;
+// returns it, or 0 when the deadline passes first. grace writes pid files off the event loop, so
+// a pid file lags the log line that announces its change by a moment.
+pid_t wait_pidfile(const std::string& path, const std::function<bool(pid_t)>& accept,
+                   std::chrono::milliseconds timeout = 10s);
+inline bool pidfile_names(const std::string& path, pid_t pid, std::chrono::milliseconds timeout = 10s) {
+  return wait_pidfile(path, [pid](pid_t p) { return p == pid; }, timeout) == pid;
+}
 
 // A fresh temporary directory, removed with its contents at destruction.
 class temp_dir {

@@ -29,8 +29,8 @@ double ms_since(clock_type::time_point start) {
 int run_child() {
   grace::net net;
   const auto start = clock_type::now();
-  if (!net.inherit()) {
-    std::fprintf(stderr, "inherit: %s\n", net.last_error().c_str());
+  if (auto inherited_ok = net.inherit(); !inherited_ok) {
+    std::fprintf(stderr, "inherit: %s\n", inherited_ok.error().message().c_str());
     return 1;
   }
   const double inherit_ms = ms_since(start);
@@ -61,7 +61,7 @@ int run_child() {
   std::printf("%6zu listeners: read LISTEN_FDS %7.2f ms | claim all by address %7.2f ms "
               "(%.2f us each, %zu inherited) | gracenet-style linear scan %8.2f ms (%zu)\n",
               addresses.size(), inherit_ms, match_ms,
-              addresses.empty() ? 0.0 : match_ms * 1000 / addresses.size(), inherited, scan_ms,
+              addresses.empty() ? 0.0 : match_ms * 1000 / static_cast<double>(addresses.size()), inherited, scan_ms,
               scanned_matches);
   return inherited == addresses.size() ? 0 : 1;
 }
@@ -69,8 +69,8 @@ int run_child() {
 int run_parent(std::size_t count) {
   grace::net net;
   for (std::size_t i = 0; i < count; ++i) {
-    if (!net.listen_tcp("tcp", "127.0.0.1:0", {64, ""})) {
-      std::fprintf(stderr, "listener %zu: %s\n", i, net.last_error().c_str());
+    if (auto l = net.listen_tcp("tcp", "127.0.0.1:0", {64, ""}); !l) {
+      std::fprintf(stderr, "listener %zu: %s\n", i, l.error().message().c_str());
       return 1;
     }
   }
@@ -79,7 +79,7 @@ int run_parent(std::size_t count) {
   options.extra_env.push_back("GRACE_BENCH_CHILD=1");
   auto child = net.start_process(options);
   if (!child) {
-    std::fprintf(stderr, "start_process: %s\n", net.last_error().c_str());
+    std::fprintf(stderr, "start_process: %s\n", child.error().message().c_str());
     return 1;
   }
   int status = 0;

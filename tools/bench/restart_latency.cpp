@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "../../lib/generations.hpp"
+#include "generations.hpp"
 
 namespace {
 

@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <string>
 
-#include "../../lib/generations.hpp"
+#include "generations.hpp"
 #include "harness.hpp"
 #include "load.hpp"
 #include "report.hpp"

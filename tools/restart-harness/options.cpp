@@ -73,15 +73,14 @@ double number(const std::string& option, const char* text) {
 }
 
 grace::socket_address parse_target(const std::string& text) {
-  std::string why;
   if (text.rfind("unix:", 0) == 0) {
-    auto a = grace::resolve_unix(text.substr(5), grace::net::startup_directory(), &why);
-    if (!a) usage_error("--target " + text + ": " + why);
+    auto a = grace::resolve_unix(text.substr(5), grace::net::startup_directory());
+    if (!a) usage_error("--target " + text + ": " + a.error().message());
     return *a;
   }
   if (text.rfind("tcp://", 0) == 0) {
-    auto a = grace::resolve_tcp(grace::network::tcp, text.substr(6), &why);
-    if (!a) usage_error("--target " + text + ": " + why);
+    auto a = grace::resolve_tcp(grace::network::tcp, text.substr(6));
+    if (!a) usage_error("--target " + text + ": " + a.error().message());
     if (a->front().is_wildcard()) usage_error("--target " + text + ": name a host to connect to, not a wildcard");
     return a->front();
   }

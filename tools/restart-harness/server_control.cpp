@@ -1,7 +1,7 @@
 #include "server_control.hpp"
 
-#include "../../lib/generations.hpp"
-#include "../../lib/read_file.hpp"
+#include "generations.hpp"
+#include "read_file.hpp"
 
 #include <fcntl.h>
 #include <signal.h>

@@ -6,11 +6,11 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
-#include <system_error>
+#include <string>
 #include <unordered_set>
 
-#include <tl/expected.hpp>
-
+#include "grace/error.hpp"
+#include "grace/export.hpp"
 #include "grace/listener.hpp"
 
 namespace grace::uv {
@@ -20,9 +20,16 @@ class server;
 // One accepted client: a uv_tcp_t or uv_pipe_t owned by its server. Read and write through
 // stream(); end it with close() (not uv_close), which runs on_closed once the handle is closed,
 // then frees the connection.
-class connection {
+//
+// The handle's `data` field belongs to the application, as in any libuv program; grace finds
+// the connection from the handle itself (connection::from). `user_data` is a second slot for
+// the application; grace never reads, frees or changes either.
+class GRACE_API connection {
  public:
-  uv_stream_t* stream() noexcept { return &handle_.stream; }
+  uv_stream_t* stream() noexcept { return &handle_.handle.stream; }
+  // The connection a stream of this server belongs to (in a read or write callback).
+  static connection& from(uv_stream_t* stream) noexcept;
+  static connection& from(uv_handle_t* handle) noexcept;
   void close();
   bool closing() const noexcept { return closing_; }
   void* user_data = nullptr;
@@ -30,30 +37,48 @@ class connection {
 
  private:
   friend class server;
-  explicit connection(server* owner) : owner_(owner) {}
-  uv_any_handle handle_{};
+  // Standard layout with the handle first, so a handle pointer converts back to its slot.
+  struct slot {
+    uv_any_handle handle;
+    connection* self;
+  };
+  explicit connection(server* owner) : owner_(owner) { handle_.self = this; }
+  slot handle_{};
   server* owner_;  // null once the server is gone
   bool closing_ = false;
 };
 
-class server {
+// What a server shows of the listener it serves: a copy, valid whatever happens to the
+// listener in its net.
+struct listener_info {
+  std::string address;  // canonical text, as grace::listener::address()
+  std::string name;
+  bool inherited = false;
+  bool is_unix = false;
+};
+
+class GRACE_API server {
  public:
   using accept_callback = std::function<void(connection&)>;
 
-  // Accepts on `l` in `loop`: uv_tcp_t for TCP, uv_pipe_t for unix sockets. libuv gets its own
-  // duplicate of the fd; the listener (and so the net, and start_process) keeps the original.
-  static tl::expected<std::unique_ptr<server>, std::error_code> open(uv_loop_t* loop,
-                                                                     const grace::listener& l,
-                                                                     accept_callback on_accept);
+  // Accepts on `l` in `loop`: uv_tcp_t connections for TCP, uv_pipe_t for unix sockets. The
+  // server keeps its own duplicate of the fd, so closing the listener in its net (or the net
+  // itself) never leaves the server with a dangling socket. The listening socket's backlog is
+  // left as it was bound or inherited.
+  [[nodiscard]] static result<std::unique_ptr<server>> open(uv_loop_t* loop, const grace::listener& l,
+                                                            accept_callback on_accept);
   // Connections still open are closed; their on_closed callbacks are not run.
   ~server();
   server(const server&) = delete;
   server& operator=(const server&) = delete;
 
-  // Valid while the listener is open in its net (the upgrader closes it when it stops accepting).
-  const grace::listener& listener() const noexcept { return listener_; }
-  // Closes the libuv handle: no more accepts here. The socket stays open in the net.
+  const listener_info& listener() const noexcept { return info_; }
+  // Stops accepting: new connections wait in the kernel's accept queue for whoever accepts next.
   void stop_accepting();
+  // Accepts again after stop_accepting().
+  void resume_accepting();
+  // Stops accepting for good and closes the server's own duplicate of the listening socket.
+  void close_listening_socket();
   bool accepting() const noexcept { return accepting_; }
   std::size_t connection_count() const noexcept { return connections_.size(); }
   // Closes every open connection; returns how many there were.
@@ -63,14 +88,17 @@ class server {
 
  private:
   friend class connection;
-  server(uv_loop_t* loop, const grace::listener& l, accept_callback on_accept);
-  void accept_one();
+  server(uv_loop_t* loop, int fd, listener_info info, accept_callback on_accept);
+  void accept_ready();
+  void accept_fd(int fd);
   void release(connection* c);
 
   uv_loop_t* loop_;
-  const grace::listener& listener_;
+  int fd_;  // our duplicate of the listening socket
+  listener_info info_;
   accept_callback on_accept_;
-  uv_any_handle* handle_ = nullptr;  // freed by its close callback
+  uv_poll_t* poll_ = nullptr;   // freed by its close callback
+  uv_timer_t* retry_ = nullptr; // after EMFILE: accept again once fds may be free
   bool accepting_ = false;
   std::unordered_set<connection*> connections_;
 };

@@ -1,34 +1,49 @@
 #pragma once
 // The zero-downtime upgrade lifecycle for a libuv server, in one object:
 //
-//   SIGUSR2 (or upgrade())  -> start the next generation with every listener and a readiness pipe
+//   SIGUSR2 (or upgrade())  -> start the next generation with every listener and a readiness socket
 //   child calls ready()     -> the parent stops accepting, drains, and run() returns 0
 //   child dies / times out  -> the child is killed and reaped, the parent serves on as before
+//   parent dies first       -> the child takes charge by itself (pid file, MAINPID, READY=1)
 //   SIGTERM / SIGINT        -> stop accepting, drain, return; a second SIGTERM closes everything now
+//   SIGHUP                  -> the application's reload hook; without one, logged and ignored
 //
 // with systemd notifications (NOTIFY_SOCKET), an optional pid file, and every event reported
 // to a log callback.
+//
+// Nothing here blocks the loop: notifications are sent without waiting (and retried), the
+// default log is written by a background thread, the pid file is written on libuv's thread
+// pool, and children are reaped only once their exit is known. The calls that may block are
+// said so below.
 #include <sys/types.h>
 #include <uv.h>
 
 #include <chrono>
 #include <functional>
+#include <list>
 #include <memory>
 #include <optional>
 #include <string>
-#include <system_error>
 #include <vector>
 
-#include <tl/expected.hpp>
-
+#include "grace/error.hpp"
+#include "grace/export.hpp"
 #include "grace/net.hpp"
 #include "grace/readiness.hpp"
 #include "grace/uv/server.hpp"
 
 namespace grace::uv {
 
+namespace detail {
+class service_notifier;
+class pidfile_writer;
+template <typename Handle>
+class owned_handle;
+}  // namespace detail
+
 enum class event_kind {
   serving,           // this generation serves (after ready())
+  took_charge,       // the parent died before this generation was ready: in charge alone
   upgrade_started,   // a child was started
   upgrade_refused,   // an upgrade was asked for but not started (why in message)
   child_ready,       // the child took over; this process drains next
@@ -37,6 +52,7 @@ enum class event_kind {
   drain_progress,    // count = connections still open
   forced_close,      // the drain deadline passed; count = connections closed by force
   exiting,           // drained; run() returns
+  reload,            // SIGHUP
   warning,           // something failed that did not stop the lifecycle (pid file, notify)
 };
 
@@ -50,16 +66,19 @@ struct event {
 struct upgrader_options {
   std::chrono::milliseconds ready_timeout{60000};
   std::chrono::milliseconds drain_timeout{30000};
-  // Processes of this service alive at once, the one being started included. Older generations
-  // still draining count, so long-lived connections cannot pile up generations without bound.
+  // Processes of this service alive at once, the one being started included (at least 2).
+  // Older generations still draining count, so long-lived connections cannot pile up
+  // generations without bound.
   unsigned max_generations = 4;
   std::string pidfile;          // rewritten atomically when a generation takes charge
-  bool handle_signals = true;   // SIGUSR2, SIGTERM, SIGINT
+  bool handle_signals = true;   // SIGUSR2, SIGTERM, SIGINT, SIGHUP
   process_options process;      // how the next generation is started
-  std::function<void(const event&)> log;  // default: one line on stderr
+  // Runs on the loop thread and must not block. Default: one line on stderr, written by a
+  // background thread from a bounded buffer (lines are dropped and counted if stderr is stuck).
+  std::function<void(const event&)> log;
 };
 
-class upgrader {
+class GRACE_API upgrader {
  public:
   upgrader(uv_loop_t* loop, grace::net& net, upgrader_options options = {});
   ~upgrader();
@@ -67,17 +86,24 @@ class upgrader {
   upgrader& operator=(const upgrader&) = delete;
 
   // Serves a listener of `net` on the loop; its connections count for the drain.
-  tl::expected<server*, std::error_code> serve(grace::listener* l, server::accept_callback on_accept);
+  [[nodiscard]] result<server*> serve(grace::listener* l, server::accept_callback on_accept);
   // Runs once, when this process starts draining: the application's chance to finish work
   // (an HTTP server answers the next request on each connection with "Connection: close").
   void on_drain(std::function<void()> hook);
-  // This generation is ready: tells the parent that started it, or (first start) systemd
-  // READY=1 and the pid file. Call after opening every listener and initialising.
-  tl::expected<void, std::error_code> ready();
+  // Runs on SIGHUP (reload the configuration, reopen logs). Without a hook SIGHUP is logged and
+  // ignored: it never stops the service.
+  void on_reload(std::function<void()> hook);
+  // This generation is ready: tells the parent that started it, or (first start, or a parent
+  // that died meanwhile) takes charge itself: pid file and READY=1/MAINPID. Call after opening
+  // every listener and initialising. Errors: the options are out of range, or GRACE_READY_FD was
+  // malformed.
+  [[nodiscard]] result<void> ready();
 
   void upgrade();   // what SIGUSR2 does
   void shutdown();  // what SIGTERM does
-  // Runs the loop until this process has drained; returns the exit status (0).
+  void reload();    // what SIGHUP does
+  // Runs the loop until this process has drained; returns the exit status (0). At the end it
+  // waits up to 1 s for the default log to reach stderr.
   int run();
 
   unsigned generation() const noexcept { return generation_; }
@@ -86,39 +112,43 @@ class upgrader {
   std::size_t connection_count() const noexcept;
 
  private:
-  enum class state { starting, serving, draining, done };
+  enum class state { starting, serving, draining, exiting, done };
+  struct handles;
+  struct reaping;
   void log(event_kind kind, std::string message, pid_t child = 0, std::size_t count = 0);
+  void notify(const std::string& message);
+  void write_pidfile(pid_t pid);
+  void take_charge();
   void watch_child();
   void on_child_event();
   void settle(upgrade_outcome outcome);
+  void reap_later(pending_child child, std::function<void(const pending_child&)> on_reaped);
   void stop_accepting();
+  void close_listeners();
   void begin_drain(const std::string& why);
   void check_drained();
   void finish();
-  void notify(const std::string& state);
-  void close_handle(uv_handle_t* h);
+  void maybe_stop();
 
   uv_loop_t* loop_;
   grace::net& net_;
   upgrader_options options_;
+  std::optional<error> options_error_;
   unsigned generation_ = 1;
-  std::string ancestors_;  // GRACE_ANCESTORS: older generations, possibly still draining
   state state_ = state::starting;
   std::vector<std::unique_ptr<server>> servers_;
+  std::vector<grace::listener*> served_;  // in net_, closed there when this process stops for good
   std::function<void()> drain_hook_;
+  std::function<void()> reload_hook_;
   std::optional<pending_child> pending_;
   pid_t pending_pid_ = 0;
+  std::string pending_kill_reason_;  // why a pending child was killed, if it was
+  std::list<reaping> reaping_;       // killed children whose exit is not known yet
   bool terminate_requested_ = false;
   bool drain_hook_ran_ = false;
-
-  uv_signal_t* usr2_ = nullptr;
-  uv_signal_t* term_ = nullptr;
-  uv_signal_t* int_ = nullptr;
-  uv_poll_t* ready_poll_ = nullptr;
-  uv_poll_t* exit_poll_ = nullptr;
-  uv_timer_t* ready_timer_ = nullptr;
-  uv_timer_t* drain_timer_ = nullptr;
-  uv_timer_t* progress_timer_ = nullptr;
+  std::unique_ptr<handles> handles_;
+  std::unique_ptr<detail::service_notifier> notifier_;
+  std::unique_ptr<detail::pidfile_writer> pidfile_;
 };
 
 }  // namespace grace::uv

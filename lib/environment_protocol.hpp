@@ -1,0 +1,91 @@
+#pragma once
+// The environment protocol between generations, in one place: every variable grace reads or
+// writes, parsed once, and the child's environment built from it (tableflip's env.go seam).
+//
+//   LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES  systemd's socket activation: listeners at fds 3..
+//   GRACE_READY_FD    the new generation's end of the readiness socket (after the listeners)
+//   GRACE_GENERATION  1 on a first start, n+1 in a process started by generation n
+//   GRACE_ANCESTORS   "pid:starttime,..." older generations that may still be draining
+//   NOTIFY_SOCKET     systemd's notification socket; left in the environment for children
+//
+// Parsing works on an `environment` map, so every malformed value has an in-process unit test;
+// the real process's values are captured before main(), while it has one thread and no event
+// loop, and the LISTEN_* and GRACE_* variables are removed from environ then.
+#include <sys/types.h>
+
+#include <cstddef>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "failure.hpp"
+#include "generations.hpp"
+
+namespace grace::detail {
+
+namespace variable {
+inline constexpr char listen_fds[] = "LISTEN_FDS";
+inline constexpr char listen_pid[] = "LISTEN_PID";
+inline constexpr char listen_fdnames[] = "LISTEN_FDNAMES";
+inline constexpr char ready_fd[] = "GRACE_READY_FD";
+inline constexpr char generation[] = "GRACE_GENERATION";
+inline constexpr char ancestors[] = "GRACE_ANCESTORS";
+inline constexpr char notify_socket[] = "NOTIFY_SOCKET";
+}  // namespace variable
+
+inline constexpr int first_listen_fd = 3;          // SD_LISTEN_FDS_START
+inline constexpr std::size_t max_fd_name = 255;    // systemd's FDNAME_MAX
+inline constexpr std::size_t max_ancestors = 64;   // more are never needed: the cap is far lower
+inline constexpr unsigned max_generation = 1000000000;
+
+using environment = std::map<std::string, std::string>;
+
+struct listen_fds {
+  int count = 0;                   // fds first_listen_fd .. first_listen_fd + count - 1
+  std::vector<std::string> names;  // one per fd; "unknown" where nobody named it
+};
+
+struct inheritance {
+  result<listen_fds> listen;  // count 0 when nothing was passed to this process
+  // The readiness socket's fd number, -1 without one. Syntax only: check_ready_fd() inspects it.
+  result<int> ready_fd = -1;
+  unsigned generation = 1;
+  std::vector<process_identity> ancestors;  // at most max_ancestors, newest last
+  std::string notify_socket;                // empty: no service manager to tell
+  // Malformed GRACE_GENERATION / GRACE_ANCESTORS: replaced by safe defaults, reported here.
+  std::vector<std::string> warnings;
+};
+
+// Parses what `env` says to process `self`, which may open `max_fds` fds.
+inheritance parse_inheritance(const environment& env, pid_t self, long max_fds);
+
+// A listener name LISTEN_FDNAMES can carry: at most 255 printable bytes, no ':' and no blank.
+bool valid_fd_name(const std::string& name);
+
+// What this process inherited, captured before main().
+const inheritance& startup_inheritance();
+// The readiness fd, checked (a unix SEQPACKET socket that is not listening) and handed out once;
+// -1 when there is none or it was taken. A bad fd is an error naming GRACE_READY_FD.
+result<int> take_ready_fd();
+
+// The entries "NAME=VALUE" for a child of generation `generation` whose older generations
+// still alive are `ancestors` (at most max_ancestors, newest last).
+std::vector<std::string> generation_entries(unsigned generation,
+                                            const std::vector<process_identity>& ancestors);
+std::string ready_fd_entry(int fd);
+
+// "NAME=VALUE" with a non-empty NAME free of '='; otherwise an error that quotes the entry.
+result<void> check_entry(const std::string& entry);
+
+// The environment of a child started with `listener_names` at fds 3..: `parent` without any
+// variable this protocol owns (NOTIFY_SOCKET excepted), then `extra` (replacing entries of the
+// same name), then LISTEN_FDS and LISTEN_FDNAMES when there is a listener. LISTEN_PID is the
+// spawner's to add, as only the child knows its pid.
+std::vector<std::string> child_environment(const std::vector<std::string>& parent,
+                                           const std::vector<std::string>& extra,
+                                           const std::vector<std::string>& listener_names);
+
+// environ as a list of "NAME=VALUE".
+std::vector<std::string> current_environment();
+
+}  // namespace grace::detail
