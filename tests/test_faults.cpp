@@ -1,0 +1,95 @@
+// Faults that used to freeze or kill the service, reproduced for real: a notification socket
+// nobody reads, a stderr pipe nobody reads, the old generation killed while the new one starts.
+// Each time the service must keep answering.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "support/service.hpp"
+
+using namespace test_support;
+
+TEST_CASE("a service manager that never reads its notification socket freezes nothing") {
+  temp_dir dir;
+  const std::string path = dir.file("notify");
+  const int sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un un{};
+  un.sun_family = AF_UNIX;
+  std::memcpy(un.sun_path, path.data(), path.size());
+  REQUIRE(bind(sock, reinterpret_cast<sockaddr*>(&un), sizeof un) == 0);
+  // Nobody reads `sock`: its queue (max_dgram_qlen, 10 here) fills after a few upgrades, and a
+  // blocking sendto() would then freeze the server for good.
+  const int port = free_port();
+  service http(helper_path("GRACE_HTTP"), {"127.0.0.1:" + std::to_string(port)}, {{"NOTIFY_SOCKET", path}});
+  REQUIRE(http.wait_for("(new socket) as pid"));
+  pid_t current = http.first_pid();
+  for (unsigned generation = 2; generation <= 16; ++generation) {
+    current = http.upgrade(current, generation);
+    const int c = connect_tcp("127.0.0.1", port);
+    CHECK(http_body_of(c) == expected_body(current, generation));
+    close(c);
+  }
+  CHECK(http.wait_for("the service manager is not reading notifications; retrying"));
+  close(sock);
+}
+
+TEST_CASE("a stderr pipe nobody reads: the log drops lines, the server keeps answering") {
+  const int port = free_port();
+  service http(helper_path("GRACE_HTTP"), {"127.0.0.1:" + std::to_string(port)});
+  REQUIRE(http.wait_for("(new socket) as pid"));
+  const pid_t server = http.first_pid();
+  const int c = connect_tcp("127.0.0.1", port);
+  REQUIRE(c >= 0);
+  // Each SIGHUP logs a line; the test reads none of them until the end, so the pipe (64 KiB)
+  // fills after about 800, and the log's own buffer after a few thousand more.
+  int answered = 0;
+  for (int i = 0; i < 5000; ++i) {
+    REQUIRE(kill(server, SIGHUP) == 0);
+    auto r = http_get(c, std::chrono::seconds(10));
+    if (!r) break;
+    ++answered;
+  }
+  CHECK(answered == 5000);
+  close(c);
+  CHECK(http.wait_for("log line(s) dropped: stderr was not being read"));
+  CHECK(http.wait_for("SIGHUP ignored", 10s, 2000));  // the buffered ones arrive once read
+}
+
+TEST_CASE("the old generation is killed while the new one starts: the new one takes charge") {
+  temp_dir dir;
+  const std::string pidfile = dir.file("http.pid");
+  const std::string link = dir.file("grace-http");
+  const std::string go = dir.file("go");
+  point_link(link, helper_path("GRACE_HTTP"));
+  const int port = free_port();
+  service http(link, {"127.0.0.1:" + std::to_string(port), "--pidfile", pidfile}, {}, link);
+  REQUIRE(http.wait_for("(new socket) as pid"));
+  const pid_t first = http.first_pid();
+  // The next release waits (bounded) for the test's word before it starts serving.
+  write_script(dir.file("slow-start"), "for i in $(seq 1000); do [ -e '" + go + "' ] && break; sleep 0.01; done\n"
+                                       "exec '" + helper_path("GRACE_HTTP") + "' \"$@\"");
+  point_link(link, dir.file("slow-start"));
+  REQUIRE(kill(first, SIGUSR2) == 0);
+  REQUIRE(http.wait_for("started generation 2 as pid "));
+  const pid_t second = http.number_after("started generation 2 as pid ");
+  REQUIRE(kill(first, SIGKILL) == 0);
+  REQUIRE(http.first().wait());
+  std::ofstream(go) << "go\n";
+  REQUIRE(http.wait_for("took charge: the generation that started this one is gone; pid " +
+                        std::to_string(second) + " is in charge"));
+  CHECK(pidfile_names(pidfile, second));
+  const int c = connect_tcp("127.0.0.1", port);
+  CHECK(http_body_of(c) == expected_body(second, 2));
+  close(c);
+  kill(second, SIGTERM);
+  CHECK(wait_exited(second));
+}
