@@ -31,4 +31,10 @@ c++ -std=c++17 "$source_dir/tests/consumer/consumer.cpp" -o "$work/pc-consumer" 
 lib_dir=$(PKG_CONFIG_PATH="$pc_dir" pkg-config --variable=libdir grace)
 LD_LIBRARY_PATH="$lib_dir" "$work/pc-consumer" | grep -q '^listening on 127.0.0.1:'
 echo "pkg-config grace: ok"
+# add_subdirectory: libraries only, clean under the consumer's -Wshadow -Wconversion -Werror.
+cmake -S "$source_dir/tests/subproject" -B "$work/subproject" -G Ninja \
+  -DGRACE_SOURCE_DIR="$source_dir" >/dev/null
+cmake --build "$work/subproject" >/dev/null
+"$work/subproject/uv-consumer" | grep -q 'served and drained ok'
+echo "add_subdirectory(grace): ok"
 echo "1 passed, 0 failed"
