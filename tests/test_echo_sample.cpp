@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "support/process.hpp"
 #include "support/sockets.hpp"
@@ -69,4 +71,38 @@ TEST_CASE("grace-echo survives SIGUSR2 restarts: old connections finish, new one
     REQUIRE(kill(second, SIGTERM) == 0);
     CHECK(wait_exited(second));  // an orphan now: pid 1 reaps it, a zombie counts as exited
   }
+}
+
+TEST_CASE("the samples' command line: numbers parse whole and in range, a missing value is named, --help on stdout") {
+  struct bad_case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<bad_case> cases = {
+      {{"127.0.0.1:0", "--drain-timeout", "nan"}, "--drain-timeout needs a number of seconds"},
+      {{"127.0.0.1:0", "--drain-timeout", "inf"}, "--drain-timeout needs a number of seconds"},
+      {{"127.0.0.1:0", "--drain-timeout", "5s"}, "--drain-timeout needs a number of seconds"},
+      {{"127.0.0.1:0", "--ready-timeout", "0"}, "--ready-timeout needs a number of seconds above 0"},
+      {{"127.0.0.1:0", "--ready-timeout", "-1"}, "--ready-timeout needs"},
+      {{"127.0.0.1:0", "--max-generations", "1"}, "--max-generations needs a whole number from 2"},
+      {{"127.0.0.1:0", "--max-generations", "4x"}, "--max-generations needs"},
+      {{"127.0.0.1:0", "--max-generations", "-3"}, "--max-generations needs"},
+      {{"127.0.0.1:0", "--pidfile"}, "--pidfile needs a value"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.message);
+    spawn_options options;
+    options.argv = {helper_path("GRACE_ECHO")};
+    options.argv.insert(options.argv.end(), c.args.begin(), c.args.end());
+    child_process echo(options);
+    CHECK(echo.wait() == std::optional<int>(2 << 8));
+    CHECK(echo.stderr_text().find(c.message) != std::string::npos);
+  }
+  spawn_options help;
+  help.argv = {helper_path("GRACE_ECHO"), "--help"};
+  child_process shown(help);
+  const auto line = shown.read_line();
+  REQUIRE(line);
+  CHECK(line->rfind("usage: grace-echo ADDRESS", 0) == 0);
+  CHECK(shown.wait() == std::optional<int>(0));
 }

@@ -2,6 +2,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -68,7 +69,9 @@ Example:
 double number(const std::string& option, const char* text) {
   char* end = nullptr;
   const double value = std::strtod(text, &end);
-  if (end == text || *end != '\0' || value < 0) usage_error(option + " needs a non-negative number, not \"" + text + "\"");
+  // NaN and infinity pass a "< 0" test and would disable every deadline, --hard-cap included.
+  if (end == text || *end != '\0' || !std::isfinite(value) || value < 0)
+    usage_error(option + " needs a non-negative number, not \"" + text + "\"");
   return value;
 }
 
