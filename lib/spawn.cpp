@@ -145,12 +145,15 @@ result<pid_t> spawn_process(const spawn_request& request) {
   std::unique_ptr<char[]> stack(new char[stack_size]);
   void* stack_top = stack.get() + stack_size - 64;
 
-  sigset_t all, old;
+  // The next generation starts with no signal blocked, as a service manager would start it: a
+  // server that blocks signals for a signalfd must not hand its successor a deaf mask.
+  sigset_t all, old, none;
   sigfillset(&all);
+  sigemptyset(&none);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   child_plan plan{request.executable.c_str(), argv.data(), envp.data(), listen_pid_digits,
                   request.fds.data(), sources.data(), static_cast<int>(request.fds.size()),
-                  request.directory.c_str(), max_fd_number(), &old, 0};
+                  request.directory.c_str(), max_fd_number(), &none, 0};
   const pid_t pid = clone(child_main, stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
   const int clone_errno = errno;
   pthread_sigmask(SIG_SETMASK, &old, nullptr);

@@ -2,7 +2,7 @@
 # Installs what grace needs to build and test, from Debian's packages; does nothing when all
 # of it is present. Run as root on Debian 12.
 set -euo pipefail
-packages=(g++ clang cmake ninja-build meson pkg-config libuv1-dev doctest-dev libexpected-dev
+packages=(g++ clang cmake ninja-build meson pkg-config libuv1-dev doctest-dev libexpected-dev libasio-dev
           systemd procps)
 missing=()
 for p in "${packages[@]}"; do

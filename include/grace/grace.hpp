@@ -2,6 +2,7 @@
 #include "grace/address.hpp"
 #include "grace/error.hpp"
 #include "grace/listener.hpp"
+#include "grace/log.hpp"
 #include "grace/net.hpp"
 #include "grace/notify.hpp"
 #include "grace/pidfile.hpp"

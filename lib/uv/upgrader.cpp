@@ -7,11 +7,11 @@
 #include <cstring>
 
 #include "../failure.hpp"
+#include "grace/log.hpp"
 #include "grace/notify.hpp"
 #include "handle.hpp"
 #include "pidfile_writer.hpp"
 #include "service_notifier.hpp"
-#include "stderr_log.hpp"
 
 namespace grace::uv {
 namespace {
@@ -113,7 +113,7 @@ void upgrader::log(event_kind kind, std::string message, pid_t child, std::size_
   const bool routine = kind == event_kind::serving || kind == event_kind::upgrade_started ||
                        kind == event_kind::child_ready || kind == event_kind::draining ||
                        kind == event_kind::exiting || kind == event_kind::drain_progress;
-  detail::stderr_log("grace[" + std::to_string(getpid()) + "] generation " + std::to_string(generation_) + ": " +
+  log_to_stderr("grace[" + std::to_string(getpid()) + "] generation " + std::to_string(generation_) + ": " +
                      (routine ? "" : std::string(kind_name(kind)) + ": ") + e.message);
 }
 
@@ -389,7 +389,7 @@ int upgrader::run() {
     const int alive = uv_run(loop_, UV_RUN_DEFAULT);
     if (alive == 0 && state_ != state::done) break;  // the application closed everything itself
   }
-  if (!options_.log) detail::stderr_log_flush(exit_log_flush_ms);
+  if (!options_.log) flush_stderr_log(exit_log_flush_ms);
   return 0;
 }
 

@@ -36,7 +36,7 @@ void echo_back(grace::uv::connection& c) {
 
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
-  auto config = sample::parse_command_line(argc, argv, "grace-echo");
+  auto config = sample::parse_uv_command_line(argc, argv, "grace-echo");
   grace::net net;
   grace::listener* listener = sample::open_listener(net, config.address, "grace-echo");
   uv_loop_t* loop = uv_default_loop();

@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
 #else
   const char* name = "grace-http";
 #endif
-  auto config = sample::parse_command_line(argc, argv, name);
+  auto config = sample::parse_uv_command_line(argc, argv, name);
 #ifdef GRACE_SAMPLE_UNIX
   if (config.address.rfind("unix:", 0) != 0) {
     std::fprintf(stderr, "grace-unix: ADDRESS must be unix:/path, not \"%s\"\n", config.address.c_str());

@@ -44,8 +44,7 @@ class referee {
   int run() {
     record_.start_us = now_us();
     log_path_ = "/tmp/restart-harness-" + std::to_string(getpid()) + ".log";
-    std::string why;
-    if (!server_.start(log_path_, why)) return fail_early(why);
+    if (auto started = server_.start(log_path_); !started) return fail_early(started.error().message());
     uv_timer_start(&cap_timer_, [](uv_timer_t* t) {
       auto* self = static_cast<referee*>(t->data);
       self->record_.notes.push_back("hard cap of " + std::to_string(static_cast<int>(self->options_.hard_cap_s)) + " s reached");
@@ -110,9 +109,8 @@ class referee {
     rs.signal_us = elapsed();
     record_.restarts.push_back(rs);
     answered_at_takeover_ = 0;
-    std::string why;
-    if (!server_.trigger_restart(why)) {
-      record_.restarts.back().failure = why;
+    if (auto triggered = server_.trigger_restart(); !triggered) {
+      record_.restarts.back().failure = triggered.error().message();
       record_.aborted = true;
       return finish();
     }
@@ -181,9 +179,12 @@ class referee {
     std::string table;
     const verdict v = summarize(options_, record_, table);
     std::fputs(table.c_str(), stdout);
-    std::string why;
-    if (!options_.json_file.empty() && !write_json(options_, record_, v, options_.json_file, why)) std::printf("  note: %s\n", why.c_str());
-    if (!options_.plot_file.empty() && !write_svg(options_, record_, options_.plot_file, why)) std::printf("  note: %s\n", why.c_str());
+    if (!options_.json_file.empty())
+      if (auto written = write_json(options_, record_, v, options_.json_file); !written)
+        std::printf("  note: %s\n", written.error().message().c_str());
+    if (!options_.plot_file.empty())
+      if (auto written = write_svg(options_, record_, options_.plot_file); !written)
+        std::printf("  note: %s\n", written.error().message().c_str());
     if (!v.pass && server_.started_by_us()) std::printf("  server log: %s\n", log_path_.c_str());
     else unlink(log_path_.c_str());
     std::printf("%s\n", v.line.c_str());

@@ -1,5 +1,8 @@
 #include "report.hpp"
 
+#include <cerrno>
+#include <cstring>
+
 #include <algorithm>
 #include <array>
 #include <climits>
@@ -13,6 +16,12 @@
 
 namespace harness {
 namespace {
+
+tl::unexpected<grace::error> cannot_write(const std::string& path) {
+  const int err = errno != 0 ? errno : EIO;
+  return tl::unexpected(grace::error(std::error_code(err, std::system_category()),
+                                     "cannot write " + path + ": " + std::strerror(err)));
+}
 
 constexpr std::uint64_t window_margin_us = 100000;  // after the old generation is gone
 
@@ -175,13 +184,10 @@ verdict summarize(const options& o, const run_record& r, std::string& table) {
   return v;
 }
 
-bool write_json(const options& o, const run_record& r, const verdict& v, const std::string& path, std::string& why) {
+grace::result<void> write_json(const options& o, const run_record& r, const verdict& v, const std::string& path) {
   auto [steady, restart] = split(o, r);
   std::ofstream out(path);
-  if (!out) {
-    why = "cannot write " + path;
-    return false;
-  }
+  if (!out) return cannot_write(path);
   auto window = [&](window_stats& w) {
     std::ostringstream s;
     s << "{";
@@ -209,15 +215,14 @@ bool write_json(const options& o, const run_record& r, const verdict& v, const s
         << ", \"failure\": \"" << rs.failure << "\"}";
   }
   out << "\n  ]\n}\n";
-  return true;
+  out.flush();
+  if (!out) return cannot_write(path);
+  return {};
 }
 
-bool write_svg(const options& o, const run_record& r, const std::string& path, std::string& why) {
+grace::result<void> write_svg(const options& o, const run_record& r, const std::string& path) {
   std::ofstream out(path);
-  if (!out) {
-    why = "cannot write " + path;
-    return false;
-  }
+  if (!out) return cannot_write(path);
   constexpr double width = 1000, height = 320, left = 60, right = 20, top = 30, bottom = 40;
   // About 200 buckets over the run, none shorter than 5 ms.
   const std::uint64_t bucket_us = std::max<std::uint64_t>(5000, r.end_us / 200);
@@ -279,7 +284,9 @@ bool write_svg(const options& o, const run_record& r, const std::string& path, s
   out << "<text x='" << width - right - 80 << "' y='" << height - 10 << "'>" << ms(static_cast<double>(r.end_us)) << " ms</text>\n";
   out << "<text x='" << left << "' y='" << height - 10 << "'>" << o.target_text << ", " << o.clients << " clients</text>\n";
   out << "</svg>\n";
-  return true;
+  out.flush();
+  if (!out) return cannot_write(path);
+  return {};
 }
 
 }  // namespace harness

@@ -1,6 +1,7 @@
 #pragma once
 #include <string>
 
+#include "grace/error.hpp"
 #include "harness.hpp"
 
 namespace harness {
@@ -12,7 +13,7 @@ struct verdict {
 
 // The summary table (steady state beside the windows around restarts) and the verdict.
 verdict summarize(const options& o, const run_record& r, std::string& table);
-bool write_json(const options& o, const run_record& r, const verdict& v, const std::string& path, std::string& why);
-bool write_svg(const options& o, const run_record& r, const std::string& path, std::string& why);
+grace::result<void> write_json(const options& o, const run_record& r, const verdict& v, const std::string& path);
+grace::result<void> write_svg(const options& o, const run_record& r, const std::string& path);
 
 }  // namespace harness

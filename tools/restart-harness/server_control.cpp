@@ -11,6 +11,13 @@
 #include <vector>
 
 namespace harness {
+namespace {
+
+tl::unexpected<grace::error> uv_failure(int code, const std::string& what) {
+  return tl::unexpected(grace::error(std::error_code(-code, std::system_category()), what + ": " + uv_strerror(code)));
+}
+
+}  // namespace
 
 server_control::server_control(uv_loop_t* loop, const options& o) : loop_(loop), options_(o) {
   uv_timer_init(loop_, &stop_timer_);
@@ -19,11 +26,11 @@ server_control::server_control(uv_loop_t* loop, const options& o) : loop_(loop),
   command_.data = this;
 }
 
-bool server_control::start(const std::string& log_path, std::string& why) {
+grace::result<void> server_control::start(const std::string& log_path) {
   if (!started_by_us()) {
     last_main_ = options_.attach_pid;
     if (last_main_ > 0) known_.insert(last_main_);
-    return true;
+    return {};
   }
   const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   std::vector<char*> args;
@@ -47,14 +54,11 @@ bool server_control::start(const std::string& log_path, std::string& why) {
   };
   const int rc = uv_spawn(loop_, &process_, &po);
   if (log_fd >= 0) close(log_fd);
-  if (rc != 0) {
-    why = "cannot start " + options_.server_command[0] + ": " + uv_strerror(rc);
-    return false;
-  }
+  if (rc != 0) return uv_failure(rc, "cannot start " + options_.server_command[0]);
   first_pid_ = process_.pid;
   last_main_ = first_pid_;
   known_.insert(first_pid_);
-  return true;
+  return {};
 }
 
 pid_t server_control::main_pid() {
@@ -71,18 +75,18 @@ void server_control::saw_pid(pid_t pid) {
   if (known_.insert(pid).second && options_.pidfile.empty()) last_main_ = pid;
 }
 
-bool server_control::trigger_restart(std::string& why) {
+grace::result<void> server_control::trigger_restart() {
   const pid_t pid = main_pid();
   if (options_.restart_cmd.empty()) {
-    if (pid <= 0) {
-      why = "no main pid to signal (give --pidfile)";
-      return false;
-    }
+    if (pid <= 0)
+      return tl::unexpected(grace::error(make_error_code(grace::errc::invalid_argument),
+                                         "no main pid to signal (give --pidfile)"));
     if (kill(pid, options_.signal_number) != 0) {
-      why = "cannot signal pid " + std::to_string(pid) + ": " + strerror(errno);
-      return false;
+      const int err = errno;
+      return tl::unexpected(grace::error(std::error_code(err, std::system_category()),
+                                         "cannot signal pid " + std::to_string(pid) + ": " + strerror(err)));
     }
-    return true;
+    return {};
   }
   const std::string mainpid = "MAINPID=" + std::to_string(pid);
   std::vector<std::string> env_strings;
@@ -108,12 +112,9 @@ bool server_control::trigger_restart(std::string& why) {
     uv_close(reinterpret_cast<uv_handle_t*>(p), nullptr);
   };
   const int rc = uv_spawn(loop_, &command_, &po);
-  if (rc != 0) {
-    why = std::string("cannot run --restart-cmd: ") + uv_strerror(rc);
-    return false;
-  }
+  if (rc != 0) return uv_failure(rc, "cannot run --restart-cmd");
   command_running_ = true;
-  return true;
+  return {};
 }
 
 void server_control::stop_all(double grace_s, std::function<void()> done) {

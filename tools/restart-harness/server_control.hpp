@@ -7,6 +7,7 @@
 #include <set>
 #include <string>
 
+#include "grace/error.hpp"
 #include "harness.hpp"
 
 namespace harness {
@@ -14,12 +15,12 @@ namespace harness {
 class server_control {
  public:
   server_control(uv_loop_t* loop, const options& o);
-  // Starts the server command (if any); its output goes to `log_path`. False with `why` set on failure.
-  bool start(const std::string& log_path, std::string& why);
+  // Starts the server command (if any); its output goes to `log_path`.
+  grace::result<void> start(const std::string& log_path);
   pid_t main_pid();                    // current main pid, from the pid file when there is one
   void saw_pid(pid_t pid);             // a pid named by an answer: one of the server's processes
-  // Sends the restart signal, or starts --restart-cmd; false with `why` set when that fails.
-  bool trigger_restart(std::string& why);
+  // Sends the restart signal, or starts --restart-cmd.
+  grace::result<void> trigger_restart();
   bool restart_command_running() const noexcept { return command_running_; }
   // Stops every process of the server that we started (SIGTERM, then SIGKILL after `grace_s`);
   // calls `done` once they are all gone. Does nothing to an attached server.

@@ -1,4 +1,4 @@
-#include "stderr_log.hpp"
+#include "grace/log.hpp"
 
 #include <unistd.h>
 
@@ -9,7 +9,7 @@
 #include <mutex>
 #include <thread>
 
-namespace grace::uv::detail {
+namespace grace {
 namespace {
 
 constexpr std::size_t buffer_limit = 256 * 1024;
@@ -68,7 +68,7 @@ writer& the_writer() {
 
 }  // namespace
 
-void stderr_log(std::string line) {
+void log_to_stderr(std::string line) {
   writer& w = the_writer();
   std::lock_guard<std::mutex> lock(w.mutex);
   if (!w.started) {
@@ -85,7 +85,7 @@ void stderr_log(std::string line) {
   w.wake.notify_one();
 }
 
-bool stderr_log_flush(int timeout_ms) {
+bool flush_stderr_log(int timeout_ms) {
   writer& w = the_writer();
   std::unique_lock<std::mutex> lock(w.mutex);
   return w.written.wait_for(lock, std::chrono::milliseconds(timeout_ms),
@@ -98,4 +98,4 @@ std::size_t stderr_log_dropped() {
   return w.dropped_total;
 }
 
-}  // namespace grace::uv::detail
+}  // namespace grace

@@ -1,0 +1,80 @@
+#include "command_line.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+namespace sample {
+namespace {
+
+void print_usage(std::FILE* out, const char* name) {
+  std::fprintf(out,
+               "usage: %s ADDRESS [--pidfile FILE] [--drain-timeout SECONDS] [--ready-timeout SECONDS]\n"
+               "                  [--max-generations N]\n"
+               "  ADDRESS: 127.0.0.1:8080, [::1]:8080, :8080 or unix:/path/to.sock\n"
+               "  SIGUSR2 upgrades to a new process without losing a connection; SIGTERM drains and exits;\n"
+               "  SIGHUP is logged and ignored.\n",
+               name);
+}
+
+[[noreturn]] void usage(const char* name, const std::string& why) {
+  std::fprintf(stderr, "%s: %s\n", name, why.c_str());
+  print_usage(stderr, name);
+  std::exit(2);
+}
+
+// Seconds as a finite decimal number up to a day: no NaN, no infinity, no trailing text.
+std::chrono::milliseconds seconds_arg(const char* name, const std::string& option, const char* text, bool zero_allowed) {
+  char* end = nullptr;
+  const double seconds = std::strtod(text, &end);
+  if (end == text || *end != '\0' || !std::isfinite(seconds) || seconds < 0 || (seconds == 0 && !zero_allowed) ||
+      seconds > 86400)
+    usage(name, option + " needs a number of seconds " + (zero_allowed ? "from 0" : "above 0") + " to 86400, not \"" +
+                    text + "\"");
+  return std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
+}
+
+unsigned generations_arg(const char* name, const char* text) {
+  char* end = nullptr;
+  const unsigned long value = std::strtoul(text, &end, 10);
+  if (end == text || *end != '\0' || text[0] < '0' || text[0] > '9' || value < 2 || value > 1000)
+    usage(name, std::string("--max-generations needs a whole number from 2 to 1000, not \"") + text + "\"");
+  return static_cast<unsigned>(value);
+}
+
+}  // namespace
+
+command_line parse_command_line(int argc, char** argv, const char* name) {
+  command_line c;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const bool takes_value = arg == "--pidfile" || arg == "--drain-timeout" || arg == "--ready-timeout" ||
+                             arg == "--max-generations";
+    if (takes_value && i + 1 >= argc) usage(name, arg + " needs a value");
+    if (arg == "--pidfile") c.pidfile = argv[++i];
+    else if (arg == "--drain-timeout") c.drain_timeout = seconds_arg(name, arg, argv[++i], true);
+    else if (arg == "--ready-timeout") c.ready_timeout = seconds_arg(name, arg, argv[++i], false);
+    else if (arg == "--max-generations") c.max_generations = generations_arg(name, argv[++i]);
+    else if (arg == "-h" || arg == "--help") {
+      print_usage(stdout, name);
+      std::exit(0);
+    }
+    else if (!arg.empty() && arg[0] != '-' && c.address.empty()) c.address = arg;
+    else usage(name, "unexpected argument \"" + arg + "\"");
+  }
+  if (c.address.empty()) usage(name, "missing ADDRESS");
+  return c;
+}
+
+grace::listener* open_listener(grace::net& net, const std::string& address, const char* name) {
+  const bool is_unix = address.rfind("unix:", 0) == 0;
+  auto l = is_unix ? net.listen_unix("unix", address.substr(5)) : net.listen_tcp("tcp", address);
+  if (!l) {
+    std::fprintf(stderr, "%s: cannot listen on %s: %s\n", name, address.c_str(), l.error().message().c_str());
+    std::exit(1);
+  }
+  return *l;
+}
+
+}  // namespace sample

@@ -1,0 +1,28 @@
+#pragma once
+// The command line every sample shares, and opening its listener; grace's core only, so the
+// samples on other event loops use it too.
+//
+//   NAME ADDRESS [--pidfile FILE] [--drain-timeout SECONDS] [--ready-timeout SECONDS]
+//                [--max-generations N]
+//   ADDRESS: 127.0.0.1:8080, [::1]:8080, :8080, or unix:/path/to.sock
+#include <chrono>
+#include <string>
+
+#include "grace/grace.hpp"
+
+namespace sample {
+
+struct command_line {
+  std::string address;
+  std::string pidfile;
+  std::chrono::milliseconds drain_timeout{30000};
+  std::chrono::milliseconds ready_timeout{60000};
+  unsigned max_generations = 4;
+};
+
+// Exits with a usage message (status 2) on a bad command line, with the help (0) for --help.
+command_line parse_command_line(int argc, char** argv, const char* name);
+// "unix:/path" is a unix socket, anything else TCP. Exits (status 1) with the reason on failure.
+grace::listener* open_listener(grace::net& net, const std::string& address, const char* name);
+
+}  // namespace sample
