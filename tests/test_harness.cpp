@@ -103,16 +103,18 @@ TEST_CASE("grace-unix, HTTP over a unix socket: PASS across 30 restarts") {
   check_pass(run, 30);
 }
 
-TEST_CASE("grace-epoll, the core on a plain epoll loop: PASS across 30 restarts, keep-alive and close") {
-  for (const char* mode : {"http-keepalive", "http-close"}) {
-    CAPTURE(mode);
-    temp_dir dir;
-    const std::string address = free_address(), pidfile = dir.file("epoll.pid");
-    auto run = run_harness({"--target", "tcp://" + address, "--mode", mode, "--clients", "16", "--restarts", "30",
-                            "--pidfile", pidfile, "--", helper_path("GRACE_EPOLL"), address, "--pidfile", pidfile},
-                           dir);
-    check_pass(run, 30);
-  }
+TEST_CASE("grace-epoll and grace-asio, the core on other event loops: PASS across 30 restarts, keep-alive and close") {
+  for (const char* server : {"GRACE_EPOLL", "GRACE_ASIO"})
+    for (const char* mode : {"http-keepalive", "http-close"}) {
+      CAPTURE(server);
+      CAPTURE(mode);
+      temp_dir dir;
+      const std::string address = free_address(), pidfile = dir.file("server.pid");
+      auto run = run_harness({"--target", "tcp://" + address, "--mode", mode, "--clients", "16", "--restarts", "30",
+                              "--pidfile", pidfile, "--", helper_path(server), address, "--pidfile", pidfile},
+                             dir);
+      check_pass(run, 30);
+    }
 }
 
 TEST_CASE("a server started elsewhere, followed through its pid file: refereed, and left running") {
