@@ -37,4 +37,14 @@ cmake -S "$source_dir/tests/subproject" -B "$work/subproject" -G Ninja \
 cmake --build "$work/subproject" >/dev/null
 "$work/subproject/uv-consumer" | grep -q 'served and drained ok'
 echo "add_subdirectory(grace): ok"
+# meson subproject: builds, and installs nothing of grace's.
+mkdir -p "$work/meson/subprojects"
+cp "$source_dir/tests/meson_subproject/meson.build" "$source_dir/tests/consumer/uv_consumer.cpp" "$work/meson/"
+ln -s "$source_dir" "$work/meson/subprojects/grace"
+meson setup "$work/meson/build" "$work/meson" >/dev/null
+ninja -C "$work/meson/build" >/dev/null
+"$work/meson/build/uv-consumer" | grep -q 'served and drained ok'
+installed=$(cd "$work/meson/build" && meson introspect --installed)
+[ "$installed" = "{}" ] || { echo "a meson subproject installed: $installed"; exit 1; }
+echo "meson subproject: ok"
 echo "1 passed, 0 failed"

@@ -211,3 +211,22 @@ TEST_CASE("process state from /proc: running, zombie, gone; unreadable files are
   CHECK_FALSE(grace::detail::read_small_file("/nonexistent/file"));
   CHECK(grace::detail::read_small_file("/proc/self/stat").value_or("").find(std::to_string(getpid())) == 0);
 }
+
+TEST_CASE("listen_tcp from a sockaddr the application already holds") {
+  grace::net net;
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  in.sin_port = 0;
+  auto l = net.listen_tcp("tcp4", reinterpret_cast<const sockaddr*>(&in), sizeof in);
+  REQUIRE_MESSAGE(l, error_text(l));
+  CHECK((*l)->address().rfind("127.0.0.1:", 0) == 0);
+  CHECK((*l)->local_address().port() != 0);
+  auto wrong_family = net.listen_tcp("tcp6", reinterpret_cast<const sockaddr*>(&in), sizeof in);
+  REQUIRE_FALSE(wrong_family);
+  CHECK(wrong_family.error().code() == grace::errc::invalid_address);
+  CHECK(wrong_family.error().message().find("not a tcp6 address") != std::string::npos);
+  auto truncated = net.listen_tcp("tcp", reinterpret_cast<const sockaddr*>(&in), 1);
+  REQUIRE_FALSE(truncated);
+  CHECK(truncated.error().code() == grace::errc::invalid_address);
+}

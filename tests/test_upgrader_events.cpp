@@ -62,3 +62,49 @@ TEST_CASE("events: refused before ready, serving, rollback of a child that canno
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0);  // every handle the upgrader made was closed
 }
+
+TEST_CASE("a connection's handle->data is the application's: set it, read, close, and nothing breaks") {
+  uv_loop_t loop;
+  REQUIRE(uv_loop_init(&loop) == 0);
+  {
+    grace::net net;
+    auto l = net.listen_tcp("tcp", "127.0.0.1:0");
+    REQUIRE(l);
+    grace::uv::upgrader_options options;
+    options.handle_signals = false;
+    options.log = [](const grace::uv::event&) {};
+    grace::uv::upgrader upgrader(&loop, net, options);
+    static int marker = 0;
+    int closed = 0;
+    auto server = upgrader.serve(*l, [&](grace::uv::connection& c) {
+      c.stream()->data = &marker;  // the usual libuv idiom
+      c.user_data = &closed;
+      c.on_closed = [](grace::uv::connection& gone) { ++*static_cast<int*>(gone.user_data); };
+      uv_read_start(
+          c.stream(), [](uv_handle_t*, size_t, uv_buf_t* buf) { static char b[64]; *buf = uv_buf_init(b, sizeof b); },
+          [](uv_stream_t* stream, ssize_t, const uv_buf_t*) {
+            CHECK(stream->data == &marker);
+            grace::uv::connection::from(stream).close();
+          });
+    });
+    REQUIRE(server);
+    REQUIRE(upgrader.ready());
+    const int client = connect_tcp("127.0.0.1", (*l)->local_address().port());
+    REQUIRE(client >= 0);
+    REQUIRE(write(client, "x", 1) == 1);
+    // Bounded: a timer ends the wait if the connection never closes.
+    uv_timer_t deadline;
+    uv_timer_init(&loop, &deadline);
+    bool expired = false;
+    deadline.data = &expired;
+    uv_timer_start(&deadline, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; }, 10000, 0);
+    while (closed == 0 && !expired) uv_run(&loop, UV_RUN_ONCE);
+    uv_close(reinterpret_cast<uv_handle_t*>(&deadline), nullptr);
+    CHECK(closed == 1);
+    close(client);
+    upgrader.shutdown();
+    CHECK(upgrader.run() == 0);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+}
