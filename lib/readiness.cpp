@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <string>
 
 #include "environment_protocol.hpp"
@@ -17,6 +18,17 @@ namespace grace {
 namespace {
 
 constexpr char ready_byte = 'R';
+constexpr char retiring_byte = 'D';
+
+// The readiness socket, kept after notify_ready() for notify_retiring().
+std::atomic<int> kept_ready_fd{-1};
+
+bool send_byte(int fd, char byte) {
+  ssize_t sent;
+  do sent = send(fd, &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (sent < 0 && errno == EINTR);
+  return sent == 1;
+}
 
 int open_pidfd(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
 
@@ -50,14 +62,21 @@ result<ready_outcome> notify_ready() {
   if (*fd < 0) return ready_outcome::first_start;
   // A SEQPACKET socket: send() never blocks on one byte to a fresh socket, and MSG_NOSIGNAL
   // turns a dead parent into EPIPE instead of a SIGPIPE that would kill this process.
-  ssize_t sent;
-  do sent = send(*fd, &ready_byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-  while (sent < 0 && errno == EINTR);
+  if (send_byte(*fd, ready_byte)) {
+    kept_ready_fd.store(*fd);
+    return ready_outcome::told_parent;
+  }
   const int err = errno;
   ::close(*fd);
-  if (sent == 1) return ready_outcome::told_parent;
   if (err == EPIPE || err == ECONNRESET || err == ECONNREFUSED) return ready_outcome::parent_gone;
   return detail::fail_errno(err, "tell the parent generation that this one is ready (GRACE_READY_FD)");
+}
+
+void notify_retiring() noexcept {
+  const int fd = kept_ready_fd.exchange(-1);
+  if (fd < 0) return;
+  send_byte(fd, retiring_byte);  // a parent that is gone needs no word
+  ::close(fd);
 }
 
 result<pending_child> pending_child::start(net& n, process_options options, unsigned max_generations) {
@@ -98,7 +117,8 @@ pending_child::pending_child(pending_child&& other) noexcept
       outcome_(other.outcome_),
       status_(other.status_),
       reaped_(other.reaped_),
-      killed_(other.killed_) {
+      killed_(other.killed_),
+      retired_(other.retired_) {
   other.pid_ = -1;
   other.ready_fd_ = other.pid_fd_ = -1;
   other.outcome_ = upgrade_outcome::exited;
@@ -107,7 +127,8 @@ pending_child::pending_child(pending_child&& other) noexcept
 
 pending_child::~pending_child() {
   if (!outcome_) kill_pending();
-  if (!reaped_ && pid_ > 0) {
+  // A successor that took over runs on: it is not waited for.
+  if (!reaped_ && pid_ > 0 && outcome_ != upgrade_outcome::ready) {
     reap_blocking(pid_, status_);
     reaped_ = true;
   }
@@ -136,7 +157,7 @@ bool pending_child::try_reap() noexcept {
 
 std::optional<upgrade_outcome> pending_child::check() {
   if (outcome_) {
-    try_reap();
+    if (outcome_ != upgrade_outcome::ready) try_reap();  // a successor is watched by successor_exit()
     return outcome_;
   }
   char byte = 0;
@@ -144,9 +165,9 @@ std::optional<upgrade_outcome> pending_child::check() {
   do got = recv(ready_fd_, &byte, 1, MSG_DONTWAIT);
   while (got < 0 && errno == EINTR);
   if (got == 1 && byte == ready_byte) {
+    // It runs on as the new generation. The socket and the pidfd stay open, so that a parent
+    // still draining learns whether it retires on purpose or dies (successor_exit()).
     outcome_ = upgrade_outcome::ready;
-    reaped_ = true;  // it runs on as the new generation; its parent is not ours to wait for
-    close_fds();
     return outcome_;
   }
   // EOF or a reset: every end the child had is gone, so it exited or gave its end up.
@@ -173,11 +194,30 @@ void pending_child::kill_pending() {
   outcome_ = upgrade_outcome::timed_out;
 }
 
+std::optional<bool> pending_child::successor_exit() {
+  if (outcome_ != upgrade_outcome::ready || pid_ <= 0) return std::nullopt;
+  if (!retired_ && ready_fd_ >= 0) {
+    // What it said before it exited is still queued on the socket.
+    char byte = 0;
+    ssize_t got;
+    do got = recv(ready_fd_, &byte, 1, MSG_DONTWAIT);
+    while (got < 0 && errno == EINTR);
+    if (got == 1 && byte == retiring_byte) retired_ = true;
+  }
+  const int ready_fd = ready_fd_;
+  ready_fd_ = -1;  // try_reap closes the fds; keep the socket until the news is read
+  const bool gone = try_reap();
+  ready_fd_ = ready_fd;
+  if (!gone) return std::nullopt;
+  close_fds();
+  return retired_;
+}
+
 upgrade_outcome pending_child::wait(std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (true) {
     if (auto outcome = check()) {
-      if (!reaped_) give_up();
+      if (*outcome != upgrade_outcome::ready && !reaped_) give_up();
       return *outcome;
     }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -190,6 +230,7 @@ upgrade_outcome pending_child::wait(std::chrono::milliseconds timeout) {
 }
 
 upgrade_outcome pending_child::give_up() {
+  if (outcome_ == upgrade_outcome::ready) return *outcome_;
   kill_pending();
   if (!reaped_ && pid_ > 0) {
     reap_blocking(pid_, status_);

@@ -115,3 +115,49 @@ TEST_CASE("the pid file never writes through a symlink, and leaves no temporary 
   REQUIRE_FALSE(missing_dir);
   CHECK(missing_dir.error().message().find("no/such/dir") != std::string::npos);
 }
+
+TEST_CASE("the new generation dies right after it took over: the old one serves again, nothing refused") {
+  temp_dir dir;
+  const std::string pidfile = dir.file("http.pid");
+  const std::string link = dir.file("grace-http");
+  point_link(link, helper_path("GRACE_HTTP"));
+  const int port = free_port();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  // The referee keeps up the load (no restarts of its own) while the test upgrades.
+  spawn_options options;
+  options.argv = {helper_path("GRACE_HARNESS"), "--target", "tcp://" + address, "--mode", "http-close",
+                  "--clients", "16", "--restarts", "0", "--duration", "4", "--hard-cap", "60",
+                  "--json", dir.file("run.json"), "--pidfile", pidfile, "--", link, address, "--pidfile", pidfile,
+                  "--successor-watch", "3"};
+  child_process harness(options);
+  const pid_t first = wait_pidfile(pidfile, [](pid_t p) { return p > 0; });
+  REQUIRE(first > 0);
+  // The next release is killed 200 ms after its parent has handed over to it (the pid file
+  // names it), while the parent still drains.
+  write_script(dir.file("crashes"),
+               "( i=0; while [ $i -lt 1000 ] && [ \"$(cat '" + pidfile + "' 2>/dev/null)\" != \"$$\" ]; do\n"
+               "    i=$((i+1)); sleep 0.01; done; sleep 0.2; kill -KILL $$ ) </dev/null >/dev/null 2>&1 &\n"
+               "exec '" + helper_path("GRACE_HTTP") + "' \"$@\"");
+  point_link(link, dir.file("crashes"));
+  REQUIRE(kill(first, SIGUSR2) == 0);
+  const pid_t second = wait_pidfile(pidfile, [&](pid_t p) { return p != first; });
+  REQUIRE(second > 0);
+  CHECK(pidfile_names(pidfile, first));  // back in charge
+  CHECK(wait_exited(second));
+  CHECK(has_exited(second));
+  CHECK_FALSE(has_exited(first));
+  const int c = connect_tcp("127.0.0.1", port);
+  CHECK(http_body_of(c) == expected_body(first, 1));
+  close(c);
+
+  std::string output;
+  while (auto line = harness.read_line(60s)) output += *line + "\n";
+  INFO(output);
+  REQUIRE(harness.wait(30s));
+  std::ifstream json_file(dir.file("run.json"));
+  const std::string json((std::istreambuf_iterator<char>(json_file)), std::istreambuf_iterator<char>());
+  // Requests in flight on the release that was killed are lost with it; no connection is refused.
+  CHECK(json.find("\"refused\": 0") != std::string::npos);
+  CHECK(json.find("\"refused\": 0", json.find("\"refused\": 0") + 1) != std::string::npos);
+  CHECK(count_of(json, "\"refused\": ") == 2);
+}

@@ -32,8 +32,14 @@ enum class ready_outcome {
 };
 
 // Child side: tells the parent once. Never blocks and never raises SIGPIPE. A GRACE_READY_FD
-// that did not name the readiness socket at start-up is errc::malformed_environment.
+// that did not name the readiness socket at start-up is errc::malformed_environment. The socket
+// stays open for notify_retiring().
 [[nodiscard]] GRACE_API result<ready_outcome> notify_ready();
+// Child side, later: this generation stops serving on purpose (it handed over to the next one,
+// or was told to stop). Without this word, its parent, if still draining when this process
+// exits, takes the exit for a crash and serves again. Never blocks; nothing to do without a
+// parent.
+GRACE_API void notify_retiring() noexcept;
 
 enum class upgrade_outcome {
   ready,      // the child called notify_ready()
@@ -80,6 +86,12 @@ class GRACE_API pending_child {
   // its readiness socket while it still ran).
   bool killed() const noexcept { return killed_; }
 
+  // After `ready`, non-blocking, when pid_fd() is readable: nullopt while the new generation
+  // runs; once it has exited (reaped here), whether it had said it was retiring on purpose
+  // (notify_retiring()) before it went. A successor still running when this object is destroyed
+  // is left running.
+  std::optional<bool> successor_exit();
+
  private:
   pending_child(pid_t pid, int ready_fd, int pid_fd) : pid_(pid), ready_fd_(ready_fd), pid_fd_(pid_fd) {}
   void close_fds() noexcept;
@@ -92,6 +104,7 @@ class GRACE_API pending_child {
   int status_ = -1;
   bool reaped_ = false;
   bool killed_ = false;
+  bool retired_ = false;
 };
 
 }  // namespace grace

@@ -26,6 +26,7 @@ const char* kind_name(event_kind kind) {
     case event_kind::upgrade_refused: return "upgrade refused";
     case event_kind::child_ready: return "child ready";
     case event_kind::rollback: return "rollback";
+    case event_kind::rollback_after_takeover: return "rollback after takeover";
     case event_kind::draining: return "draining";
     case event_kind::drain_progress: return "drain progress";
     case event_kind::forced_close: return "forced close";
@@ -48,6 +49,7 @@ std::optional<error> check_options(const upgrader_options& o) {
   if (o.ready_timeout.count() <= 0) return bad("ready_timeout must be positive");
   if (o.drain_timeout.count() < 0) return bad("drain_timeout must not be negative");
   if (o.max_generations < 2) return bad("max_generations must be at least 2 (this one and the next)");
+  if (o.successor_watch.count() < 0) return bad("successor_watch must not be negative");
   return std::nullopt;
 }
 
@@ -55,8 +57,8 @@ std::optional<error> check_options(const upgrader_options& o) {
 
 struct upgrader::handles {
   detail::owned_handle<uv_signal_t> usr2, term, interrupt, hup;
-  detail::owned_handle<uv_poll_t> ready_poll, exit_poll;
-  detail::owned_handle<uv_timer_t> ready_timer, drain_timer, progress_timer;
+  detail::owned_handle<uv_poll_t> ready_poll, exit_poll, successor_poll;
+  detail::owned_handle<uv_timer_t> ready_timer, drain_timer, progress_timer, successor_watch_timer;
 };
 
 struct upgrader::reaping {
@@ -136,6 +138,7 @@ result<server*> upgrader::serve(grace::listener* l, server::accept_callback on_a
 
 void upgrader::on_drain(std::function<void()> hook) { drain_hook_ = std::move(hook); }
 void upgrader::on_reload(std::function<void()> hook) { reload_hook_ = std::move(hook); }
+void upgrader::on_resume(std::function<void()> hook) { resume_hook_ = std::move(hook); }
 
 std::size_t upgrader::connection_count() const noexcept {
   std::size_t n = 0;
@@ -268,6 +271,7 @@ void upgrader::settle(upgrade_outcome outcome) {
     write_pidfile(child);
     notify("MAINPID=" + std::to_string(child) + "\nREADY=1");
     log(event_kind::child_ready, "pid " + std::to_string(child) + " is ready and in charge", child);
+    watch_successor(std::move(settled));
     begin_drain("handed over to pid " + std::to_string(child));
     return;
   }
@@ -285,6 +289,54 @@ void upgrader::settle(upgrade_outcome outcome) {
     return;
   }
   notify("READY=1");
+}
+
+void upgrader::watch_successor(pending_child successor) {
+  if (successor.pid_fd() < 0) return;  // nothing to watch it with
+  successor_.emplace(std::move(successor));
+  handles_->successor_poll.init([&](uv_poll_t* p) { return uv_poll_init(loop_, p, successor_->pid_fd()); }, this);
+  uv_poll_start(handles_->successor_poll.get(), UV_READABLE,
+                [](uv_poll_t* p, int, int) { static_cast<upgrader*>(p->data)->on_successor_event(); });
+  if (options_.successor_watch.count() == 0) return;
+  handles_->successor_watch_timer.init([&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, this);
+  uv_timer_start(handles_->successor_watch_timer.get(),
+                 [](uv_timer_t* t) {
+                   auto* self = static_cast<upgrader*>(t->data);
+                   self->handles_->successor_watch_timer.reset();
+                   self->check_drained();
+                 },
+                 static_cast<uint64_t>(options_.successor_watch.count()), 0);
+}
+
+void upgrader::on_successor_event() {
+  const pid_t pid = successor_->pid();
+  auto retired = successor_->successor_exit();
+  if (!retired) return;
+  const int status = successor_->exit_status();
+  handles_->successor_poll.reset();
+  handles_->successor_watch_timer.reset();
+  successor_.reset();
+  if (*retired || terminate_requested_ || state_ != state::draining) return check_drained();
+  resume_after_takeover(pid, status);
+}
+
+// The generation this one handed over to died without handing over or stopping on purpose,
+// while this one still holds the listening sockets: accept again, rather than leave the service
+// down until an operator notices (nginx's answer).
+void upgrader::resume_after_takeover(pid_t successor, int status) {
+  state_ = state::serving;
+  handles_->drain_timer.reset();
+  handles_->progress_timer.reset();
+  for (auto& s : servers_) s->resume_accepting();
+  drain_hook_ran_ = false;
+  if (resume_hook_) resume_hook_();
+  write_pidfile(getpid());
+  notify("MAINPID=" + std::to_string(getpid()) + "\nREADY=1");
+  log(event_kind::rollback_after_takeover,
+      "pid " + std::to_string(successor) + " (generation " + std::to_string(generation_ + 1) + ") " +
+          describe_status(status) + " after it took over; pid " + std::to_string(getpid()) +
+          " serves again with " + std::to_string(connection_count()) + " connection(s)",
+      successor);
 }
 
 void upgrader::shutdown() {
@@ -329,6 +381,7 @@ void upgrader::close_listeners() {
 void upgrader::begin_drain(const std::string& why) {
   if (state_ == state::draining || state_ == state::exiting || state_ == state::done) return;
   state_ = state::draining;
+  notify_retiring();  // our parent, if it still drains, must not take our exit for a crash
   stop_accepting();
   log(event_kind::draining, why + ": stopped accepting; " + std::to_string(connection_count()) +
                                 " connection(s) to finish within " + std::to_string(options_.drain_timeout.count()) +
@@ -364,7 +417,8 @@ void upgrader::begin_drain(const std::string& why) {
 }
 
 void upgrader::check_drained() {
-  if (state_ == state::draining && connection_count() == 0) finish();
+  // Drained, and no longer watching over the generation it handed over to.
+  if (state_ == state::draining && connection_count() == 0 && !handles_->successor_watch_timer) finish();
 }
 
 void upgrader::finish() {
@@ -373,6 +427,9 @@ void upgrader::finish() {
   log(event_kind::exiting, "drained; exiting");
   handles_->drain_timer.reset();
   handles_->progress_timer.reset();
+  handles_->successor_poll.reset();
+  handles_->successor_watch_timer.reset();
+  successor_.reset();  // left running: it serves
   maybe_stop();
 }
 

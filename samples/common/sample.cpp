@@ -10,6 +10,7 @@ config parse_uv_command_line(int argc, char** argv, const char* name) {
   c.upgrade.drain_timeout = line.drain_timeout;
   c.upgrade.ready_timeout = line.ready_timeout;
   c.upgrade.max_generations = line.max_generations;
+  c.upgrade.successor_watch = line.successor_watch;
   return c;
 }
 

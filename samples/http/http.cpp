@@ -98,6 +98,8 @@ int main(int argc, char** argv) {
   // Connections that are mid-request or idle keep going; each answers its next request with
   // "Connection: close" and then ends.
   upgrader.on_drain([] { g_draining = true; });
+  // The generation it handed over to died while this one drained: this one serves again.
+  upgrader.on_resume([] { g_draining = false; });
   if (!upgrader.serve(listener, serve_http)) {
     std::fprintf(stderr, "%s: cannot serve %s\n", name, listener->address().c_str());
     return 1;

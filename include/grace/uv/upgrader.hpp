@@ -4,6 +4,7 @@
 //   SIGUSR2 (or upgrade())  -> start the next generation with every listener and a readiness socket
 //   child calls ready()     -> the parent stops accepting, drains, and run() returns 0
 //   child dies / times out  -> the child is killed and reaped, the parent serves on as before
+//   child dies after ready  -> while the parent still drains, it accepts again and takes charge
 //   parent dies first       -> the child takes charge by itself (pid file, MAINPID, READY=1)
 //   SIGTERM / SIGINT        -> stop accepting, drain, return; a second SIGTERM closes everything now
 //   SIGHUP                  -> the application's reload hook; without one, logged and ignored
@@ -48,6 +49,7 @@ enum class event_kind {
   upgrade_refused,   // an upgrade was asked for but not started (why in message)
   child_ready,       // the child took over; this process drains next
   rollback,          // the child failed (why in message); this process serves on
+  rollback_after_takeover,  // the child took over, then died while this process drained: serving again
   draining,          // stopped accepting; count = connections still open
   drain_progress,    // count = connections still open
   forced_close,      // the drain deadline passed; count = connections closed by force
@@ -66,6 +68,13 @@ struct event {
 struct upgrader_options {
   std::chrono::milliseconds ready_timeout{60000};
   std::chrono::milliseconds drain_timeout{30000};
+  // After handing over, this process keeps its listening sockets (not accepting) and watches the
+  // new generation while it drains, and at least this long: if the new one dies meanwhile
+  // without having handed over or stopped on purpose, this one serves again. 0: only while it
+  // drains, which under load ends within milliseconds. A release that may crash on its first
+  // requests wants a few seconds here; the old process then lingers that long (and counts
+  // towards max_generations).
+  std::chrono::milliseconds successor_watch{0};
   // Processes of this service alive at once, the one being started included (at least 2).
   // Older generations still draining count, so long-lived connections cannot pile up
   // generations without bound.
@@ -93,6 +102,9 @@ class GRACE_API upgrader {
   // Runs on SIGHUP (reload the configuration, reopen logs). Without a hook SIGHUP is logged and
   // ignored: it never stops the service.
   void on_reload(std::function<void()> hook);
+  // Runs when this process serves again after a rollback after takeover: the drain hook's undo
+  // (an HTTP server stops answering with "Connection: close").
+  void on_resume(std::function<void()> hook);
   // This generation is ready: tells the parent that started it, or (first start, or a parent
   // that died meanwhile) takes charge itself: pid file and READY=1/MAINPID. Call after opening
   // every listener and initialising. Errors: the options are out of range, or GRACE_READY_FD was
@@ -122,6 +134,9 @@ class GRACE_API upgrader {
   void watch_child();
   void on_child_event();
   void settle(upgrade_outcome outcome);
+  void watch_successor(pending_child successor);
+  void on_successor_event();
+  void resume_after_takeover(pid_t successor, int status);
   void reap_later(pending_child child, std::function<void(const pending_child&)> on_reaped);
   void stop_accepting();
   void close_listeners();
@@ -140,6 +155,8 @@ class GRACE_API upgrader {
   std::vector<grace::listener*> served_;  // in net_, closed there when this process stops for good
   std::function<void()> drain_hook_;
   std::function<void()> reload_hook_;
+  std::function<void()> resume_hook_;
+  std::optional<pending_child> successor_;  // took over; watched while this process drains
   std::optional<pending_child> pending_;
   pid_t pending_pid_ = 0;
   std::string pending_kill_reason_;  // why a pending child was killed, if it was
