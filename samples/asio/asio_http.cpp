@@ -288,13 +288,7 @@ void session::read() {
 
 void session::answer() {
   bool close = false;
-  http_protocol::parse_result result;
-  while (!close && (result = http_protocol::answer_one(input_, output_, close, service_.draining, service_.who)) ==
-                       http_protocol::parse_result::answered) {
-  }
-  if (result == http_protocol::parse_result::malformed) {
-    this->close();
-    return service_.connection_closed(this);
+  while (!close && http_protocol::answer_one(input_, output_, close, service_.draining, service_.who)) {
   }
   if (output_.empty()) return read();
   auto self = shared_from_this();

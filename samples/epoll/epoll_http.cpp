@@ -171,11 +171,8 @@ class epoll_server {
       if (n > 0 && !c.close_after_write) {
         c.input.append(buffer, static_cast<std::size_t>(n));
         bool close = false;
-        http_protocol::parse_result result;
-        while (!close && (result = http_protocol::answer_one(c.input, c.output, close, state_ == state::draining, who_)) ==
-                             http_protocol::parse_result::answered) {
+        while (!close && http_protocol::answer_one(c.input, c.output, close, state_ == state::draining, who_)) {
         }
-        if (result == http_protocol::parse_result::malformed) return close_client(fd);
         c.close_after_write = close;
       }
     }

@@ -42,19 +42,16 @@ void send(grace::uv::connection& c, std::string text) {
   });
 }
 
-// Answers every complete request in the buffer (pipelined ones in order); false when one is
-// malformed.
-bool answer_requests(grace::uv::connection& c) {
+// Answers every complete request in the buffer (pipelined ones in order); a refused one is
+// answered too, and ends the connection after its answer.
+void answer_requests(grace::uv::connection& c) {
   auto* state = static_cast<http_connection*>(c.user_data);
   std::string output;
   bool close = false;
-  http_protocol::parse_result result = http_protocol::parse_result::answered;
-  while (!close && (result = http_protocol::answer_one(state->input, output, close, g_draining, g_who)) ==
-                       http_protocol::parse_result::answered) {
+  while (!close && http_protocol::answer_one(state->input, output, close, g_draining, g_who)) {
   }
   state->close_after_write = close;
   if (!output.empty()) send(c, std::move(output));
-  return result != http_protocol::parse_result::malformed;
 }
 
 void serve_http(grace::uv::connection& c) {
@@ -70,7 +67,8 @@ void serve_http(grace::uv::connection& c) {
         auto* state = static_cast<http_connection*>(conn.user_data);
         if (nread > 0 && !state->close_after_write) state->input.append(buf->base, static_cast<size_t>(nread));
         delete[] buf->base;
-        if (nread < 0 || (nread > 0 && !answer_requests(conn))) conn.close();
+        if (nread < 0) return conn.close();
+        if (nread > 0 && !state->close_after_write) answer_requests(conn);
       });
 }
 

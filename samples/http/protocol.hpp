@@ -1,17 +1,22 @@
 #pragma once
-// The HTTP/1.1 subset the http samples speak, free of any I/O so that the grace sample and the
+// The HTTP/1.1 subset the http samples speak, free of any I/O so that the grace samples and the
 // bare-libuv benchmark server answer byte for byte alike.
+#include <cstddef>
 #include <string>
 
 namespace http_protocol {
 
-enum class parse_result { need_more, answered, malformed };
+constexpr std::size_t max_head = 64 * 1024;    // request line and headers
+constexpr std::size_t max_body = 1024 * 1024;  // a larger Content-Length is 413
 
-// Takes one complete request off the front of `input` (GET/HEAD, optional Content-Length body)
-// and appends its response to `output`. `close` becomes true when the connection must end after
-// this response: the client asked for it (HTTP/1.0 without keep-alive, "Connection: close"), or
-// the server is `draining`. `who` is the body of the answer to "GET /".
-parse_result answer_one(std::string& input, std::string& output, bool& close, bool draining,
-                        const std::string& who);
+// Takes one complete request off the front of `input` (GET/HEAD, an optional Content-Length
+// body) and appends its response to `output`; false when `input` holds no complete request yet.
+// `close` becomes true when the connection must end after this response: the client asked for
+// it (HTTP/1.0 without keep-alive, "Connection: close"), the server is `draining`, or the
+// request was refused (400 for a malformed or duplicated Content-Length, 413 for a body over
+// max_body, 431 for a head over max_head, 501 for Transfer-Encoding). A refused request is
+// answered and the connection ends, so that no byte after it is taken for a new request.
+// `who` is the body of the answer to "GET /".
+bool answer_one(std::string& input, std::string& output, bool& close, bool draining, const std::string& who);
 
 }  // namespace http_protocol

@@ -50,13 +50,10 @@ void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
   if (nread < 0) return close_connection(c);
   std::string output;
   bool close = false;
-  auto result = http_protocol::parse_result::answered;
-  while (!close && (result = http_protocol::answer_one(c->input, output, close, false, g_who)) ==
-                       http_protocol::parse_result::answered) {
+  while (!close && http_protocol::answer_one(c->input, output, close, false, g_who)) {
   }
   c->close_after_write = close;
   if (!output.empty()) send(c, std::move(output));
-  if (result == http_protocol::parse_result::malformed) close_connection(c);
 }
 
 }  // namespace
