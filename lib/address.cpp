@@ -20,16 +20,6 @@ using detail::quoted;
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-// 1 to 5 decimal digits, nothing else (no sign, no blank), at most 65535.
-bool parse_port(std::string_view text, std::uint16_t& port) {
-  if (text.empty() || text.size() > 5 || !std::all_of(text.begin(), text.end(), is_digit)) return false;
-  unsigned value = 0;
-  std::from_chars(text.data(), text.data() + text.size(), value);
-  if (value > 65535) return false;
-  port = static_cast<std::uint16_t>(value);
-  return true;
-}
-
 // A service name as /etc/services spells them ("http", "x11-ssh"): a letter first, then
 // letters, digits, '-' or '_'. getaddrinfo would also take "+65616" and wrap it to port 80.
 bool is_service_name(std::string_view text) {
@@ -193,29 +183,12 @@ std::string socket_address::text() const {
 result<std::vector<socket_address>> resolve_tcp(network n, std::string_view address) {
   if (!is_tcp(n))
     return fail(errc::unknown_network, "network " + quoted(network_name(n)) + " is not a TCP network");
-  if (address.find('\0') != std::string_view::npos)
-    return fail(errc::invalid_address, "address " + quoted(address) + ": contains a NUL byte");
-  std::string_view host;
-  std::string_view port_text;
-  if (!address.empty() && address.front() == '[') {
-    const auto close = address.find(']');
-    if (close == std::string_view::npos || close + 1 >= address.size() || address[close + 1] != ':')
-      return fail(errc::invalid_address,
-                  "address " + quoted(address) + ": expected \"[host]:port\"");
-    host = address.substr(1, close - 1);
-    port_text = address.substr(close + 2);
-  } else {
-    const auto colon = address.rfind(':');
-    if (colon == std::string_view::npos)
-      return fail(errc::invalid_address, "address " + quoted(address) + ": missing port");
-    host = address.substr(0, colon);
-    port_text = address.substr(colon + 1);
-    if (host.find(':') != std::string_view::npos)
-      return fail(errc::invalid_address,
-                  "address " + quoted(address) + ": too many colons (IPv6 goes in brackets)");
-  }
+  auto parts = detail::split_host_port(address);
+  if (!parts) return tl::unexpected(parts.error());
+  const std::string_view host = parts->host;
+  const std::string_view port_text = parts->port;
   std::uint16_t port = 0;
-  if (!parse_port(port_text, port) &&
+  if (!detail::parse_port(port_text, port) &&
       (!is_service_name(port_text) || !lookup_service(std::string(port_text), port)))
     return fail(errc::invalid_address,
                 "address " + quoted(address) + ": invalid port " + quoted(port_text));
@@ -259,6 +232,32 @@ result<std::vector<socket_address>> resolve_tcp(network n, std::string_view addr
 }
 
 namespace detail {
+
+result<host_port> split_host_port(std::string_view address) {
+  if (address.find('\0') != std::string_view::npos)
+    return fail(errc::invalid_address, "address " + quoted(address) + ": contains a NUL byte");
+  if (!address.empty() && address.front() == '[') {
+    const auto close = address.find(']');
+    if (close == std::string_view::npos || close + 1 >= address.size() || address[close + 1] != ':')
+      return fail(errc::invalid_address, "address " + quoted(address) + ": expected \"[host]:port\"");
+    return host_port{address.substr(1, close - 1), address.substr(close + 2)};
+  }
+  const auto colon = address.rfind(':');
+  if (colon == std::string_view::npos) return fail(errc::invalid_address, "address " + quoted(address) + ": missing port");
+  const std::string_view host = address.substr(0, colon);
+  if (host.find(':') != std::string_view::npos)
+    return fail(errc::invalid_address, "address " + quoted(address) + ": too many colons (IPv6 goes in brackets)");
+  return host_port{host, address.substr(colon + 1)};
+}
+
+bool parse_port(std::string_view text, std::uint16_t& port) {
+  if (text.empty() || text.size() > 5 || !std::all_of(text.begin(), text.end(), is_digit)) return false;
+  unsigned value = 0;
+  std::from_chars(text.data(), text.data() + text.size(), value);
+  if (value > 65535) return false;
+  port = static_cast<std::uint16_t>(value);
+  return true;
+}
 
 std::string normalize_absolute_path(std::string_view base_dir, std::string_view path) {
   std::string joined = (!path.empty() && path.front() == '/')

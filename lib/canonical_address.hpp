@@ -1,5 +1,6 @@
 #pragma once
 // How grace decides that an inherited socket is the one a listen call asks for.
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -11,6 +12,16 @@ namespace grace::detail {
 // (inet or unix) and address, with every wildcard (0.0.0.0, ::) as ":PORT" and a v4-mapped
 // address as its IPv4 form.
 std::string match_key(int type, const socket_address& address);
+
+struct host_port {
+  std::string_view host;  // empty for ":port"; without the brackets of "[v6]:port"
+  std::string_view port;  // not checked yet
+};
+// Splits "host:port", "[v6]:port" or ":port"; errors name what is malformed (a NUL byte,
+// brackets, colons).
+result<host_port> split_host_port(std::string_view address);
+// 1 to 5 decimal digits, nothing else (no sign, no blank), at most 65535.
+bool parse_port(std::string_view text, std::uint16_t& port);
 
 // Lexical normalisation of `path` made absolute against `base_dir`: no ".", "..", or repeated
 // slashes.
