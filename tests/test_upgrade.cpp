@@ -106,6 +106,27 @@ TEST_CASE("a broken release: exits early, cannot exec, hangs; each time the old 
     REQUIRE(http.wait_for("was not ready within 500 ms and was killed; still serving"));
     CHECK(wait_exited(http.number_after("started generation 2 as pid ")));
   }
+  SUBCASE("a child with a large address space hangs: killed, reaped once its exit is known") {
+    // 1 GiB touched: its teardown takes the kernel a while, which a blocking waitpid would spend
+    // on the event loop. Perl is part of every Debian system (perl-base).
+    write_script(dir.file("large"), "exec perl -e '$x = \"x\" x (1 << 30); sleep 60'");
+    point_link(link, dir.file("large"));
+    kill(server, SIGUSR2);
+    REQUIRE(http.wait_for("was not ready within 500 ms and was killed; still serving"));
+    const pid_t large = http.number_after("started generation 2 as pid ");
+    CHECK(wait_exited(large));
+  }
+  SUBCASE("SIGTERM while the next generation starts: killed, and the log says why") {
+    write_script(dir.file("hangs"), "exec sleep 60");
+    point_link(link, dir.file("hangs"));
+    kill(server, SIGUSR2);
+    REQUIRE(http.wait_for("started generation 2 as pid "));
+    kill(server, SIGTERM);
+    REQUIRE(http.wait_for("was killed before it was ready: this process got SIGTERM; shutting down"));
+    CHECK(wait_exited(http.number_after("started generation 2 as pid ")));
+    REQUIRE(http.first().wait());
+    return;
+  }
   still_serving();
   // A later SIGUSR2, with a good binary in place, upgrades.
   point_link(link, helper_path("GRACE_HTTP"));

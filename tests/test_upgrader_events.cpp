@@ -1,6 +1,7 @@
 // The upgrader in-process: every event reaches the application's log callback, in order.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -102,6 +103,46 @@ TEST_CASE("a connection's handle->data is the application's: set it, read, close
     uv_close(reinterpret_cast<uv_handle_t*>(&deadline), nullptr);
     CHECK(closed == 1);
     close(client);
+    upgrader.shutdown();
+    CHECK(upgrader.run() == 0);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
+TEST_CASE("rollback reasons are the true ones: a full fd table names the socketpair and EMFILE") {
+  uv_loop_t loop;
+  REQUIRE(uv_loop_init(&loop) == 0);
+  {
+    grace::net net;
+    auto l = net.listen_tcp("tcp", "127.0.0.1:0");
+    REQUIRE(l);
+    std::vector<grace::uv::event> events;
+    grace::uv::upgrader_options options;
+    options.handle_signals = false;
+    options.log = [&](const grace::uv::event& e) { events.push_back(e); };
+    grace::uv::upgrader upgrader(&loop, net, options);
+    REQUIRE(upgrader.serve(*l, [](grace::uv::connection& c) { c.close(); }));
+    REQUIRE(upgrader.ready());
+    std::vector<int> fillers;
+    for (int fd; (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fillers.push_back(fd);
+    upgrader.upgrade();
+    for (int fd : fillers) close(fd);
+    REQUIRE(events.size() == 2);
+    CHECK(events[1].kind == event_kind::rollback);
+    CHECK(events[1].message.find("socketpair") != std::string::npos);
+    CHECK(events[1].message.find("Too many open files") != std::string::npos);
+    CHECK_FALSE(upgrader.draining());
+
+    // SIGHUP: the reload hook when there is one, else a log line; never a stop.
+    upgrader.reload();
+    CHECK(events.back().kind == event_kind::reload);
+    CHECK(events.back().message.find("ignored") != std::string::npos);
+    int reloads = 0;
+    upgrader.on_reload([&] { ++reloads; });
+    upgrader.reload();
+    CHECK(reloads == 1);
+    CHECK_FALSE(upgrader.draining());
     upgrader.shutdown();
     CHECK(upgrader.run() == 0);
   }

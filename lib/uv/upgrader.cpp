@@ -275,15 +275,22 @@ void upgrader::settle(upgrade_outcome outcome) {
     begin_drain("handed over to pid " + std::to_string(child));
     return;
   }
-  // The rollback is logged once the child's exit status is known, so the reason is the true one.
-  reap_later(std::move(settled), [this, child, reason = pending_kill_reason_](const pending_child& gone) {
-    const int status = gone.exit_status();
-    const bool we_killed = gone.killed() && status >= 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
-    const std::string why = !reason.empty() ? reason
-                            : we_killed     ? "closed its readiness socket before it was ready and was killed"
-                                            : describe_status(status) + " before it was ready";
-    log(event_kind::rollback, "pid " + std::to_string(child) + " " + why + "; still serving", child);
-  });
+  const std::string after = terminate_requested_ ? "; shutting down" : "; still serving";
+  if (!pending_kill_reason_.empty()) {
+    // We killed it, and know why: say so now (a process shutting down may be gone before the
+    // child's exit is reaped).
+    log(event_kind::rollback, "pid " + std::to_string(child) + " " + pending_kill_reason_ + after, child);
+    reap_later(std::move(settled), [](const pending_child&) {});
+  } else {
+    // Logged once the exit status is known, so the reason is the true one.
+    reap_later(std::move(settled), [this, child, after](const pending_child& gone) {
+      const int status = gone.exit_status();
+      const bool we_killed = gone.killed() && status >= 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+      const std::string why = we_killed ? "closed its readiness socket before it was ready and was killed"
+                                        : describe_status(status) + " before it was ready";
+      log(event_kind::rollback, "pid " + std::to_string(child) + " " + why + after, child);
+    });
+  }
   if (terminate_requested_) {
     begin_drain("shutting down");
     return;
@@ -356,7 +363,7 @@ void upgrader::shutdown() {
   notify("STOPPING=1");
   close_listeners();
   if (pending_) {
-    pending_kill_reason_ = "was killed because this process is shutting down (SIGTERM)";
+    pending_kill_reason_ = "was killed before it was ready: this process got SIGTERM";
     pending_->kill_pending();
     settle(upgrade_outcome::timed_out);  // settle() drains once the child is gone
     return;
