@@ -149,3 +149,57 @@ TEST_CASE("rollback reasons are the true ones: a full fd table names the socketp
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0);
 }
+
+TEST_CASE("out of fds while accepting: the connections wait in the queue and are served once fds are free") {
+  uv_loop_t loop;
+  REQUIRE(uv_loop_init(&loop) == 0);
+  {
+    grace::net net;
+    auto l = net.listen_tcp("tcp", "127.0.0.1:0");
+    REQUIRE(l);
+    grace::uv::upgrader_options options;
+    options.handle_signals = false;
+    options.log = [](const grace::uv::event&) {};
+    grace::uv::upgrader upgrader(&loop, net, options);
+    int accepted = 0;
+    REQUIRE(upgrader.serve(*l, [&](grace::uv::connection& c) {
+      ++accepted;
+      uv_write_t* req = new uv_write_t;
+      static char reply[] = "served\n";
+      uv_buf_t buf = uv_buf_init(reply, sizeof reply - 1);
+      uv_write(req, c.stream(), &buf, 1, [](uv_write_t* r, int) {
+        grace::uv::connection::from(r->handle).close();
+        delete r;
+      });
+    }));
+    REQUIRE(upgrader.ready());
+    // The clients connect first (the kernel queues them); then the table is full.
+    std::vector<int> clients;
+    for (int i = 0; i < 3; ++i) clients.push_back(connect_tcp("127.0.0.1", (*l)->local_address().port()));
+    for (int c : clients) REQUIRE(c >= 0);
+    std::vector<int> fillers;
+    for (int fd; (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fillers.push_back(fd);
+    // Let the server meet EMFILE for a while (a fault window, not a timing check).
+    uv_timer_t window;
+    uv_timer_init(&loop, &window);
+    bool over = false;
+    window.data = &over;
+    uv_timer_start(&window, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; }, 200, 0);
+    while (!over) uv_run(&loop, UV_RUN_ONCE);
+    CHECK(accepted == 0);
+    for (int fd : fillers) close(fd);
+    over = false;
+    uv_timer_start(&window, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; }, 10000, 0);
+    while (accepted < 3 && !over) uv_run(&loop, UV_RUN_ONCE);
+    uv_close(reinterpret_cast<uv_handle_t*>(&window), nullptr);
+    CHECK(accepted == 3);
+    for (int c : clients) {
+      CHECK(read_line_from(c) == "served");
+      close(c);
+    }
+    upgrader.shutdown();
+    CHECK(upgrader.run() == 0);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+}
