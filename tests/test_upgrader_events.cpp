@@ -1,4 +1,5 @@
-// The upgrader in-process: every event reaches the application's log callback, in order.
+// The upgrader in-process: every event reaches the application's log callback, in order; the
+// application owns its handles' data; faults inside the process (a full fd table) are survived.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 #include <fcntl.h>
@@ -6,6 +7,8 @@
 #include <uv.h>
 
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,190 +19,185 @@
 using namespace test_support;
 using grace::uv::event_kind;
 
+namespace {
+
+// A loop, a net with one listener on 127.0.0.1, and an upgrader without signal handlers whose
+// events are recorded. At the end every handle the upgrader made must be closed.
+class in_process {
+ public:
+  explicit in_process(grace::uv::upgrader_options options = {}) {
+    REQUIRE(uv_loop_init(&loop_) == 0);
+    net_ = std::make_unique<grace::net>();
+    auto l = net_->listen_tcp("tcp", "127.0.0.1:0");
+    REQUIRE(l);
+    listener_ = *l;
+    options.handle_signals = false;
+    options.log = [this](const grace::uv::event& e) { events.push_back(e); };
+    upgrader_ = std::make_unique<grace::uv::upgrader>(&loop_, *net_, options);
+  }
+  ~in_process() {
+    upgrader_.reset();
+    net_.reset();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&loop_) == 0);
+  }
+
+  grace::uv::upgrader& upgrader() { return *upgrader_; }
+  grace::listener* listener() { return listener_; }
+  int port() const { return listener_->local_address().port(); }
+
+  // Runs the loop until `done()` or `ms` have passed; true when done.
+  bool run_until(const std::function<bool()>& done, std::uint64_t ms) {
+    uv_timer_t deadline;
+    uv_timer_init(&loop_, &deadline);
+    bool expired = false;
+    deadline.data = &expired;
+    uv_timer_start(&deadline, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; }, ms, 0);
+    while (!done() && !expired) uv_run(&loop_, UV_RUN_ONCE);
+    uv_close(reinterpret_cast<uv_handle_t*>(&deadline), nullptr);
+    uv_run(&loop_, UV_RUN_NOWAIT);
+    return done();
+  }
+
+  std::vector<grace::uv::event> events;
+
+ private:
+  uv_loop_t loop_{};
+  std::unique_ptr<grace::net> net_;
+  grace::listener* listener_ = nullptr;
+  std::unique_ptr<grace::uv::upgrader> upgrader_;
+};
+
+std::vector<int> fill_fd_table() {
+  std::vector<int> fillers;
+  for (int fd; (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fillers.push_back(fd);
+  return fillers;
+}
+
+void release(const std::vector<int>& fds) {
+  for (int fd : fds) close(fd);
+}
+
+}  // namespace
+
 TEST_CASE("events: refused before ready, serving, rollback of a child that cannot start, drain, exit") {
   temp_dir dir;
-  uv_loop_t loop;
-  REQUIRE(uv_loop_init(&loop) == 0);
-  {
-    grace::net net;
-    auto l = net.listen_tcp("tcp", "127.0.0.1:0");
-    REQUIRE(l);
-    std::vector<grace::uv::event> events;
-    grace::uv::upgrader_options options;
-    options.handle_signals = false;
-    options.pidfile = dir.file("events.pid");
-    options.process.executable_path = dir.file("no-such-release");
-    options.log = [&](const grace::uv::event& e) { events.push_back(e); };
-    grace::uv::upgrader upgrader(&loop, net, options);
-    REQUIRE(upgrader.serve(*l, [](grace::uv::connection& c) { c.close(); }));
-    bool drained = false;
-    upgrader.on_drain([&] { drained = true; });
+  grace::uv::upgrader_options options;
+  options.pidfile = dir.file("events.pid");
+  options.process.executable_path = dir.file("no-such-release");
+  in_process p(options);
+  auto& upgrader = p.upgrader();
+  REQUIRE(upgrader.serve(p.listener(), [](grace::uv::connection& c) { c.close(); }));
+  bool drained = false;
+  upgrader.on_drain([&] { drained = true; });
 
-    upgrader.upgrade();  // not ready yet
-    REQUIRE(upgrader.ready());
-    upgrader.upgrade();  // the release is missing: rollback, still serving
-    CHECK_FALSE(upgrader.draining());
-    upgrader.shutdown();
-    CHECK(upgrader.run() == 0);
-    CHECK(drained);
-    // Written on the thread pool; run() returns only once it is there.
-    std::ifstream pid(options.pidfile);
-    pid_t written = 0;
-    pid >> written;
-    CHECK(written == getpid());
+  upgrader.upgrade();  // not ready yet
+  REQUIRE(upgrader.ready());
+  upgrader.upgrade();  // the release is missing: rollback, still serving
+  CHECK_FALSE(upgrader.draining());
+  upgrader.shutdown();
+  CHECK(upgrader.run() == 0);
+  CHECK(drained);
+  // Written on the thread pool; run() returns only once it is there.
+  std::ifstream pid(options.pidfile);
+  pid_t written = 0;
+  pid >> written;
+  CHECK(written == getpid());
 
-    std::vector<event_kind> kinds;
-    for (const auto& e : events) kinds.push_back(e.kind);
-    const std::vector<event_kind> expected = {event_kind::upgrade_refused, event_kind::serving, event_kind::rollback,
-                                              event_kind::draining, event_kind::exiting};
-    CHECK(kinds == expected);
-    REQUIRE(events.size() == expected.size());
-    CHECK(events[0].message == "not serving yet");
-    CHECK(events[1].message.find("(new socket) as pid " + std::to_string(getpid())) != std::string::npos);
-    CHECK(events[2].message.find("no-such-release") != std::string::npos);
-    CHECK(events[2].message.find("still serving") != std::string::npos);
-    CHECK(events[3].message.find("shutting down") != std::string::npos);
-  }
-  uv_run(&loop, UV_RUN_DEFAULT);
-  CHECK(uv_loop_close(&loop) == 0);  // every handle the upgrader made was closed
+  std::vector<event_kind> kinds;
+  for (const auto& e : p.events) kinds.push_back(e.kind);
+  const std::vector<event_kind> expected = {event_kind::upgrade_refused, event_kind::serving, event_kind::rollback,
+                                            event_kind::draining, event_kind::exiting};
+  CHECK(kinds == expected);
+  REQUIRE(p.events.size() == expected.size());
+  CHECK(p.events[0].message == "not serving yet");
+  CHECK(p.events[1].message.find("(new socket) as pid " + std::to_string(getpid())) != std::string::npos);
+  CHECK(p.events[2].message.find("no-such-release") != std::string::npos);
+  CHECK(p.events[2].message.find("still serving") != std::string::npos);
+  CHECK(p.events[3].message.find("shutting down") != std::string::npos);
 }
 
 TEST_CASE("a connection's handle->data is the application's: set it, read, close, and nothing breaks") {
-  uv_loop_t loop;
-  REQUIRE(uv_loop_init(&loop) == 0);
-  {
-    grace::net net;
-    auto l = net.listen_tcp("tcp", "127.0.0.1:0");
-    REQUIRE(l);
-    grace::uv::upgrader_options options;
-    options.handle_signals = false;
-    options.log = [](const grace::uv::event&) {};
-    grace::uv::upgrader upgrader(&loop, net, options);
-    static int marker = 0;
-    int closed = 0;
-    auto server = upgrader.serve(*l, [&](grace::uv::connection& c) {
-      c.stream()->data = &marker;  // the usual libuv idiom
-      c.user_data = &closed;
-      c.on_closed = [](grace::uv::connection& gone) { ++*static_cast<int*>(gone.user_data); };
-      uv_read_start(
-          c.stream(), [](uv_handle_t*, size_t, uv_buf_t* buf) { static char b[64]; *buf = uv_buf_init(b, sizeof b); },
-          [](uv_stream_t* stream, ssize_t, const uv_buf_t*) {
-            CHECK(stream->data == &marker);
-            grace::uv::connection::from(stream).close();
-          });
-    });
-    REQUIRE(server);
-    REQUIRE(upgrader.ready());
-    const int client = connect_tcp("127.0.0.1", (*l)->local_address().port());
-    REQUIRE(client >= 0);
-    REQUIRE(write(client, "x", 1) == 1);
-    // Bounded: a timer ends the wait if the connection never closes.
-    uv_timer_t deadline;
-    uv_timer_init(&loop, &deadline);
-    bool expired = false;
-    deadline.data = &expired;
-    uv_timer_start(&deadline, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; }, 10000, 0);
-    while (closed == 0 && !expired) uv_run(&loop, UV_RUN_ONCE);
-    uv_close(reinterpret_cast<uv_handle_t*>(&deadline), nullptr);
-    CHECK(closed == 1);
-    close(client);
-    upgrader.shutdown();
-    CHECK(upgrader.run() == 0);
-  }
-  uv_run(&loop, UV_RUN_DEFAULT);
-  CHECK(uv_loop_close(&loop) == 0);
+  in_process p;
+  static int marker = 0;
+  int closed = 0;
+  REQUIRE(p.upgrader().serve(p.listener(), [&](grace::uv::connection& c) {
+    c.stream()->data = &marker;  // the usual libuv idiom
+    c.user_data = &closed;
+    c.on_closed = [](grace::uv::connection& gone) { ++*static_cast<int*>(gone.user_data); };
+    uv_read_start(
+        c.stream(), [](uv_handle_t*, size_t, uv_buf_t* buf) { static char b[64]; *buf = uv_buf_init(b, sizeof b); },
+        [](uv_stream_t* stream, ssize_t, const uv_buf_t*) {
+          CHECK(stream->data == &marker);
+          grace::uv::connection::from(stream).close();
+        });
+  }));
+  REQUIRE(p.upgrader().ready());
+  const int client = connect_tcp("127.0.0.1", p.port());
+  REQUIRE(client >= 0);
+  REQUIRE(write(client, "x", 1) == 1);
+  CHECK(p.run_until([&] { return closed > 0; }, 10000));
+  CHECK(closed == 1);
+  close(client);
+  p.upgrader().shutdown();
+  CHECK(p.upgrader().run() == 0);
 }
 
 TEST_CASE("rollback reasons are the true ones: a full fd table names the socketpair and EMFILE") {
-  uv_loop_t loop;
-  REQUIRE(uv_loop_init(&loop) == 0);
-  {
-    grace::net net;
-    auto l = net.listen_tcp("tcp", "127.0.0.1:0");
-    REQUIRE(l);
-    std::vector<grace::uv::event> events;
-    grace::uv::upgrader_options options;
-    options.handle_signals = false;
-    options.log = [&](const grace::uv::event& e) { events.push_back(e); };
-    grace::uv::upgrader upgrader(&loop, net, options);
-    REQUIRE(upgrader.serve(*l, [](grace::uv::connection& c) { c.close(); }));
-    REQUIRE(upgrader.ready());
-    std::vector<int> fillers;
-    for (int fd; (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fillers.push_back(fd);
-    upgrader.upgrade();
-    for (int fd : fillers) close(fd);
-    REQUIRE(events.size() == 2);
-    CHECK(events[1].kind == event_kind::rollback);
-    CHECK(events[1].message.find("socketpair") != std::string::npos);
-    CHECK(events[1].message.find("Too many open files") != std::string::npos);
-    CHECK_FALSE(upgrader.draining());
+  in_process p;
+  auto& upgrader = p.upgrader();
+  REQUIRE(upgrader.serve(p.listener(), [](grace::uv::connection& c) { c.close(); }));
+  REQUIRE(upgrader.ready());
+  const auto fillers = fill_fd_table();
+  upgrader.upgrade();
+  release(fillers);
+  REQUIRE(p.events.size() == 2);
+  CHECK(p.events[1].kind == event_kind::rollback);
+  CHECK(p.events[1].message.find("socketpair") != std::string::npos);
+  CHECK(p.events[1].message.find("Too many open files") != std::string::npos);
+  CHECK_FALSE(upgrader.draining());
 
-    // SIGHUP: the reload hook when there is one, else a log line; never a stop.
-    upgrader.reload();
-    CHECK(events.back().kind == event_kind::reload);
-    CHECK(events.back().message.find("ignored") != std::string::npos);
-    int reloads = 0;
-    upgrader.on_reload([&] { ++reloads; });
-    upgrader.reload();
-    CHECK(reloads == 1);
-    CHECK_FALSE(upgrader.draining());
-    upgrader.shutdown();
-    CHECK(upgrader.run() == 0);
-  }
-  uv_run(&loop, UV_RUN_DEFAULT);
-  CHECK(uv_loop_close(&loop) == 0);
+  // SIGHUP: the reload hook when there is one, else a log line; never a stop.
+  upgrader.reload();
+  CHECK(p.events.back().kind == event_kind::reload);
+  CHECK(p.events.back().message.find("ignored") != std::string::npos);
+  int reloads = 0;
+  upgrader.on_reload([&] { ++reloads; });
+  upgrader.reload();
+  CHECK(reloads == 1);
+  CHECK_FALSE(upgrader.draining());
+  upgrader.shutdown();
+  CHECK(upgrader.run() == 0);
 }
 
 TEST_CASE("out of fds while accepting: the connections wait in the queue and are served once fds are free") {
-  uv_loop_t loop;
-  REQUIRE(uv_loop_init(&loop) == 0);
-  {
-    grace::net net;
-    auto l = net.listen_tcp("tcp", "127.0.0.1:0");
-    REQUIRE(l);
-    grace::uv::upgrader_options options;
-    options.handle_signals = false;
-    options.log = [](const grace::uv::event&) {};
-    grace::uv::upgrader upgrader(&loop, net, options);
-    int accepted = 0;
-    REQUIRE(upgrader.serve(*l, [&](grace::uv::connection& c) {
-      ++accepted;
-      uv_write_t* req = new uv_write_t;
-      static char reply[] = "served\n";
-      uv_buf_t buf = uv_buf_init(reply, sizeof reply - 1);
-      uv_write(req, c.stream(), &buf, 1, [](uv_write_t* r, int) {
-        grace::uv::connection::from(r->handle).close();
-        delete r;
-      });
-    }));
-    REQUIRE(upgrader.ready());
-    // The clients connect first (the kernel queues them); then the table is full.
-    std::vector<int> clients;
-    for (int i = 0; i < 3; ++i) clients.push_back(connect_tcp("127.0.0.1", (*l)->local_address().port()));
-    for (int c : clients) REQUIRE(c >= 0);
-    std::vector<int> fillers;
-    for (int fd; (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fillers.push_back(fd);
-    // Let the server meet EMFILE for a while (a fault window, not a timing check).
-    uv_timer_t window;
-    uv_timer_init(&loop, &window);
-    bool over = false;
-    window.data = &over;
-    uv_timer_start(&window, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; }, 200, 0);
-    while (!over) uv_run(&loop, UV_RUN_ONCE);
-    CHECK(accepted == 0);
-    for (int fd : fillers) close(fd);
-    over = false;
-    uv_timer_start(&window, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; }, 10000, 0);
-    while (accepted < 3 && !over) uv_run(&loop, UV_RUN_ONCE);
-    uv_close(reinterpret_cast<uv_handle_t*>(&window), nullptr);
-    CHECK(accepted == 3);
-    for (int c : clients) {
-      CHECK(read_line_from(c) == "served");
-      close(c);
-    }
-    upgrader.shutdown();
-    CHECK(upgrader.run() == 0);
+  in_process p;
+  int accepted = 0;
+  REQUIRE(p.upgrader().serve(p.listener(), [&](grace::uv::connection& c) {
+    ++accepted;
+    auto* req = new uv_write_t;
+    static char reply[] = "served\n";
+    uv_buf_t buf = uv_buf_init(reply, sizeof reply - 1);
+    uv_write(req, c.stream(), &buf, 1, [](uv_write_t* r, int) {
+      grace::uv::connection::from(r->handle).close();
+      delete r;
+    });
+  }));
+  REQUIRE(p.upgrader().ready());
+  // The clients connect first (the kernel queues them); then the table is full.
+  std::vector<int> clients;
+  for (int i = 0; i < 3; ++i) clients.push_back(connect_tcp("127.0.0.1", p.port()));
+  for (int c : clients) REQUIRE(c >= 0);
+  const auto fillers = fill_fd_table();
+  // Let the server meet EMFILE for a while (a fault window, not a timing check).
+  p.run_until([] { return false; }, 200);
+  CHECK(accepted == 0);
+  release(fillers);
+  CHECK(p.run_until([&] { return accepted == 3; }, 10000));
+  for (int c : clients) {
+    CHECK(read_line_from(c) == "served");
+    close(c);
   }
-  uv_run(&loop, UV_RUN_DEFAULT);
-  CHECK(uv_loop_close(&loop) == 0);
+  p.upgrader().shutdown();
+  CHECK(p.upgrader().run() == 0);
 }
