@@ -15,6 +15,7 @@
 #include "grace/grace.hpp"
 #include "grace/uv/upgrader.hpp"
 #include "support/process.hpp"
+#include "support/sockets.hpp"
 
 using namespace test_support;
 using grace::uv::event_kind;
@@ -25,10 +26,10 @@ namespace {
 // events are recorded. At the end every handle the upgrader made must be closed.
 class in_process {
  public:
-  explicit in_process(grace::uv::upgrader_options options = {}) {
+  explicit in_process(grace::uv::upgrader_options options = {}, grace::listen_options listen = {}) {
     REQUIRE(uv_loop_init(&loop_) == 0);
     net_ = std::make_unique<grace::net>();
-    auto l = net_->listen_tcp("tcp", "127.0.0.1:0");
+    auto l = net_->listen_tcp("tcp", "127.0.0.1:0", listen);
     REQUIRE(l);
     listener_ = *l;
     options.handle_signals = false;
@@ -198,6 +199,19 @@ TEST_CASE("out of fds while accepting: the connections wait in the queue and are
     CHECK(read_line_from(c) == "served");
     close(c);
   }
+  p.upgrader().shutdown();
+  CHECK(p.upgrader().run() == 0);
+}
+
+TEST_CASE("listen_options::backlog is the accept queue the kernel keeps, also once the loop serves it") {
+  grace::listen_options listen;
+  listen.backlog = 7;
+  in_process p({}, listen);
+  CHECK(listen_backlog(p.port()) == 7);
+  REQUIRE(p.upgrader().serve(p.listener(), [](grace::uv::connection& c) { c.close(); }));
+  REQUIRE(p.upgrader().ready());
+  p.run_until([] { return false; }, 10);
+  CHECK(listen_backlog(p.port()) == 7);  // libuv's uv_listen would have made it SOMAXCONN
   p.upgrader().shutdown();
   CHECK(p.upgrader().run() == 0);
 }

@@ -12,5 +12,8 @@ int raw_tcp_unlistening(int& port);
 int raw_udp_socket(int& port);
 // A listening unix socket of `type` at a path or "@abstract" name.
 int raw_unix_listener(const std::string& path, int type);
+// The accept-queue length the kernel holds for the TCP listener on 127.0.0.1:`port` (through
+// sock_diag, as `ss -lt` shows it), or -1 when there is none.
+int listen_backlog(int port);
 
 }  // namespace test_support
