@@ -15,6 +15,8 @@
 #include <fstream>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "grace/pidfile.hpp"
 #include "support/service.hpp"
 
@@ -155,9 +157,9 @@ TEST_CASE("the new generation dies right after it took over: the old one serves 
   INFO(output);
   REQUIRE(harness.wait(30s));
   std::ifstream json_file(dir.file("run.json"));
-  const std::string json((std::istreambuf_iterator<char>(json_file)), std::istreambuf_iterator<char>());
+  const auto json = nlohmann::json::parse(json_file);
   // Requests in flight on the release that was killed are lost with it; no connection is refused.
-  CHECK(json.find("\"refused\": 0") != std::string::npos);
-  CHECK(json.find("\"refused\": 0", json.find("\"refused\": 0") + 1) != std::string::npos);
-  CHECK(count_of(json, "\"refused\": ") == 2);
+  CHECK(json["steady"]["refused"] == 0);
+  CHECK(json["restart_windows"]["refused"] == 0);
+  CHECK(json["steady"]["ok"].get<std::uint64_t>() > 1000);
 }

@@ -6,10 +6,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "support/process.hpp"
 #include "support/sockets.hpp"
@@ -177,7 +186,8 @@ TEST_CASE("echo connections cut at the drain deadline under a payload are counte
                          dir);
   INFO(run.output);
   CHECK(run.exit_status == 1);
-  CHECK(run.verdict.find(" reset") != std::string::npos);
+  CHECK(run.verdict.find("on a reused connection") != std::string::npos);
+  CHECK(run.verdict.find("left for a client that retries") == std::string::npos);  // echo is not HTTP
 }
 
 TEST_CASE("bad command lines are refused with a reason; --help explains") {
@@ -202,4 +212,167 @@ TEST_CASE("bad command lines are refused with a reason; --help explains") {
   for (const char* option : {"--target", "--mode", "--clients", "--restarts", "--interval", "--signal", "--restart-cmd",
                              "--pidfile", "--attach-pid", "--duration", "--json", "--plot", "Example"})
     CHECK_MESSAGE(text.find(option) != std::string::npos, option);
+}
+
+namespace {
+
+// An HTTP server that answers one request per connection with "keep-alive", then closes the
+// connection anyway: every reused connection meets the idle-close race.
+class closes_after_each_answer {
+ public:
+  closes_after_each_answer() : listener_(raw_tcp_listener("127.0.0.1", port_)) {
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~closes_after_each_answer() {
+    stop_ = true;
+    thread_.join();
+    close(listener_);
+  }
+  int port() const { return port_; }
+
+ private:
+  void serve() {
+    std::map<int, std::string> clients;
+    while (!stop_) {
+      std::vector<pollfd> fds{{listener_, POLLIN, 0}};
+      for (const auto& [fd, input] : clients) fds.push_back({fd, POLLIN, 0});
+      if (poll(fds.data(), fds.size(), 50) <= 0) continue;
+      if (fds[0].revents & POLLIN) {
+        const int fd = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd >= 0) clients[fd];
+      }
+      for (std::size_t i = 1; i < fds.size(); ++i) {
+        if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        const int fd = fds[i].fd;
+        char buffer[4096];
+        const ssize_t n = read(fd, buffer, sizeof buffer);
+        std::string& input = clients[fd];
+        if (n > 0) input.append(buffer, static_cast<std::size_t>(n));
+        if (n > 0 && input.find("\r\n\r\n") == std::string::npos) continue;
+        if (n > 0) {
+          static const std::string answer =
+              "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n";
+          ssize_t ignored = write(fd, answer.data(), answer.size());
+          (void)ignored;
+        }
+        close(fd);
+        clients.erase(fd);
+      }
+    }
+    for (const auto& [fd, input] : clients) close(fd);
+  }
+
+  int port_ = 0;
+  int listener_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace
+
+TEST_CASE("losses in operators' terms: the idle-close race on a reused connection is its own, retryable, category") {
+  closes_after_each_answer server;
+  temp_dir dir;
+  // Without think time the next request races the server's close: lost, but retryable.
+  auto racing = run_harness({"--target", "tcp://127.0.0.1:" + std::to_string(server.port()), "--clients", "4",
+                             "--restarts", "0", "--duration", "1", "--attach-pid", std::to_string(getpid())},
+                            dir);
+  INFO(racing.output);
+  CHECK(racing.exit_status == 1);
+  // The server's FIN is a close, not a reset; every loss was on a reused connection.
+  CHECK(racing.verdict.find("closed (FIN) on a reused connection") != std::string::npos);
+  CHECK(racing.verdict.find("(0 left for a client that retries idempotent requests)") != std::string::npos);
+  const auto json = nlohmann::json::parse(racing.json);
+  CHECK(json["steady"]["reused_closed"].get<std::uint64_t>() > 0);
+  CHECK(json["steady"]["new_reset"] == 0);
+  CHECK(json["steady"]["lost_to_retrying_client"] == 0);
+  REQUIRE(json["failures"].size() > 0);
+  CHECK(json["failures"][0]["category"] == "reused_closed");
+
+  // With think time the close arrives while the client is idle: it reconnects, nothing is lost.
+  auto thinking = run_harness({"--target", "tcp://127.0.0.1:" + std::to_string(server.port()), "--clients", "4",
+                               "--restarts", "0", "--duration", "1", "--think-ms", "20-40", "--attach-pid",
+                               std::to_string(getpid())},
+                              dir);
+  INFO(thinking.output);
+  CHECK(thinking.exit_status == 0);
+  CHECK(thinking.verdict.rfind("PASS: 0 lost", 0) == 0);
+}
+
+TEST_CASE("the JSON: per-restart losses, failures with their time, generations; the server log is kept") {
+  temp_dir dir;
+  const std::string address = free_address(), pidfile = dir.file("http.pid");
+  auto run = run_harness({"--target", "tcp://" + address, "--clients", "8", "--restarts", "3", "--pidfile", pidfile,
+                          "--method", "HEAD", "--path", "/", "--header", "X-Test: \"quoted\"", "--", helper_path("GRACE_HTTP"),
+                          address, "--pidfile", pidfile},
+                         dir);
+  check_pass(run, 3);
+  const auto json = nlohmann::json::parse(run.json);
+  REQUIRE(json["restarts"].size() == 3);
+  for (const auto& restart : json["restarts"]) {
+    CHECK(restart["completed"] == true);
+    CHECK(restart["losses"].empty());
+  }
+  CHECK(json["failures"].empty());
+  CHECK(json["summary"].get<std::string>().rfind("PASS", 0) == 0);
+  const auto log_at = run.output.find("server log: ");
+  REQUIRE(log_at != std::string::npos);
+  const std::string log_path = run.output.substr(log_at + 12, run.output.find('\n', log_at) - log_at - 12);
+  std::ifstream log(log_path);
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  CHECK(text.find("is ready and in charge") != std::string::npos);
+  unlink(log_path.c_str());
+}
+
+TEST_CASE("with a request body, the answers still check out") {
+  temp_dir dir;
+  const std::string address = free_address(), pidfile = dir.file("http.pid");
+  auto run = run_harness({"--target", "tcp://" + address, "--clients", "4", "--restarts", "2", "--pidfile", pidfile,
+                          "--body-bytes", "1000", "--", helper_path("GRACE_HTTP"), address,
+                          "--pidfile", pidfile},
+                         dir);
+  check_pass(run, 2);
+}
+
+TEST_CASE("nothing the harness started is left running, even a generation it could not follow") {
+  temp_dir dir;
+  const std::string address = free_address();
+  // Echo answers name no pid and there is no pid file: the restart cannot be followed and the
+  // run aborts; the new generation, reparented to the harness, must still be stopped.
+  auto run = run_harness({"--target", "tcp://" + address, "--mode", "echo", "--clients", "2", "--restarts", "1",
+                          "--restart-timeout", "1", "--", helper_path("GRACE_ECHO"), address},
+                         dir);
+  INFO(run.output);
+  CHECK(run.exit_status == 1);
+  std::vector<pid_t> left;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const pid_t pid = static_cast<pid_t>(std::atol(entry.path().filename().c_str()));
+    if (pid <= 0) continue;
+    std::ifstream cmdline(entry.path() / "cmdline");
+    std::string text((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+    if (text.find(address) != std::string::npos && !has_exited(pid)) left.push_back(pid);
+  }
+  CHECK(left.empty());
+  for (pid_t pid : left) kill(pid, SIGKILL);
+}
+
+TEST_CASE("options that make no sense are refused with the reason") {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--attach-pid", "999999999"}, "no such process"},
+      {{"--attach-pid", std::to_string(getpid()), "--mode", "http-close", "--think-ms", "10"}, "--think-ms is for http-keepalive"},
+      {{"--attach-pid", std::to_string(getpid()), "--think-ms", "50-10"}, "the range must go up"},
+      {{"--attach-pid", std::to_string(getpid()), "--header", "no colon"}, "--header must be"},
+      {{"--attach-pid", std::to_string(getpid()), "--path", "no-slash"}, "--path must start with '/'"},
+      {{"--attach-pid", std::to_string(getpid()), "--method", "GE T"}, "is not an HTTP token"},
+      {{"--attach-pid", std::to_string(getpid()), "--hard-cap", "0"}, "--hard-cap must be positive"},
+  };
+  for (const auto& [args, message] : cases) {
+    CAPTURE(message);
+    spawn_options options;
+    options.argv = {helper_path("GRACE_HARNESS"), "--target", "tcp://127.0.0.1:1"};
+    options.argv.insert(options.argv.end(), args.begin(), args.end());
+    child_process refused(options);
+    CHECK(refused.wait_stderr(message));
+    CHECK(refused.wait() == std::optional<int>(2 << 8));
+  }
 }

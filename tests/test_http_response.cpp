@@ -20,8 +20,11 @@ TEST_CASE("Content-Length bodies: incomplete until the last byte; reuse unless t
   CHECK(closing.complete);
   CHECK(closing.server_closes);
   auto cut_short = parse_http_response(full.substr(0, full.size() - 1), true);
-  CHECK(cut_short.complete);
-  CHECK(cut_short.malformed);
+  CHECK_FALSE(cut_short.complete);  // a partial answer
+  CHECK_FALSE(cut_short.malformed);
+  auto head = parse_http_response("HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n", false, true);
+  CHECK(head.complete);  // the answer to HEAD has no body
+  CHECK(head.body.empty());
 }
 
 TEST_CASE("chunked bodies are reassembled; trailers allowed") {
@@ -58,6 +61,7 @@ TEST_CASE("not a 200, or not HTTP at all, is wrong") {
   CHECK(garbage.complete);
   CHECK(garbage.malformed);
   auto half_head = parse_http_response("HTTP/1.1 200", true);
-  CHECK(half_head.complete);
-  CHECK(half_head.malformed);
+  CHECK_FALSE(half_head.complete);  // cut short: a partial answer, not a wrong one
+  CHECK_FALSE(half_head.malformed);
+  CHECK(parse_http_response("SSH", true).malformed);
 }

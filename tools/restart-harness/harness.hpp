@@ -43,13 +43,40 @@ struct options {
   std::string json_file;
   std::string plot_file;
   bool progress = true;         // only shown on a terminal
+  // Keep-alive clients sit idle this long between requests (a random value in [min, max]), as
+  // browsers and connection pools do, so that a server closing idle connections is exercised.
+  double think_min_ms = 0, think_max_ms = 0;
+  // The HTTP request.
+  std::string method = "GET";
+  std::string path = "/";
+  std::string host = "harness";
+  std::vector<std::string> headers;  // "Name: value"
+  std::size_t body_bytes = 0;        // a body of this many bytes, with its Content-Length
 };
 
 // Parses the command line; exits with the help text (0) or a usage error (2).
 options parse_options(int argc, char** argv);
 
-enum class outcome : std::uint8_t { ok, refused, reset, timeout, bad, count };
-const char* outcome_name(outcome o);
+// Every request ends in one of these. Only `ok` is an answer; the strict verdict counts all the
+// others as lost. "Closed" is a FIN, "reset" an RST; a connection is "reused" once it has
+// carried an answer.
+enum class outcome : std::uint8_t {
+  ok,
+  refused,          // connect refused: nobody listened
+  new_closed,       // a new connection closed (FIN) before any answer byte
+  new_reset,        // a new connection reset before any answer byte
+  reused_closed,    // a reused keep-alive connection closed before any answer byte: the idle-close race
+  reused_reset,     // the same, with a reset
+  partial,          // the connection ended after part of an answer
+  timeout,          // no complete answer within --timeout
+  wrong,            // a complete answer that was wrong (status, body, echo bytes)
+  count
+};
+const char* outcome_name(outcome o);  // for people: "reset on a new connection"
+const char* outcome_key(outcome o);   // for programs: "new_reset"
+// A request whose connection failed before any answer byte on a reused HTTP keep-alive
+// connection: RFC 9112 section 9.3.1 lets a client retry an idempotent request then.
+bool retryable(outcome o, load_mode mode);
 
 struct request_record {
   std::uint64_t end_us;      // since the start of the run

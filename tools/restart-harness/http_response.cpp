@@ -60,11 +60,13 @@ bool dechunk(const std::string& input, std::size_t at, std::string& body, std::s
 
 }  // namespace
 
-http_response parse_http_response(const std::string& input, bool at_eof) {
+http_response parse_http_response(const std::string& input, bool at_eof, bool head_request) {
   http_response r;
   const std::size_t head_end = input.find("\r\n\r\n");
   if (head_end == std::string::npos) {
-    r.malformed = at_eof && !input.empty();
+    // Cut short: a partial answer. Not HTTP at all: wrong.
+    const std::size_t prefix = input.size() < 5 ? input.size() : 5;
+    r.malformed = input.compare(0, prefix, "HTTP/", 0, prefix) != 0;
     r.complete = r.malformed;
     return r;
   }
@@ -77,10 +79,14 @@ http_response parse_http_response(const std::string& input, bool at_eof) {
   std::string value;
   r.server_closes = header(head, "Connection", value) && contains_token(value, "close");
   const std::size_t body_start = head_end + 4;
+  if (head_request) {
+    r.complete = true;
+    r.consumed = body_start;
+    return r;
+  }
   if (header(head, "Transfer-Encoding", value) && contains_token(value, "chunked")) {
     std::size_t end = 0;
     r.complete = dechunk(input, body_start, r.body, end, r.malformed);
-    if (!r.complete && at_eof) r.malformed = r.complete = true;
     r.consumed = end;
     return r;
   }
@@ -91,10 +97,7 @@ http_response parse_http_response(const std::string& input, bool at_eof) {
       r.malformed = r.complete = true;
       return r;
     }
-    if (input.size() < body_start + length) {
-      if (at_eof) r.malformed = r.complete = true;  // cut short
-      return r;
-    }
+    if (input.size() < body_start + length) return r;  // more to come, or cut short
     r.complete = true;
     r.body = input.substr(body_start, length);
     r.consumed = body_start + length;

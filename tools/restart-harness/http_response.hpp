@@ -15,7 +15,9 @@ struct http_response {
   std::size_t consumed = 0;     // bytes of the buffer the response took
 };
 
-// `at_eof`: the connection has ended, which completes a body without a length.
-http_response parse_http_response(const std::string& input, bool at_eof);
+// `at_eof`: the connection has ended, which completes a body without a length; a response cut
+// short by the end stays incomplete (the caller counts a partial answer). The answer to a HEAD
+// request (`head_request`) has no body, whatever its headers say.
+http_response parse_http_response(const std::string& input, bool at_eof, bool head_request = false);
 
 }  // namespace harness

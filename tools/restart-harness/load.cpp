@@ -8,8 +8,9 @@
 namespace harness {
 
 // One client: connect (when it has no connection), send one request, read the whole answer,
-// check it, and start over. A connection the server closes while no request is outstanding is
-// simply reopened; one closed under a request loses that request.
+// check it, think (--think-ms), and start over. A connection the server closes while no request
+// is outstanding is simply reopened; one closed under a request loses that request, in the
+// category that says how (outcome).
 class client {
  public:
   explicit client(load_generator& g) : gen_(g) {
@@ -35,12 +36,18 @@ class client {
   void on_read(ssize_t nread, const uv_buf_t* buf);
   void finish(outcome o, pid_t served_by, bool keep_connection);
   void close_connection();
+  // Before any answer byte: how the connection ended, and whether it had carried an answer.
+  outcome ended_before_answer(bool reset) const {
+    if (reused_) return reset ? outcome::reused_reset : outcome::reused_closed;
+    return reset ? outcome::new_reset : outcome::new_closed;
+  }
 
   load_generator& gen_;
   uv_timer_t timer_{};
   uv_any_handle* conn_ = nullptr;
   uv_connect_t connect_req_{};
   bool outstanding_ = false;
+  bool reused_ = false;  // the request went out on a connection that had carried an answer
   unsigned answers_on_connection_ = 0;
   std::uint64_t start_us_ = 0;
   std::string input_;
@@ -49,10 +56,14 @@ class client {
 
 namespace {
 
-const std::string& http_request(const options& o) {
-  static const std::string keepalive = "GET / HTTP/1.1\r\nHost: harness\r\n\r\n";
-  static const std::string close = "GET / HTTP/1.1\r\nHost: harness\r\nConnection: close\r\n\r\n";
-  return o.mode == load_mode::http_close ? close : keepalive;
+std::string http_request(const options& o) {
+  std::string request = o.method + " " + o.path + " HTTP/1.1\r\nHost: " + o.host + "\r\n";
+  for (const auto& header : o.headers) request += header + "\r\n";
+  if (o.mode == load_mode::http_close) request += "Connection: close\r\n";
+  if (o.body_bytes > 0) request += "Content-Length: " + std::to_string(o.body_bytes) + "\r\n";
+  request += "\r\n";
+  request.append(o.body_bytes, 'x');
+  return request;
 }
 
 pid_t pid_in(const std::string& body) {
@@ -68,6 +79,7 @@ void client::begin() {
     return;
   }
   outstanding_ = true;
+  reused_ = conn_ != nullptr && answers_on_connection_ > 0;
   start_us_ = now_us();
   input_.clear();
   uv_timer_start(&timer_,
@@ -95,7 +107,7 @@ void client::connect() {
     auto* self = static_cast<client*>(req->data);
     if (status < 0) {
       const bool refused = status == UV_ECONNREFUSED || status == UV_ENOENT || status == UV_EAGAIN;
-      self->finish(refused ? outcome::refused : outcome::reset, 0, false);
+      self->finish(refused ? outcome::refused : outcome::new_reset, 0, false);
       return;
     }
     uv_read_start(
@@ -127,7 +139,7 @@ void client::send_request() {
     for (auto& c : sent_) c = static_cast<char>(byte(gen_.random_));
     *payload = sent_;
   } else {
-    *payload = http_request(gen_.options_);
+    *payload = gen_.request_;
   }
   auto* req = new uv_write_t;
   req->data = payload;
@@ -140,7 +152,7 @@ void client::send_request() {
   if (rc != 0) {
     delete payload;
     delete req;
-    finish(outcome::reset, 0, false);
+    finish(ended_before_answer(true), 0, false);
   }
 }
 
@@ -161,14 +173,14 @@ void client::on_read(ssize_t nread, const uv_buf_t* buf) {
   if (gen_.options_.mode == load_mode::echo) {
     complete = input_.size() >= sent_.size();
     if (complete) {
-      o = input_.compare(0, sent_.size(), sent_) == 0 && input_.size() == sent_.size() ? outcome::ok : outcome::bad;
+      o = input_.compare(0, sent_.size(), sent_) == 0 && input_.size() == sent_.size() ? outcome::ok : outcome::wrong;
       keep = o == outcome::ok;
     }
   } else {
-    const http_response r = parse_http_response(input_, at_eof);
+    const http_response r = parse_http_response(input_, at_eof, gen_.options_.method == "HEAD");
     complete = r.complete;
     if (complete) {
-      o = r.status_ok && !r.malformed ? outcome::ok : outcome::bad;
+      o = r.status_ok && !r.malformed ? outcome::ok : outcome::wrong;
       pid = pid_in(r.body);
       // Anything after the answer was not asked for: the connection cannot be trusted further.
       keep = !r.malformed && !r.server_closes && r.consumed == input_.size() &&
@@ -176,7 +188,8 @@ void client::on_read(ssize_t nread, const uv_buf_t* buf) {
     }
   }
   if (complete) return finish(o, pid, keep && !at_eof);
-  if (at_eof) finish(input_.empty() ? outcome::reset : outcome::bad, 0, false);
+  // UV_EOF is the server's FIN; anything else (ECONNRESET) is a reset.
+  if (at_eof) finish(input_.empty() ? ended_before_answer(nread != UV_EOF) : outcome::partial, 0, false);
 }
 
 void client::finish(outcome o, pid_t served_by, bool keep_connection) {
@@ -184,8 +197,9 @@ void client::finish(outcome o, pid_t served_by, bool keep_connection) {
   outstanding_ = false;
   uv_timer_stop(&timer_);
   gen_.record(start_us_, o, served_by);
+  if (o == outcome::ok) ++answers_on_connection_;
   const unsigned limit = gen_.options_.requests_per_connection;
-  if (keep_connection && limit != 0 && ++answers_on_connection_ >= limit) keep_connection = false;
+  if (keep_connection && limit != 0 && answers_on_connection_ >= limit) keep_connection = false;
   if (!keep_connection) close_connection();
   if (gen_.stopping_) {
     gen_.client_idle();
@@ -194,6 +208,14 @@ void client::finish(outcome o, pid_t served_by, bool keep_connection) {
   if (o == outcome::refused) {
     // Back off a moment: a server that is down would otherwise be hammered in a hot loop.
     uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<client*>(t->data)->begin(); }, 1, 0);
+    return;
+  }
+  const auto& opts = gen_.options_;
+  if (keep_connection && opts.think_max_ms > 0) {
+    // Idle on the open connection, as a browser or a pool would: a server may close it now.
+    std::uniform_real_distribution<double> think(opts.think_min_ms, opts.think_max_ms);
+    uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<client*>(t->data)->begin(); },
+                   static_cast<std::uint64_t>(think(gen_.random_)), 0);
     return;
   }
   begin();
@@ -212,6 +234,7 @@ load_generator::load_generator(uv_loop_t* loop, const options& o, run_record& re
 load_generator::~load_generator() = default;
 
 void load_generator::start() {
+  request_ = http_request(options_);
   for (unsigned i = 0; i < options_.clients; ++i) clients_.push_back(std::make_unique<client>(*this));
   for (auto& c : clients_) c->begin();
 }

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "harness.hpp"
@@ -37,6 +38,7 @@ class load_generator {
   run_record& record_;
   std::vector<std::unique_ptr<client>> clients_;
   std::mt19937 random_{12345};
+  std::string request_;  // the HTTP request every client sends
   bool stopping_ = false;
   std::size_t idle_clients_ = 0;
   std::function<void()> on_stopped_;

@@ -185,8 +185,7 @@ class referee {
     if (!options_.plot_file.empty())
       if (auto written = write_svg(options_, record_, options_.plot_file); !written)
         std::printf("  note: %s\n", written.error().message().c_str());
-    if (!v.pass && server_.started_by_us()) std::printf("  server log: %s\n", log_path_.c_str());
-    else unlink(log_path_.c_str());
+    if (server_.started_by_us()) std::printf("  server log: %s\n", log_path_.c_str());
     std::printf("%s\n", v.line.c_str());
     std::fflush(stdout);
     exit_status_ = v.pass ? 0 : 1;

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <string>
 
+#include <cerrno>
+
 #include "grace/net.hpp"
 #include "harness.hpp"
 
@@ -21,7 +23,8 @@ usage: restart-harness [options] -- SERVER COMMAND AND ARGS
 Load
   --target URL         tcp://127.0.0.1:8080, tcp://[::1]:8080 or unix:/path/to.sock (required)
   --mode MODE          http-keepalive (default): reuse connections; a connection the server closes
-                         between requests is reopened, which is not a loss
+                         while the client thinks (between requests) is reopened, which is not a
+                         loss; one it closes as the next request goes out is (retryable)
                        http-close: a new connection per request
                        echo: random payloads that must come back byte for byte
   --clients N          concurrent clients (default 32)
@@ -29,6 +32,10 @@ Load
                        answers after which a client opens a new connection (default: never for
                          http-keepalive; 100 for echo, whose servers cannot end a connection
                          between requests)
+  --think-ms N[-M]     keep-alive clients idle N ms (or a random N to M) between requests, as
+                         browsers and connection pools do (default 0)
+  --method M, --path P, --host H, --header "Name: value" (repeatable), --body-bytes N
+                       the HTTP request (default GET / with Host: harness, no body)
   --timeout S          a request unanswered after S seconds is lost (default 5)
   --stall-ms MS        an answer slower than this counts as a stall, reported but not lost (default 1000)
 
@@ -54,7 +61,11 @@ Bounds and output
   -h, --help           this text
 
 Verdict: "PASS: 0 lost in N requests across R restarts" and exit status 0, or "FAIL: ..." and 1.
-A request is lost when it was refused, reset, timed out, or answered wrongly or incompletely.
+A request is lost when it got no complete, correct answer. The losses are shown by category:
+connect refused; closed (FIN) or reset on a new connection; closed or reset on a reused
+keep-alive connection before any answer byte (the idle-close race, which RFC 9112 section 9.3.1
+lets a client retry); failed after a partial answer; timeout; wrong answer. The table also says
+how many a client that retries idempotent requests would still have seen.
 
 Example:
   restart-harness --target tcp://127.0.0.1:8080 --clients 64 --restarts 20 \
@@ -73,6 +84,44 @@ double number(const std::string& option, const char* text) {
   if (end == text || *end != '\0' || !std::isfinite(value) || value < 0)
     usage_error(option + " needs a non-negative number, not \"" + text + "\"");
   return value;
+}
+
+// --think-ms N or N-M (milliseconds).
+void parse_think(const std::string& text, options& o) {
+  const auto dash = text.find('-', 1);
+  const std::string low = text.substr(0, dash);
+  const std::string high = dash == std::string::npos ? low : text.substr(dash + 1);
+  o.think_min_ms = number("--think-ms", low.c_str());
+  o.think_max_ms = number("--think-ms", high.c_str());
+  if (o.think_max_ms < o.think_min_ms) usage_error("--think-ms " + text + ": the range must go up");
+  if (o.think_max_ms > 3600000) usage_error("--think-ms must be at most an hour");
+}
+
+// What goes into the request line or a header must not end it early: no CR, LF or NUL.
+std::string http_text(const std::string& option, const std::string& text) {
+  if (text.empty() || text.find_first_of(std::string("\r\n\0", 3)) != std::string::npos)
+    usage_error(option + " must be non-empty text without CR or LF");
+  return text;
+}
+
+std::string http_token(const std::string& option, const std::string& text) {
+  for (const char c : http_text(option, text))
+    if (c <= ' ' || c >= 127 || std::string("()<>@,;:\\\"/[]?={}").find(c) != std::string::npos)
+      usage_error(option + " \"" + text + "\" is not an HTTP token (a method such as GET)");
+  return text;
+}
+
+std::string http_path(const std::string& text) {
+  if (http_text("--path", text).front() != '/' || text.find(' ') != std::string::npos)
+    usage_error("--path must start with '/' and hold no space");
+  return text;
+}
+
+std::string http_header(const std::string& text) {
+  const auto colon = http_text("--header", text).find(':');
+  if (colon == std::string::npos || colon == 0) usage_error("--header must be \"Name: value\"");
+  http_token("--header name", text.substr(0, colon));
+  return text;
 }
 
 grace::socket_address parse_target(const std::string& text) {
@@ -150,6 +199,16 @@ options parse_options(int argc, char** argv) {
     else if (arg == "--startup-timeout") o.startup_timeout_s = number(arg, value);
     else if (arg == "--restart-timeout") o.restart_timeout_s = number(arg, value);
     else if (arg == "--settle") o.settle_s = number(arg, value);
+    else if (arg == "--think-ms") parse_think(value, o);
+    else if (arg == "--method") o.method = http_token(arg, value);
+    else if (arg == "--path") o.path = http_path(value);
+    else if (arg == "--host") o.host = http_text(arg, value);
+    else if (arg == "--header") o.headers.push_back(http_header(value));
+    else if (arg == "--body-bytes") {
+      const double bytes = number(arg, value);
+      if (bytes > 64 * 1024 * 1024) usage_error("--body-bytes must be at most 64 MiB");
+      o.body_bytes = static_cast<std::size_t>(bytes);
+    }
     else if (arg == "--json") o.json_file = value;
     else if (arg == "--plot") o.plot_file = value;
     else usage_error("unknown option \"" + arg + "\"");
@@ -162,6 +221,11 @@ options parse_options(int argc, char** argv) {
   if (!has_server) usage_error("name the server: a command after --, --attach-pid PID or --pidfile FILE");
   if (!o.server_command.empty() && o.attach_pid > 0) usage_error("--attach-pid and a server command exclude each other");
   if (o.timeout_s <= 0) usage_error("--timeout must be positive");
+  if (o.hard_cap_s <= 0) usage_error("--hard-cap must be positive");
+  if (o.attach_pid > 0 && kill(o.attach_pid, 0) != 0 && errno == ESRCH)
+    usage_error("--attach-pid " + std::to_string(o.attach_pid) + ": no such process");
+  if (o.think_max_ms > 0 && o.mode != load_mode::http_keepalive)
+    usage_error("--think-ms is for http-keepalive: other modes have no idle connection to keep");
   return o;
 }
 

@@ -1,5 +1,7 @@
 #include "report.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <cerrno>
 #include <cstring>
 
@@ -38,6 +40,12 @@ struct window_stats {
     return n;
   }
   std::uint64_t lost() const { return total() - by_outcome[0]; }
+  std::uint64_t retryable_lost(load_mode mode) const {
+    std::uint64_t n = 0;
+    for (std::size_t i = 0; i < by_outcome.size(); ++i)
+      if (retryable(static_cast<outcome>(i), mode)) n += by_outcome[i];
+    return n;
+  }
 };
 
 std::string ms(double us) {
@@ -95,7 +103,7 @@ std::pair<window_stats, window_stats> split(const options& o, const run_record& 
 
 std::string row(const std::string& name, const std::string& a, const std::string& b, const std::string& c) {
   char buf[160];
-  std::snprintf(buf, sizeof buf, "  %-26s %14s %14s %14s\n", name.c_str(), a.c_str(), b.c_str(), c.c_str());
+  std::snprintf(buf, sizeof buf, "  %-38s %12s %12s %12s\n", name.c_str(), a.c_str(), b.c_str(), c.c_str());
   return buf;
 }
 
@@ -117,13 +125,37 @@ const char* mode_name(load_mode m) {
 const char* outcome_name(outcome o) {
   switch (o) {
     case outcome::ok: return "ok";
-    case outcome::refused: return "refused";
-    case outcome::reset: return "reset";
+    case outcome::refused: return "connect refused";
+    case outcome::new_closed: return "closed (FIN) on a new connection";
+    case outcome::new_reset: return "reset on a new connection";
+    case outcome::reused_closed: return "closed (FIN) on a reused connection";
+    case outcome::reused_reset: return "reset on a reused connection";
+    case outcome::partial: return "failed after a partial answer";
     case outcome::timeout: return "timeout";
-    case outcome::bad: return "short or wrong";
+    case outcome::wrong: return "wrong answer";
     case outcome::count: break;
   }
   return "?";
+}
+
+const char* outcome_key(outcome o) {
+  switch (o) {
+    case outcome::ok: return "ok";
+    case outcome::refused: return "refused";
+    case outcome::new_closed: return "new_closed";
+    case outcome::new_reset: return "new_reset";
+    case outcome::reused_closed: return "reused_closed";
+    case outcome::reused_reset: return "reused_reset";
+    case outcome::partial: return "partial";
+    case outcome::timeout: return "timeout";
+    case outcome::wrong: return "wrong";
+    case outcome::count: break;
+  }
+  return "?";
+}
+
+bool retryable(outcome o, load_mode mode) {
+  return mode != load_mode::echo && (o == outcome::reused_closed || o == outcome::reused_reset);
 }
 
 verdict summarize(const options& o, const run_record& r, std::string& table) {
@@ -141,6 +173,10 @@ verdict summarize(const options& o, const run_record& r, std::string& table) {
   out << row("", "steady", "restarts", "total");
   for (std::size_t i = 0; i < all.by_outcome.size(); ++i)
     out << row(outcome_name(static_cast<outcome>(i)), num(steady.by_outcome[i]), num(restart.by_outcome[i]), num(all.by_outcome[i]));
+  out << row("lost", num(steady.lost()), num(restart.lost()), num(all.lost()));
+  if (o.mode != load_mode::echo)
+    out << row("lost to a client that retries (9112 9.3.1)", num(steady.lost() - steady.retryable_lost(o.mode)),
+               num(restart.lost() - restart.retryable_lost(o.mode)), num(all.lost() - all.retryable_lost(o.mode)));
   out << row("stalled > " + std::to_string(static_cast<int>(o.stall_ms)) + " ms (answered)", num(steady.stalled), num(restart.stalled), num(all.stalled));
   out << row("requests/s", rate(steady.total(), steady.span_us), rate(restart.total(), restart.span_us), rate(all.total(), all.span_us));
   for (const auto& [name, p] : std::vector<std::pair<std::string, double>>{{"latency p50 ms", 0.5}, {"latency p99 ms", 0.99}, {"latency p99.9 ms", 0.999}, {"latency max ms", 1.0}})
@@ -176,6 +212,8 @@ verdict summarize(const options& o, const run_record& r, std::string& table) {
     line << "FAIL: " << lost << " lost in " << all.total() << " requests";
     for (std::size_t i = 1; i < all.by_outcome.size(); ++i)
       if (all.by_outcome[i] > 0) line << ", " << all.by_outcome[i] << " " << outcome_name(static_cast<outcome>(i));
+    if (const auto retryable_count = all.retryable_lost(o.mode); retryable_count > 0)
+      line << " (" << all.lost() - retryable_count << " left for a client that retries idempotent requests)";
     line << "; " << completed << " of " << o.restarts << " restarts completed";
     if (all.by_outcome[0] == 0) line << "; no request was answered at all";
     if (r.aborted) line << "; run aborted";
@@ -184,37 +222,87 @@ verdict summarize(const options& o, const run_record& r, std::string& table) {
   return v;
 }
 
+namespace {
+
+double to_ms(std::uint64_t us) { return static_cast<double>(us) / 1000.0; }
+
+nlohmann::json window_json(window_stats& w, load_mode mode) {
+  nlohmann::json j;
+  for (std::size_t i = 0; i < w.by_outcome.size(); ++i) j[outcome_key(static_cast<outcome>(i))] = w.by_outcome[i];
+  j["lost"] = w.lost();
+  j["lost_to_retrying_client"] = w.lost() - w.retryable_lost(mode);
+  j["stalled"] = w.stalled;
+  j["span_ms"] = to_ms(w.span_us);
+  j["latency_ms"] = {{"p50", percentile(w.latencies, 0.5) / 1000.0},
+                     {"p99", percentile(w.latencies, 0.99) / 1000.0},
+                     {"p999", percentile(w.latencies, 0.999) / 1000.0},
+                     {"max", percentile(w.latencies, 1.0) / 1000.0}};
+  return j;
+}
+
+// The span a restart answers for: from its signal to the next one (or the end of the run).
+std::vector<interval> restart_spans(const run_record& r) {
+  std::vector<interval> spans;
+  for (std::size_t i = 0; i < r.restarts.size(); ++i)
+    spans.emplace_back(r.restarts[i].signal_us, i + 1 < r.restarts.size() ? r.restarts[i + 1].signal_us : r.end_us);
+  return spans;
+}
+
+constexpr std::size_t max_failures_listed = 100000;
+
+}  // namespace
+
 grace::result<void> write_json(const options& o, const run_record& r, const verdict& v, const std::string& path) {
   auto [steady, restart] = split(o, r);
-  std::ofstream out(path);
-  if (!out) return cannot_write(path);
-  auto window = [&](window_stats& w) {
-    std::ostringstream s;
-    s << "{";
-    for (std::size_t i = 0; i < w.by_outcome.size(); ++i) {
-      std::string key = outcome_name(static_cast<outcome>(i));
-      if (key == "short or wrong") key = "bad";
-      s << "\"" << key << "\": " << w.by_outcome[i] << ", ";
+  nlohmann::json j;
+  j["verdict"] = v.pass ? "PASS" : "FAIL";
+  j["summary"] = v.line;
+  j["target"] = o.target_text;
+  j["mode"] = mode_name(o.mode);
+  j["clients"] = o.clients;
+  j["duration_ms"] = to_ms(r.end_us);
+  j["requests"] = r.requests.size();
+  j["steady"] = window_json(steady, o.mode);
+  j["restart_windows"] = window_json(restart, o.mode);
+
+  const auto spans = restart_spans(r);
+  std::vector<std::map<std::string, std::uint64_t>> losses(spans.size());
+  nlohmann::json failures = nlohmann::json::array();
+  std::map<pid_t, std::array<std::uint64_t, 3>> generations;  // first, last answer (us), answers
+  for (const auto& q : r.requests) {
+    if (q.served_by != 0) {
+      auto [it, fresh] = generations.try_emplace(q.served_by, std::array<std::uint64_t, 3>{q.end_us, q.end_us, 0});
+      it->second[1] = q.end_us;
+      ++it->second[2];
     }
-    s << "\"stalled\": " << w.stalled << ", \"span_ms\": " << ms(static_cast<double>(w.span_us))
-      << ", \"latency_ms\": {\"p50\": " << ms(percentile(w.latencies, 0.5)) << ", \"p99\": " << ms(percentile(w.latencies, 0.99))
-      << ", \"p999\": " << ms(percentile(w.latencies, 0.999)) << ", \"max\": " << ms(percentile(w.latencies, 1.0)) << "}}";
-    return s.str();
-  };
-  out << "{\n  \"verdict\": \"" << (v.pass ? "PASS" : "FAIL") << "\",\n  \"summary\": \"" << v.line << "\",\n";
-  out << "  \"target\": \"" << o.target_text << "\", \"mode\": \"" << mode_name(o.mode) << "\", \"clients\": " << o.clients << ",\n";
-  out << "  \"duration_ms\": " << ms(static_cast<double>(r.end_us)) << ", \"requests\": " << r.requests.size() << ",\n";
-  out << "  \"steady\": " << window(steady) << ",\n  \"restart_windows\": " << window(restart) << ",\n";
-  out << "  \"restarts\": [";
+    if (q.result == outcome::ok) continue;
+    if (failures.size() < max_failures_listed)
+      failures.push_back({{"time_ms", to_ms(q.end_us)}, {"category", outcome_key(q.result)}});
+    for (std::size_t i = 0; i < spans.size(); ++i)
+      if (q.end_us >= spans[i].first && q.end_us < spans[i].second) ++losses[i][outcome_key(q.result)];
+  }
+  nlohmann::json restarts = nlohmann::json::array();
   for (std::size_t i = 0; i < r.restarts.size(); ++i) {
     const auto& rs = r.restarts[i];
-    out << (i ? ",\n    " : "\n    ") << "{\"index\": " << rs.index << ", \"old_pid\": " << rs.old_pid << ", \"new_pid\": " << rs.new_pid
-        << ", \"completed\": " << (rs.completed ? "true" : "false") << ", \"signal_ms\": " << ms(static_cast<double>(rs.signal_us))
-        << ", \"first_new_answer_ms\": " << (rs.new_answer_us ? ms(static_cast<double>(rs.new_answer_us - rs.signal_us)) : "null")
-        << ", \"old_exit_ms\": " << (rs.old_exit_us ? ms(static_cast<double>(rs.old_exit_us - rs.signal_us)) : "null")
-        << ", \"failure\": \"" << rs.failure << "\"}";
+    nlohmann::json one = {{"index", rs.index}, {"old_pid", rs.old_pid}, {"new_pid", rs.new_pid},
+                          {"completed", rs.completed}, {"signal_ms", to_ms(rs.signal_us)},
+                          {"failure", rs.failure}, {"losses", losses[i]}};
+    one["first_new_answer_ms"] = rs.new_answer_us ? nlohmann::json(to_ms(rs.new_answer_us - rs.signal_us)) : nlohmann::json();
+    one["old_exit_ms"] = rs.old_exit_us ? nlohmann::json(to_ms(rs.old_exit_us - rs.signal_us)) : nlohmann::json();
+    restarts.push_back(std::move(one));
   }
-  out << "\n  ]\n}\n";
+  j["restarts"] = std::move(restarts);
+  j["failures"] = std::move(failures);
+  j["failures_truncated"] = r.requests.size() - steady.by_outcome[0] - restart.by_outcome[0] > max_failures_listed;
+  nlohmann::json gens = nlohmann::json::array();
+  for (const auto& [pid, g] : generations)
+    gens.push_back({{"pid", pid}, {"first_answer_ms", to_ms(g[0])}, {"last_answer_ms", to_ms(g[1])}, {"answers", g[2]}});
+  j["generations"] = std::move(gens);
+  j["notes"] = r.notes;
+
+  std::ofstream out(path);
+  if (!out) return cannot_write(path);
+  out << j.dump(2) << "\n";
   out.flush();
   if (!out) return cannot_write(path);
   return {};

@@ -4,6 +4,10 @@
 #include "read_file.hpp"
 
 #include <fcntl.h>
+#include <map>
+#include <sys/wait.h>
+#include <sys/prctl.h>
+#include <dirent.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -12,6 +16,36 @@
 
 namespace harness {
 namespace {
+
+// Parent pid from /proc/PID/stat (field 4, after the command name in parentheses); 0 if gone.
+pid_t parent_of(pid_t pid) {
+  const std::string stat = grace::detail::read_small_file("/proc/" + std::to_string(pid) + "/stat").value_or("");
+  const auto paren = stat.rfind(')');
+  if (paren == std::string::npos || paren + 4 >= stat.size()) return 0;
+  return static_cast<pid_t>(std::atol(stat.c_str() + paren + 4));
+}
+
+// Every live process below `root` in the process tree.
+std::vector<pid_t> descendants_of(pid_t root) {
+  std::map<pid_t, std::vector<pid_t>> children;
+  if (DIR* proc = opendir("/proc")) {
+    while (dirent* entry = readdir(proc)) {
+      const pid_t pid = static_cast<pid_t>(std::atol(entry->d_name));
+      if (pid > 0) children[parent_of(pid)].push_back(pid);
+    }
+    closedir(proc);
+  }
+  std::vector<pid_t> out, todo{root};
+  while (!todo.empty()) {
+    const pid_t next = todo.back();
+    todo.pop_back();
+    for (pid_t child : children[next]) {
+      out.push_back(child);
+      todo.push_back(child);
+    }
+  }
+  return out;
+}
 
 tl::unexpected<grace::error> uv_failure(int code, const std::string& what) {
   return tl::unexpected(grace::error(std::error_code(-code, std::system_category()), what + ": " + uv_strerror(code)));
@@ -27,6 +61,9 @@ server_control::server_control(uv_loop_t* loop, const options& o) : loop_(loop),
 }
 
 grace::result<void> server_control::start(const std::string& log_path) {
+  // What we start, and what it starts, is reparented to us when its parent exits, never to
+  // pid 1: so we can stop every generation, and reap it.
+  if (started_by_us()) prctl(PR_SET_CHILD_SUBREAPER, 1);
   if (!started_by_us()) {
     last_main_ = options_.attach_pid;
     if (last_main_ > 0) known_.insert(last_main_);
@@ -125,6 +162,8 @@ void server_control::stop_all(double grace_s, std::function<void()> done) {
     return;
   }
   main_pid();
+  // Every process we started and every descendant of theirs, whoever their parent is now.
+  for (pid_t pid : descendants_of(getpid())) known_.insert(pid);
   for (pid_t pid : known_)
     if (!grace::detail::process_has_exited(pid)) kill(pid, SIGTERM);
   stop_deadline_us_ = now_us() + static_cast<std::uint64_t>(grace_s * 1e6);
@@ -132,6 +171,12 @@ void server_control::stop_all(double grace_s, std::function<void()> done) {
   uv_timer_start(&stop_timer_,
                  [](uv_timer_t* t) {
                    auto* self = static_cast<server_control*>(t->data);
+                   // Orphans of a dying generation are reparented to us (the subreaper): stop
+                   // them too, and reap what is ours to reap (libuv reaps the first process).
+                   for (pid_t pid : descendants_of(getpid()))
+                     if (self->known_.insert(pid).second) kill(pid, self->killed_ ? SIGKILL : SIGTERM);
+                   for (pid_t pid : self->known_)
+                     if (pid != self->first_pid_) waitpid(pid, nullptr, WNOHANG);
                    bool all_gone = self->first_exited_;
                    for (pid_t pid : self->known_)
                      if (pid != self->first_pid_ && !grace::detail::process_has_exited(pid)) all_gone = false;
