@@ -366,11 +366,12 @@ TEST_CASE("options that make no sense are refused with the reason") {
       {{"--attach-pid", std::to_string(getpid()), "--method", "GE T"}, "is not an HTTP token"},
       {{"--attach-pid", std::to_string(getpid()), "--hard-cap", "0"}, "--hard-cap must be positive"},
   };
-  for (const auto& [args, message] : cases) {
+  for (const auto& c : cases) {
+    const std::string& message = c.second;
     CAPTURE(message);
     spawn_options options;
     options.argv = {helper_path("GRACE_HARNESS"), "--target", "tcp://127.0.0.1:1"};
-    options.argv.insert(options.argv.end(), args.begin(), args.end());
+    options.argv.insert(options.argv.end(), c.first.begin(), c.first.end());
     child_process refused(options);
     CHECK(refused.wait_stderr(message));
     CHECK(refused.wait() == std::optional<int>(2 << 8));
