@@ -103,13 +103,20 @@ TEST_CASE("grace-echo, random payloads byte for byte: PASS across 30 restarts") 
   check_pass(run, 30);
 }
 
-TEST_CASE("grace-unix, HTTP over a unix socket: PASS across 30 restarts") {
+TEST_CASE("grace-unix, HTTP over a unix socket: PASS across 30 restarts; names are escaped in the timeline") {
   temp_dir dir;
-  const std::string path = dir.file("http.sock"), pidfile = dir.file("unix.pid");
+  const std::string path = dir.file("a&b<c>.sock"), pidfile = dir.file("unix.pid");
   auto run = run_harness({"--target", "unix:" + path, "--clients", "16", "--restarts", "30", "--pidfile", pidfile,
                           "--", helper_path("GRACE_UNIX"), "unix:" + path, "--pidfile", pidfile},
                          dir);
   check_pass(run, 30);
+  std::ifstream svg_file(dir.file("run.svg"));
+  const std::string svg((std::istreambuf_iterator<char>(svg_file)), std::istreambuf_iterator<char>());
+  CHECK(svg.find("a&amp;b&lt;c&gt;.sock") != std::string::npos);
+  CHECK(svg.find("a&b") == std::string::npos);
+  CHECK(svg.find(" s</text>") != std::string::npos);  // time-axis ticks
+  CHECK(svg.find(" ms</text>") != std::string::npos);  // the latency panel's scale
+  CHECK(count_of(svg, "stroke-dasharray") == 2 * 30);  // every restart, in both panels
 }
 
 TEST_CASE("grace-epoll and grace-asio, the core on other event loops: PASS across 30 restarts, keep-alive and close") {
