@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -341,16 +342,28 @@ TEST_CASE("with a request body, the answers still check out") {
   check_pass(run, 2);
 }
 
-TEST_CASE("nothing the harness started is left running, even a generation it could not follow") {
+TEST_CASE("a server that names no pid and writes no pid file is followed through its sockets; nothing is left running") {
   temp_dir dir;
   const std::string address = free_address();
-  // Echo answers name no pid and there is no pid file: the restart cannot be followed and the
-  // run aborts; the new generation, reparented to the harness, must still be stopped.
-  auto run = run_harness({"--target", "tcp://" + address, "--mode", "echo", "--clients", "2", "--restarts", "1",
-                          "--restart-timeout", "1", "--", helper_path("GRACE_ECHO"), address},
+  // Echo answers name no pid and there is no pid file: the referee learns which process holds
+  // the server side of each connection. The newest generation, reparented to the harness (a
+  // subreaper) when the first one exits, is stopped at the end.
+  auto run = run_harness({"--target", "tcp://" + address, "--mode", "echo", "--clients", "8", "--restarts", "5",
+                          "--", helper_path("GRACE_ECHO"), address},
                          dir);
   INFO(run.output);
-  CHECK(run.exit_status == 1);
+  check_pass(run, 5);
+  const auto json = nlohmann::json::parse(run.json);
+  std::set<pid_t> generations;
+  for (const auto& restart : json["restarts"]) {
+    const pid_t old_pid = restart["old_generation"][0]["pid"].get<pid_t>();
+    const pid_t new_pid = restart["new_pid"].get<pid_t>();
+    CHECK(new_pid != old_pid);
+    CHECK_FALSE(restart["old_generation"][0]["gone_ms"].is_null());
+    generations.insert(old_pid);
+    generations.insert(new_pid);
+  }
+  CHECK(generations.size() == 6);
   std::vector<pid_t> left;
   for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
     const pid_t pid = static_cast<pid_t>(std::atol(entry.path().filename().c_str()));

@@ -92,6 +92,8 @@ struct restart_record {
   std::uint64_t old_exit_us = 0;    // old generation gone (0: never seen)
   pid_t old_pid = 0;
   pid_t new_pid = 0;
+  // The processes that were serving when the signal went out, and when each was gone (0: not).
+  std::vector<std::pair<pid_t, std::uint64_t>> old_serving;
   bool completed = false;
   std::string failure;
 };

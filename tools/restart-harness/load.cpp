@@ -48,6 +48,7 @@ class client {
   uv_connect_t connect_req_{};
   bool outstanding_ = false;
   bool reused_ = false;  // the request went out on a connection that had carried an answer
+  std::uint16_t local_port_ = 0;  // of the TCP connection, once connected
   unsigned answers_on_connection_ = 0;
   std::uint64_t start_us_ = 0;
   std::string input_;
@@ -109,6 +110,14 @@ void client::connect() {
       const bool refused = status == UV_ECONNREFUSED || status == UV_ENOENT || status == UV_EAGAIN;
       self->finish(refused ? outcome::refused : outcome::new_reset, 0, false);
       return;
+    }
+    if (!self->gen_.options_.target.is_abstract() && self->gen_.options_.target.family() != AF_UNIX) {
+      sockaddr_storage local{};
+      int len = sizeof local;
+      if (uv_tcp_getsockname(reinterpret_cast<uv_tcp_t*>(req->handle), reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+        auto address = grace::socket_address::from_sockaddr(reinterpret_cast<sockaddr*>(&local), static_cast<socklen_t>(len));
+        self->local_port_ = address ? address->port() : 0;
+      }
     }
     uv_read_start(
         req->handle,
@@ -197,7 +206,10 @@ void client::finish(outcome o, pid_t served_by, bool keep_connection) {
   outstanding_ = false;
   uv_timer_stop(&timer_);
   gen_.record(start_us_, o, served_by);
-  if (o == outcome::ok) ++answers_on_connection_;
+  if (o == outcome::ok) {
+    ++answers_on_connection_;
+    if (local_port_ != 0 && gen_.on_answer_at_port) gen_.on_answer_at_port(local_port_);
+  }
   const unsigned limit = gen_.options_.requests_per_connection;
   if (keep_connection && limit != 0 && answers_on_connection_ >= limit) keep_connection = false;
   if (!keep_connection) close_connection();
@@ -226,6 +238,7 @@ void client::close_connection() {
   uv_close(&conn_->handle, [](uv_handle_t* h) { delete reinterpret_cast<uv_any_handle*>(h); });
   conn_ = nullptr;
   answers_on_connection_ = 0;
+  local_port_ = 0;
 }
 
 load_generator::load_generator(uv_loop_t* loop, const options& o, run_record& record)

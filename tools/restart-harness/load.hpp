@@ -26,6 +26,8 @@ class load_generator {
   std::uint64_t lost() const noexcept { return lost_; }
   // Called for every answer that names the pid that served it.
   std::function<void(pid_t)> on_served_by;
+  // Called for every answer on a TCP connection, with the client's local port.
+  std::function<void(std::uint16_t)> on_answer_at_port;
 
  private:
   friend class client;

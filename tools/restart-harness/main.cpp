@@ -5,10 +5,16 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <set>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 
+#include "connection_owners.hpp"
 #include "generations.hpp"
+#include "process_tree.hpp"
 #include "harness.hpp"
 #include "load.hpp"
 #include "report.hpp"
@@ -39,6 +45,9 @@ class referee {
       t->data = this;
     }
     load_.on_served_by = [this](pid_t pid) { served_by(pid); };
+    load_.on_answer_at_port = [this](std::uint16_t port) { answered_at_port(port); };
+    uv_timer_init(loop_, &owner_timer_);
+    owner_timer_.data = this;
   }
 
   int run() {
@@ -71,6 +80,8 @@ class referee {
     if (target_accepts(options_)) {
       uv_timer_stop(&watch_timer_);
       load_.start();
+      // Keep learning which processes serve, so that a restart knows what was there before it.
+      uv_timer_start(&owner_timer_, [](uv_timer_t* t) { static_cast<referee*>(t->data)->sample_owners(false); }, 0, 50);
       after(options_.settle_s, [](referee* self) { self->next_restart(); });
       return;
     }
@@ -106,6 +117,12 @@ class referee {
     restart_record rs;
     rs.index = static_cast<unsigned>(record_.restarts.size() + 1);
     rs.old_pid = server_.main_pid();
+    // Who serves right now: a new generation is a process that was not serving before.
+    sample_owners(true);
+    served_before_ = ever_served_;
+    for (pid_t pid : ever_served_)
+      if (!grace::detail::process_has_exited(pid)) rs.old_serving.emplace_back(pid, 0);
+    new_ports_.clear();
     rs.signal_us = elapsed();
     record_.restarts.push_back(rs);
     answered_at_takeover_ = 0;
@@ -122,25 +139,81 @@ class referee {
     server_.saw_pid(pid);
     if (record_.restarts.empty()) return;
     auto& rs = record_.restarts.back();
-    if (rs.completed || rs.new_answer_us != 0 || pid == rs.old_pid) return;
+    // A hint the server gives; an answer from a process that served before is never the new one.
+    if (rs.completed || rs.new_answer_us != 0 || pid == rs.old_pid || served_before_.count(pid) != 0) return;
     if (rs.new_pid != 0 && pid != rs.new_pid) return;
     rs.new_pid = pid;
     rs.new_answer_us = elapsed();
   }
 
+  // The server's processes: what we started and its descendants, or the attached tree.
+  const std::vector<pid_t>& server_tree(bool fresh) {
+    const std::uint64_t now = now_us();
+    if (fresh || now - tree_at_us_ > 10000) {
+      tree_ = server_.started_by_us() ? descendants_of(getpid()) : descendants_of(options_.attach_pid);
+      if (!server_.started_by_us() && options_.attach_pid > 0) tree_.push_back(options_.attach_pid);
+      tree_at_us_ = now;
+    }
+    return tree_;
+  }
+
+  // Which process holds the server side of each of our connections now. During a restart, one
+  // that did not serve before is the new generation, and the answer on that connection is its
+  // first (or, if it came before this look, the time it came).
+  void sample_owners(bool fresh_tree) {
+    if (!owners_.supported()) return;
+    const auto owners = owners_.sample(server_tree(fresh_tree));
+    const bool watching = !record_.restarts.empty() && !record_.restarts.back().completed && !finishing_;
+    for (const auto& [port, pid] : owners) {
+      ever_served_.insert(pid);
+      if (!watching || served_before_.count(pid) != 0) continue;
+      auto& rs = record_.restarts.back();
+      if (rs.new_pid == 0) rs.new_pid = pid;
+      new_ports_.insert(port);
+      const auto answered = last_answer_at_.find(port);
+      if (answered != last_answer_at_.end() && answered->second >= rs.signal_us &&
+          (rs.new_answer_us == 0 || answered->second < rs.new_answer_us))
+        rs.new_answer_us = answered->second;
+    }
+  }
+
+  void answered_at_port(std::uint16_t port) {
+    const std::uint64_t now = elapsed();
+    last_answer_at_[port] = now;
+    if (record_.restarts.empty() || new_ports_.count(port) == 0) return;
+    auto& rs = record_.restarts.back();
+    if (!rs.completed && (rs.new_answer_us == 0 || now < rs.new_answer_us)) rs.new_answer_us = now;
+  }
+
   void watch_restart() {
     auto& rs = record_.restarts.back();
+    sample_owners(false);
     const pid_t main = server_.main_pid();
-    if (!options_.pidfile.empty() && main != rs.old_pid && rs.new_pid == 0) rs.new_pid = main;
-    // Answers that name no pid (echo, most servers): the first answer after the pid file moved
-    // counts as the new generation's.
-    if (rs.new_pid != 0 && rs.new_answer_us == 0 && !answers_name_pids_) {
-      if (answered_at_takeover_ == 0) answered_at_takeover_ = load_.answered() + 1;
-      else if (load_.answered() >= answered_at_takeover_) rs.new_answer_us = elapsed();
+    const bool owners_known = owners_.supported() && !rs.old_serving.empty();
+    if (!owners_known) {
+      // Without socket owners (a unix socket): the pid file moving, and pid hints in answers.
+      if (!options_.pidfile.empty() && main != rs.old_pid && rs.new_pid == 0) rs.new_pid = main;
+      if (rs.new_pid != 0 && rs.new_answer_us == 0 && !answers_name_pids_) {
+        if (answered_at_takeover_ == 0) answered_at_takeover_ = load_.answered() + 1;
+        else if (load_.answered() >= answered_at_takeover_) rs.new_answer_us = elapsed();
+      }
     }
-    if (rs.old_exit_us == 0 && rs.new_pid != 0 && grace::detail::process_has_exited(rs.old_pid)) rs.old_exit_us = elapsed();
+    // The old generation is gone when every process that served before the signal is.
+    bool all_old_gone = true;
+    for (auto& [pid, gone_us] : rs.old_serving) {
+      if (gone_us == 0 && grace::detail::process_has_exited(pid)) gone_us = elapsed();
+      if (gone_us == 0) all_old_gone = false;
+    }
+    if (rs.old_serving.empty()) all_old_gone = grace::detail::process_has_exited(rs.old_pid);
+    if (rs.old_exit_us == 0 && rs.new_pid != 0 && all_old_gone) {
+      rs.old_exit_us = elapsed();
+      for (const auto& [pid, gone_us] : rs.old_serving) rs.old_exit_us = std::max(rs.old_exit_us, gone_us);
+    }
     if (rs.new_answer_us != 0 && rs.old_exit_us != 0 && !server_.restart_command_running()) {
       rs.completed = true;
+      // Without a pid file the next signal goes to the new generation, unless the old main
+      // process lives on (a master whose workers were replaced: nginx -s reload, HAProxy).
+      if (grace::detail::process_has_exited(rs.old_pid)) server_.follow(rs.new_pid);
       uv_timer_stop(&watch_timer_);
       const double since = static_cast<double>(elapsed() - rs.signal_us) / 1e6;
       const double wait = options_.interval_s ? std::max(0.0, *options_.interval_s - since) : 0.0;
@@ -167,7 +240,7 @@ class referee {
   void finish() {
     if (finishing_) return;
     finishing_ = true;
-    for (uv_timer_t* t : {&phase_timer_, &watch_timer_, &cap_timer_, &progress_timer_}) uv_timer_stop(t);
+    for (uv_timer_t* t : {&phase_timer_, &watch_timer_, &cap_timer_, &progress_timer_, &owner_timer_}) uv_timer_stop(t);
     load_.stop([this] {
       record_.end_us = elapsed();
       server_.stop_all(10, [this] { report(); });
@@ -201,6 +274,13 @@ class referee {
   void (*then_)(referee*) = nullptr;
   std::uint64_t startup_deadline_ = 0;
   std::uint64_t answered_at_takeover_ = 0;
+  connection_owners owners_{options_.target};
+  uv_timer_t owner_timer_{};
+  std::vector<pid_t> tree_;
+  std::uint64_t tree_at_us_ = 0;
+  std::set<pid_t> ever_served_, served_before_;
+  std::unordered_set<std::uint16_t> new_ports_;
+  std::unordered_map<std::uint16_t, std::uint64_t> last_answer_at_;
   bool answers_name_pids_ = false;  // grace's samples say "pid=N"; other servers do not
   std::string log_path_;
   bool finishing_ = false;

@@ -289,6 +289,10 @@ grace::result<void> write_json(const options& o, const run_record& r, const verd
                           {"failure", rs.failure}, {"losses", losses[i]}};
     one["first_new_answer_ms"] = rs.new_answer_us ? nlohmann::json(to_ms(rs.new_answer_us - rs.signal_us)) : nlohmann::json();
     one["old_exit_ms"] = rs.old_exit_us ? nlohmann::json(to_ms(rs.old_exit_us - rs.signal_us)) : nlohmann::json();
+    nlohmann::json old_generation = nlohmann::json::array();
+    for (const auto& [pid, gone_us] : rs.old_serving)
+      old_generation.push_back({{"pid", pid}, {"gone_ms", gone_us ? nlohmann::json(to_ms(gone_us - rs.signal_us)) : nlohmann::json()}});
+    one["old_generation"] = std::move(old_generation);
     restarts.push_back(std::move(one));
   }
   j["restarts"] = std::move(restarts);

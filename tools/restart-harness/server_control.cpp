@@ -1,5 +1,7 @@
 #include "server_control.hpp"
 
+#include "process_tree.hpp"
+
 #include "generations.hpp"
 #include "read_file.hpp"
 
@@ -17,35 +19,6 @@
 namespace harness {
 namespace {
 
-// Parent pid from /proc/PID/stat (field 4, after the command name in parentheses); 0 if gone.
-pid_t parent_of(pid_t pid) {
-  const std::string stat = grace::detail::read_small_file("/proc/" + std::to_string(pid) + "/stat").value_or("");
-  const auto paren = stat.rfind(')');
-  if (paren == std::string::npos || paren + 4 >= stat.size()) return 0;
-  return static_cast<pid_t>(std::atol(stat.c_str() + paren + 4));
-}
-
-// Every live process below `root` in the process tree.
-std::vector<pid_t> descendants_of(pid_t root) {
-  std::map<pid_t, std::vector<pid_t>> children;
-  if (DIR* proc = opendir("/proc")) {
-    while (dirent* entry = readdir(proc)) {
-      const pid_t pid = static_cast<pid_t>(std::atol(entry->d_name));
-      if (pid > 0) children[parent_of(pid)].push_back(pid);
-    }
-    closedir(proc);
-  }
-  std::vector<pid_t> out, todo{root};
-  while (!todo.empty()) {
-    const pid_t next = todo.back();
-    todo.pop_back();
-    for (pid_t child : children[next]) {
-      out.push_back(child);
-      todo.push_back(child);
-    }
-  }
-  return out;
-}
 
 tl::unexpected<grace::error> uv_failure(int code, const std::string& what) {
   return tl::unexpected(grace::error(std::error_code(-code, std::system_category()), what + ": " + uv_strerror(code)));

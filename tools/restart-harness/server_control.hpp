@@ -19,6 +19,10 @@ class server_control {
   grace::result<void> start(const std::string& log_path);
   pid_t main_pid();                    // current main pid, from the pid file when there is one
   void saw_pid(pid_t pid);             // a pid named by an answer: one of the server's processes
+  // The main pid is now `pid` (the old main process is gone); a pid file still has the last word.
+  void follow(pid_t pid) {
+    if (pid > 0 && options_.pidfile.empty()) last_main_ = pid;
+  }
   // Sends the restart signal, or starts --restart-cmd.
   grace::result<void> trigger_restart();
   bool restart_command_running() const noexcept { return command_running_; }

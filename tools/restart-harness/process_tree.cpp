@@ -1,0 +1,65 @@
+#include "process_tree.hpp"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "read_file.hpp"
+
+namespace harness {
+namespace {
+
+// Parent pid from /proc/PID/stat (field 4, after the command name in parentheses); 0 if gone.
+pid_t parent_of(pid_t pid) {
+  const std::string stat = grace::detail::read_small_file("/proc/" + std::to_string(pid) + "/stat").value_or("");
+  const auto paren = stat.rfind(')');
+  if (paren == std::string::npos || paren + 4 >= stat.size()) return 0;
+  return static_cast<pid_t>(std::atol(stat.c_str() + paren + 4));
+}
+
+}  // namespace
+
+std::vector<pid_t> descendants_of(pid_t root) {
+  std::map<pid_t, std::vector<pid_t>> children;
+  if (DIR* proc = opendir("/proc")) {
+    while (dirent* entry = readdir(proc)) {
+      const pid_t pid = static_cast<pid_t>(std::atol(entry->d_name));
+      if (pid > 0) children[parent_of(pid)].push_back(pid);
+    }
+    closedir(proc);
+  }
+  std::vector<pid_t> out, todo{root};
+  while (!todo.empty()) {
+    const pid_t next = todo.back();
+    todo.pop_back();
+    for (pid_t child : children[next]) {
+      out.push_back(child);
+      todo.push_back(child);
+    }
+  }
+  return out;
+}
+
+std::map<unsigned long, pid_t> socket_owners(const std::vector<pid_t>& pids) {
+  std::map<unsigned long, pid_t> owners;
+  for (const pid_t pid : pids) {
+    const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+    DIR* fds = opendir(dir.c_str());
+    if (fds == nullptr) continue;  // gone meanwhile
+    while (dirent* entry = readdir(fds)) {
+      if (entry->d_name[0] == '.') continue;
+      char target[64];
+      const ssize_t n = readlinkat(dirfd(fds), entry->d_name, target, sizeof target - 1);
+      if (n <= 8 || std::strncmp(target, "socket:[", 8) != 0) continue;
+      target[n] = '\0';
+      owners[std::strtoul(target + 8, nullptr, 10)] = pid;
+    }
+    closedir(fds);
+  }
+  return owners;
+}
+
+}  // namespace harness
