@@ -117,9 +117,11 @@ class referee {
     restart_record rs;
     rs.index = static_cast<unsigned>(record_.restarts.size() + 1);
     rs.old_pid = server_.main_pid();
-    // Who serves right now: a new generation is a process that was not serving before.
+    // Who serves right now, and who exists: only a process born after the signal can be the
+    // new generation (an old worker that had not been seen serving yet is still old).
     sample_owners(true);
     served_before_ = ever_served_;
+    for (pid_t pid : tree_) served_before_.insert(pid);
     for (pid_t pid : ever_served_)
       if (!grace::detail::process_has_exited(pid)) rs.old_serving.emplace_back(pid, 0);
     new_ports_.clear();
