@@ -326,6 +326,8 @@ TEST_CASE("a server that names no pid and writes no pid file is followed through
     generations.insert(new_pid);
   }
   CHECK(generations.size() == 6);
+  // The answers are attributed to the processes seen holding their connections.
+  CHECK(json["generations"].size() >= 2);
   std::vector<pid_t> left;
   for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
     const pid_t pid = static_cast<pid_t>(std::atol(entry.path().filename().c_str()));

@@ -205,6 +205,8 @@ void client::finish(outcome o, pid_t served_by, bool keep_connection) {
   if (!outstanding_) return;
   outstanding_ = false;
   uv_timer_stop(&timer_);
+  // Without a pid in the answer, the process the referee saw holding this connection.
+  if (served_by == 0 && o == outcome::ok && local_port_ != 0 && gen_.owner_of_port) served_by = gen_.owner_of_port(local_port_);
   gen_.record(start_us_, o, served_by);
   if (o == outcome::ok) {
     ++answers_on_connection_;
@@ -238,6 +240,7 @@ void client::close_connection() {
   uv_close(&conn_->handle, [](uv_handle_t* h) { delete reinterpret_cast<uv_any_handle*>(h); });
   conn_ = nullptr;
   answers_on_connection_ = 0;
+  if (local_port_ != 0 && gen_.on_port_closed) gen_.on_port_closed(local_port_);
   local_port_ = 0;
 }
 

@@ -46,6 +46,11 @@ class referee {
     }
     load_.on_served_by = [this](pid_t pid) { served_by(pid); };
     load_.on_answer_at_port = [this](std::uint16_t port) { answered_at_port(port); };
+    load_.on_port_closed = [this](std::uint16_t port) { owner_by_port_.erase(port); };
+    load_.owner_of_port = [this](std::uint16_t port) {
+      const auto it = owner_by_port_.find(port);
+      return it == owner_by_port_.end() ? pid_t{0} : it->second;
+    };
     uv_timer_init(loop_, &owner_timer_);
     owner_timer_.data = this;
   }
@@ -167,6 +172,7 @@ class referee {
     const auto owners = owners_.sample(server_tree(fresh_tree));
     const bool watching = !record_.restarts.empty() && !record_.restarts.back().completed && !finishing_;
     for (const auto& [port, pid] : owners) {
+      owner_by_port_[port] = pid;
       ever_served_.insert(pid);
       if (!watching || served_before_.count(pid) != 0) continue;
       auto& rs = record_.restarts.back();
@@ -283,6 +289,7 @@ class referee {
   std::set<pid_t> ever_served_, served_before_;
   std::unordered_set<std::uint16_t> new_ports_;
   std::unordered_map<std::uint16_t, std::uint64_t> last_answer_at_;
+  std::unordered_map<std::uint16_t, pid_t> owner_by_port_;  // as last seen; a port is reused later
   bool answers_name_pids_ = false;  // grace's samples say "pid=N"; other servers do not
   std::string log_path_;
   bool finishing_ = false;
