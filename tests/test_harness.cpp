@@ -305,39 +305,44 @@ TEST_CASE("with a request body, the answers still check out") {
 }
 
 TEST_CASE("a server that names no pid and writes no pid file is followed through its sockets; nothing is left running") {
-  temp_dir dir;
-  const std::string address = free_address();
-  // Echo answers name no pid and there is no pid file: the referee learns which process holds
-  // the server side of each connection. The newest generation, reparented to the harness (a
-  // subreaper) when the first one exits, is stopped at the end.
-  auto run = run_harness({"--target", "tcp://" + address, "--mode", "echo", "--clients", "8", "--restarts", "5",
-                          "--", helper_path("GRACE_ECHO"), address},
-                         dir);
-  INFO(run.output);
-  check_pass(run, 5);
-  const auto json = nlohmann::json::parse(run.json);
-  std::set<pid_t> generations;
-  for (const auto& restart : json["restarts"]) {
-    const pid_t old_pid = restart["old_generation"][0]["pid"].get<pid_t>();
-    const pid_t new_pid = restart["new_pid"].get<pid_t>();
-    CHECK(new_pid != old_pid);
-    CHECK_FALSE(restart["old_generation"][0]["gone_ms"].is_null());
-    generations.insert(old_pid);
-    generations.insert(new_pid);
+  for (const bool unix_socket : {false, true}) {
+    CAPTURE(unix_socket);
+    temp_dir dir;
+    const std::string address = unix_socket ? "unix:" + dir.file("echo.sock") : free_address();
+    const std::string target = unix_socket ? address : "tcp://" + address;
+    // Echo answers name no pid and there is no pid file: the referee learns which process holds
+    // the server side of each connection (sock_diag: TCP by port, unix by the peer's inode). The
+    // newest generation, reparented to the harness (a subreaper) when the first one exits, is
+    // stopped at the end.
+    auto run = run_harness({"--target", target, "--mode", "echo", "--clients", "8", "--restarts", "5", "--",
+                            helper_path("GRACE_ECHO"), address},
+                           dir);
+    INFO(run.output);
+    check_pass(run, 5);
+    const auto json = nlohmann::json::parse(run.json);
+    std::set<pid_t> generations;
+    for (const auto& restart : json["restarts"]) {
+      const pid_t old_pid = restart["old_generation"][0]["pid"].get<pid_t>();
+      const pid_t new_pid = restart["new_pid"].get<pid_t>();
+      CHECK(new_pid != old_pid);
+      CHECK_FALSE(restart["old_generation"][0]["gone_ms"].is_null());
+      generations.insert(old_pid);
+      generations.insert(new_pid);
+    }
+    CHECK(generations.size() == 6);
+    // The answers are attributed to the processes seen holding their connections.
+    CHECK(json["generations"].size() >= 2);
+    std::vector<pid_t> left;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+      const pid_t pid = static_cast<pid_t>(std::atol(entry.path().filename().c_str()));
+      if (pid <= 0) continue;
+      std::ifstream cmdline(entry.path() / "cmdline");
+      std::string text((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+      if (text.find(address) != std::string::npos && !has_exited(pid)) left.push_back(pid);
+    }
+    CHECK(left.empty());
+    for (pid_t pid : left) kill(pid, SIGKILL);
   }
-  CHECK(generations.size() == 6);
-  // The answers are attributed to the processes seen holding their connections.
-  CHECK(json["generations"].size() >= 2);
-  std::vector<pid_t> left;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    const pid_t pid = static_cast<pid_t>(std::atol(entry.path().filename().c_str()));
-    if (pid <= 0) continue;
-    std::ifstream cmdline(entry.path() / "cmdline");
-    std::string text((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
-    if (text.find(address) != std::string::npos && !has_exited(pid)) left.push_back(pid);
-  }
-  CHECK(left.empty());
-  for (pid_t pid : left) kill(pid, SIGKILL);
 }
 
 TEST_CASE("options that make no sense are refused with the reason") {

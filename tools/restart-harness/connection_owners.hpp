@@ -1,7 +1,7 @@
 #pragma once
-// Which process served a connection, learnt without the server's help: on loopback the server
-// side of each of our TCP connections is a socket (sock_diag gives its inode) held by some
-// process of the server's tree (its /proc/PID/fd names the inode).
+// Which process served a connection, learnt without the server's help: the server side of each
+// of our connections (TCP on loopback, or a unix socket) is a socket, whose inode sock_diag
+// gives, held by some process of the server's tree, whose /proc/PID/fd names the inode.
 #include <sys/types.h>
 
 #include <cstdint>
@@ -9,17 +9,19 @@
 #include <vector>
 
 #include "grace/address.hpp"
+#include "harness.hpp"
 
 namespace harness {
 
 class connection_owners {
  public:
   explicit connection_owners(const grace::socket_address& target) : target_(target) {}
-  // False for targets this cannot follow (unix sockets): the referee falls back on pid hints.
-  bool supported() const noexcept { return target_.family() != AF_UNIX; }
-  // One look: our client port -> the pid among `tree` holding the server side of that
+  // False for targets this cannot follow (an abstract unix socket): the referee falls back on
+  // the pid file and pid hints.
+  bool supported() const noexcept { return !target_.is_abstract(); }
+  // One look: our connection's key -> the pid among `tree` holding the server side of that
   // connection right now. Connections the server has already closed are not in it.
-  std::map<std::uint16_t, pid_t> sample(const std::vector<pid_t>& tree);
+  std::map<connection_key, pid_t> sample(const std::vector<pid_t>& tree);
 
  private:
   grace::socket_address target_;

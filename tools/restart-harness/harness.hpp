@@ -109,4 +109,8 @@ struct run_record {
 
 std::uint64_t now_us();  // monotonic
 
+// What identifies one of our connections to the server: the client's local port for TCP, the
+// client socket's inode for a unix socket.
+using connection_key = std::uint64_t;
+
 }  // namespace harness

@@ -2,6 +2,8 @@
 
 #include "http_response.hpp"
 
+#include <sys/stat.h>
+
 #include <cstdlib>
 #include <string>
 
@@ -48,7 +50,7 @@ class client {
   uv_connect_t connect_req_{};
   bool outstanding_ = false;
   bool reused_ = false;  // the request went out on a connection that had carried an answer
-  std::uint16_t local_port_ = 0;  // of the TCP connection, once connected
+  connection_key key_ = 0;  // once connected: see connection_key
   unsigned answers_on_connection_ = 0;
   std::uint64_t start_us_ = 0;
   std::string input_;
@@ -56,6 +58,22 @@ class client {
 };
 
 namespace {
+
+// The client's local port (TCP) or its socket's inode (unix): how the referee finds the
+// server's end of the connection.
+connection_key connection_key_of(uv_stream_t* stream, const grace::socket_address& target) {
+  if (target.family() == AF_UNIX) {
+    uv_os_fd_t fd = -1;
+    struct stat st {};
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(stream), &fd) != 0 || fstat(fd, &st) != 0) return 0;
+    return static_cast<connection_key>(st.st_ino);
+  }
+  sockaddr_storage local{};
+  int len = sizeof local;
+  if (uv_tcp_getsockname(reinterpret_cast<uv_tcp_t*>(stream), reinterpret_cast<sockaddr*>(&local), &len) != 0) return 0;
+  auto address = grace::socket_address::from_sockaddr(reinterpret_cast<sockaddr*>(&local), static_cast<socklen_t>(len));
+  return address ? address->port() : 0;
+}
 
 std::string http_request(const options& o) {
   std::string request = o.method + " " + o.path + " HTTP/1.1\r\nHost: " + o.host + "\r\n";
@@ -111,14 +129,7 @@ void client::connect() {
       self->finish(refused ? outcome::refused : outcome::new_reset, 0, false);
       return;
     }
-    if (!self->gen_.options_.target.is_abstract() && self->gen_.options_.target.family() != AF_UNIX) {
-      sockaddr_storage local{};
-      int len = sizeof local;
-      if (uv_tcp_getsockname(reinterpret_cast<uv_tcp_t*>(req->handle), reinterpret_cast<sockaddr*>(&local), &len) == 0) {
-        auto address = grace::socket_address::from_sockaddr(reinterpret_cast<sockaddr*>(&local), static_cast<socklen_t>(len));
-        self->local_port_ = address ? address->port() : 0;
-      }
-    }
+    self->key_ = connection_key_of(req->handle, self->gen_.options_.target);
     uv_read_start(
         req->handle,
         [](uv_handle_t*, size_t, uv_buf_t* buf) {
@@ -206,11 +217,11 @@ void client::finish(outcome o, pid_t served_by, bool keep_connection) {
   outstanding_ = false;
   uv_timer_stop(&timer_);
   // Without a pid in the answer, the process the referee saw holding this connection.
-  if (served_by == 0 && o == outcome::ok && local_port_ != 0 && gen_.owner_of_port) served_by = gen_.owner_of_port(local_port_);
+  if (served_by == 0 && o == outcome::ok && key_ != 0 && gen_.owner_of_port) served_by = gen_.owner_of_port(key_);
   gen_.record(start_us_, o, served_by);
   if (o == outcome::ok) {
     ++answers_on_connection_;
-    if (local_port_ != 0 && gen_.on_answer_at_port) gen_.on_answer_at_port(local_port_);
+    if (key_ != 0 && gen_.on_answer_at_port) gen_.on_answer_at_port(key_);
   }
   const unsigned limit = gen_.options_.requests_per_connection;
   if (keep_connection && limit != 0 && answers_on_connection_ >= limit) keep_connection = false;
@@ -240,8 +251,8 @@ void client::close_connection() {
   uv_close(&conn_->handle, [](uv_handle_t* h) { delete reinterpret_cast<uv_any_handle*>(h); });
   conn_ = nullptr;
   answers_on_connection_ = 0;
-  if (local_port_ != 0 && gen_.on_port_closed) gen_.on_port_closed(local_port_);
-  local_port_ = 0;
+  if (key_ != 0 && gen_.on_port_closed) gen_.on_port_closed(key_);
+  key_ = 0;
 }
 
 load_generator::load_generator(uv_loop_t* loop, const options& o, run_record& record)

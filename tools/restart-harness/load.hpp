@@ -27,11 +27,11 @@ class load_generator {
   // Called for every answer that names the pid that served it.
   std::function<void(pid_t)> on_served_by;
   // Called for every answer on a TCP connection, with the client's local port.
-  std::function<void(std::uint16_t)> on_answer_at_port;
+  std::function<void(connection_key)> on_answer_at_port;
   // The process known to hold the server side of the connection at this client port, or 0.
-  std::function<pid_t(std::uint16_t)> owner_of_port;
+  std::function<pid_t(connection_key)> owner_of_port;
   // Our connection at this client port is gone: what was learnt of it no longer holds.
-  std::function<void(std::uint16_t)> on_port_closed;
+  std::function<void(connection_key)> on_port_closed;
 
  private:
   friend class client;

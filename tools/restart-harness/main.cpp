@@ -45,9 +45,9 @@ class referee {
       t->data = this;
     }
     load_.on_served_by = [this](pid_t pid) { served_by(pid); };
-    load_.on_answer_at_port = [this](std::uint16_t port) { answered_at_port(port); };
-    load_.on_port_closed = [this](std::uint16_t port) { owner_by_port_.erase(port); };
-    load_.owner_of_port = [this](std::uint16_t port) {
+    load_.on_answer_at_port = [this](connection_key port) { answered_at_port(port); };
+    load_.on_port_closed = [this](connection_key port) { owner_by_port_.erase(port); };
+    load_.owner_of_port = [this](connection_key port) {
       const auto it = owner_by_port_.find(port);
       return it == owner_by_port_.end() ? pid_t{0} : it->second;
     };
@@ -185,7 +185,7 @@ class referee {
     }
   }
 
-  void answered_at_port(std::uint16_t port) {
+  void answered_at_port(connection_key port) {
     const std::uint64_t now = elapsed();
     last_answer_at_[port] = now;
     if (record_.restarts.empty() || new_ports_.count(port) == 0) return;
@@ -199,7 +199,8 @@ class referee {
     const pid_t main = server_.main_pid();
     const bool owners_known = owners_.supported() && !rs.old_serving.empty();
     if (!owners_known) {
-      // Without socket owners (a unix socket): the pid file moving, and pid hints in answers.
+      // Without socket owners (an abstract unix socket, or nothing seen serving before the
+      // signal): the pid file moving, and pid hints in answers.
       if (!options_.pidfile.empty() && main != rs.old_pid && rs.new_pid == 0) rs.new_pid = main;
       if (rs.new_pid != 0 && rs.new_answer_us == 0 && !answers_name_pids_) {
         if (answered_at_takeover_ == 0) answered_at_takeover_ = load_.answered() + 1;
@@ -287,9 +288,9 @@ class referee {
   std::vector<pid_t> tree_;
   std::uint64_t tree_at_us_ = 0;
   std::set<pid_t> ever_served_, served_before_;
-  std::unordered_set<std::uint16_t> new_ports_;
-  std::unordered_map<std::uint16_t, std::uint64_t> last_answer_at_;
-  std::unordered_map<std::uint16_t, pid_t> owner_by_port_;  // as last seen; a port is reused later
+  std::unordered_set<connection_key> new_ports_;
+  std::unordered_map<connection_key, std::uint64_t> last_answer_at_;
+  std::unordered_map<connection_key, pid_t> owner_by_port_;  // as last seen; a port is reused later
   bool answers_name_pids_ = false;  // grace's samples say "pid=N"; other servers do not
   std::string log_path_;
   bool finishing_ = false;
