@@ -1,7 +1,8 @@
-#include <linux/sock_diag.h>
-#include <linux/netlink.h>
-#include <linux/inet_diag.h>
 #include "sockets.hpp"
+
+#include <linux/inet_diag.h>
+
+#include "sock_diag.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -77,37 +78,15 @@ int raw_unix_listener(const std::string& path, int type) {
 namespace test_support {
 
 int listen_backlog(int port) {
-  const int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (fd < 0) return -1;
-  struct {
-    nlmsghdr header;
-    inet_diag_req_v2 request;
-  } query{};
-  query.header.nlmsg_len = sizeof query;
-  query.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  query.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  query.request.sdiag_family = AF_INET;
-  query.request.sdiag_protocol = IPPROTO_TCP;
-  query.request.idiag_states = 1U << 10;  // TCP_LISTEN
+  inet_diag_req_v2 request{};
+  request.sdiag_family = AF_INET;
+  request.sdiag_protocol = IPPROTO_TCP;
+  request.idiag_states = 1U << 10;  // TCP_LISTEN
   int backlog = -1;
-  if (send(fd, &query, sizeof query, 0) == static_cast<ssize_t>(sizeof query)) {
-    alignas(nlmsghdr) char buffer[16384];
-    bool done = false;
-    while (!done) {
-      const ssize_t n = recv(fd, buffer, sizeof buffer, 0);
-      if (n <= 0) break;
-      auto len = static_cast<unsigned>(n);
-      for (auto* h = reinterpret_cast<nlmsghdr*>(buffer); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-        if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
-          done = true;
-          break;
-        }
-        const auto* msg = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
-        if (ntohs(msg->id.idiag_sport) == port) backlog = static_cast<int>(msg->idiag_wqueue);
-      }
-    }
-  }
-  close(fd);
+  grace::detail::sock_diag_dump(&request, sizeof request, [&](const nlmsghdr& h) {
+    const auto* msg = static_cast<const inet_diag_msg*>(NLMSG_DATA(&h));
+    if (ntohs(msg->id.idiag_sport) == port) backlog = static_cast<int>(msg->idiag_wqueue);
+  });
   return backlog;
 }
 
