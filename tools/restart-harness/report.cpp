@@ -175,7 +175,7 @@ verdict summarize(const options& o, const run_record& r, std::string& table) {
     out << row(outcome_name(static_cast<outcome>(i)), num(steady.by_outcome[i]), num(restart.by_outcome[i]), num(all.by_outcome[i]));
   out << row("lost", num(steady.lost()), num(restart.lost()), num(all.lost()));
   if (o.mode != load_mode::echo)
-    out << row("lost to a client that retries (9112 9.3.1)", num(steady.lost() - steady.retryable_lost(o.mode)),
+    out << row("lost to a retrying client (RFC 9112)", num(steady.lost() - steady.retryable_lost(o.mode)),
                num(restart.lost() - restart.retryable_lost(o.mode)), num(all.lost() - all.retryable_lost(o.mode)));
   out << row("stalled > " + std::to_string(static_cast<int>(o.stall_ms)) + " ms (answered)", num(steady.stalled), num(restart.stalled), num(all.stalled));
   out << row("requests/s", rate(steady.total(), steady.span_us), rate(restart.total(), restart.span_us), rate(all.total(), all.span_us));
