@@ -117,8 +117,7 @@ pending_child::pending_child(pending_child&& other) noexcept
       outcome_(other.outcome_),
       status_(other.status_),
       reaped_(other.reaped_),
-      killed_(other.killed_),
-      retired_(other.retired_) {
+      killed_(other.killed_) {
   other.pid_ = -1;
   other.ready_fd_ = other.pid_fd_ = -1;
   other.outcome_ = upgrade_outcome::exited;
@@ -150,14 +149,14 @@ bool pending_child::try_reap() noexcept {
   if (got == pid_ || (got < 0 && errno == ECHILD)) {
     reaped_ = true;
     if (got == pid_) status_ = status;
-    close_fds();
   }
   return reaped_;
 }
 
 std::optional<upgrade_outcome> pending_child::check() {
   if (outcome_) {
-    if (outcome_ != upgrade_outcome::ready) try_reap();  // a successor is watched by successor_exit()
+    // A successor is watched by successor_exit().
+    if (outcome_ != upgrade_outcome::ready && try_reap()) close_fds();
     return outcome_;
   }
   char byte = 0;
@@ -175,6 +174,7 @@ std::optional<upgrade_outcome> pending_child::check() {
                              (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
   if (try_reap()) {
     outcome_ = upgrade_outcome::exited;
+    close_fds();
     return outcome_;
   }
   if (!socket_closed) return std::nullopt;
@@ -195,22 +195,19 @@ void pending_child::kill_pending() {
 }
 
 std::optional<bool> pending_child::successor_exit() {
-  if (outcome_ != upgrade_outcome::ready || pid_ <= 0) return std::nullopt;
-  if (!retired_ && ready_fd_ >= 0) {
-    // What it said before it exited is still queued on the socket.
+  if (outcome_ != upgrade_outcome::ready || pid_ <= 0 || !try_reap()) return std::nullopt;
+  // Read after the exit is known: what it said before it exited stays queued on the socket, so
+  // a word sent just before the exit is never missed.
+  bool retired = false;
+  if (ready_fd_ >= 0) {
     char byte = 0;
     ssize_t got;
     do got = recv(ready_fd_, &byte, 1, MSG_DONTWAIT);
     while (got < 0 && errno == EINTR);
-    if (got == 1 && byte == retiring_byte) retired_ = true;
+    retired = got == 1 && byte == retiring_byte;
   }
-  const int ready_fd = ready_fd_;
-  ready_fd_ = -1;  // try_reap closes the fds; keep the socket until the news is read
-  const bool gone = try_reap();
-  ready_fd_ = ready_fd;
-  if (!gone) return std::nullopt;
   close_fds();
-  return retired_;
+  return retired;
 }
 
 upgrade_outcome pending_child::wait(std::chrono::milliseconds timeout) {

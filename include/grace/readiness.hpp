@@ -104,7 +104,6 @@ class GRACE_API pending_child {
   int status_ = -1;
   bool reaped_ = false;
   bool killed_ = false;
-  bool retired_ = false;
 };
 
 }  // namespace grace

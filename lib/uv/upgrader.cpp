@@ -245,15 +245,22 @@ void upgrader::reap_later(pending_child child, std::function<void(const pending_
   reaping_.push_back(reaping{this, std::move(child), std::move(on_reaped), {}});
   auto it = std::prev(reaping_.end());
   it->exit_poll.init([&](uv_poll_t* p) { return uv_poll_init(loop_, p, it->child.pid_fd()); }, &*it);
-  uv_poll_start(it->exit_poll.get(), UV_READABLE, [](uv_poll_t* p, int, int) {
-    auto* r = static_cast<reaping*>(p->data);
-    r->child.check();
-    if (!r->child.reaped()) return;
-    r->exit_poll.reset();
-    auto done = std::move(r->on_reaped);
-    done(r->child);
-    r->owner->reaping_.remove_if([r](const reaping& each) { return &each == r; });
-  });
+  uv_poll_start(it->exit_poll.get(), UV_READABLE, on_reapable);
+}
+
+void upgrader::on_reapable(uv_poll_t* p, int, int) {
+  auto* r = static_cast<reaping*>(p->data);
+  // The poll lets go of the pidfd before check() can close it.
+  uv_poll_stop(p);
+  r->child.check();
+  if (!r->child.reaped()) {
+    uv_poll_start(p, UV_READABLE, on_reapable);
+    return;
+  }
+  r->exit_poll.reset();
+  auto done = std::move(r->on_reaped);
+  done(r->child);
+  r->owner->reaping_.remove_if([r](const reaping& each) { return &each == r; });
 }
 
 void upgrader::settle(upgrade_outcome outcome) {
@@ -317,8 +324,13 @@ void upgrader::watch_successor(pending_child successor) {
 
 void upgrader::on_successor_event() {
   const pid_t pid = successor_->pid();
+  uv_poll_t* poll = handles_->successor_poll.get();
+  uv_poll_stop(poll);  // before successor_exit() can close the pidfd
   auto retired = successor_->successor_exit();
-  if (!retired) return;
+  if (!retired) {
+    uv_poll_start(poll, UV_READABLE, [](uv_poll_t* p, int, int) { static_cast<upgrader*>(p->data)->on_successor_event(); });
+    return;
+  }
   const int status = successor_->exit_status();
   handles_->successor_poll.reset();
   handles_->successor_watch_timer.reset();

@@ -138,6 +138,7 @@ class GRACE_API upgrader {
   void on_successor_event();
   void resume_after_takeover(pid_t successor, int status);
   void reap_later(pending_child child, std::function<void(const pending_child&)> on_reaped);
+  static void on_reapable(uv_poll_t* p, int status, int events);
   void stop_accepting();
   void close_listeners();
   void begin_drain(const std::string& why);
