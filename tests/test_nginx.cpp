@@ -42,9 +42,13 @@ std::string write_config(const temp_dir& dir, const std::string& address, bool d
 // WINCH and QUIT the old one, and wait until it is gone (nginx refuses a USR2 while it lives).
 std::string write_binary_upgrade(const temp_dir& dir) {
   const std::string path = dir.file("upgrade.sh");
+  // The pid file is read once: testing it and then reading it races with the old master's
+  // rename of it, and going on before the new master wrote it makes the old master exit before
+  // the new one noted its parent, after which nginx ignores every later USR2.
   std::ofstream(path) << "old=$MAINPID\nkill -USR2 \"$old\"\ni=0\n"
-                      << "until [ -s '" << dir.file("nginx.pid") << "' ] && [ \"$(cat '" << dir.file("nginx.pid")
-                      << "')\" != \"$old\" ]; do\n  i=$((i+1)); [ $i -gt 1000 ] && exit 1; sleep 0.01\ndone\n"
+                      << "until new=$(cat '" << dir.file("nginx.pid")
+                      << "' 2>/dev/null) && [ -n \"$new\" ] && [ \"$new\" != \"$old\" ]; do\n"
+                      << "  i=$((i+1)); [ $i -gt 1000 ] && exit 1; sleep 0.01\ndone\n"
                       << "kill -WINCH \"$old\"\nkill -QUIT \"$old\"\ni=0\n"
                       << "until ! kill -0 \"$old\" 2>/dev/null || grep -q ') Z' \"/proc/$old/stat\" 2>/dev/null; do\n"
                       << "  i=$((i+1)); [ $i -gt 3000 ] && exit 1; sleep 0.01\ndone\n";
@@ -101,12 +105,8 @@ TEST_CASE("nginx -s reload: the master stays, new workers take over") {
 }
 
 TEST_CASE("nginx binary upgrade: a new master and new workers take over; the daemon is stopped at the end") {
-  // Under load nginx now and then ignores a USR2 that follows an earlier upgrade ("the changing
-  // binary signal is ignored"), which the referee rightly reports as a failed restart; one
-  // upgrade in keep-alive mode keeps this test about the referee.
-  for (const auto& plan : {std::pair<const char*, unsigned>{"http-close", 4}, {"http-keepalive", 1}}) {
-    const char* mode = plan.first;
-    const unsigned restarts = plan.second;
+  for (const char* mode : {"http-close", "http-keepalive"}) {
+    const unsigned restarts = 4;
     CAPTURE(mode);
     temp_dir dir;
     const std::string address = free_address();
