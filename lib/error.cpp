@@ -18,6 +18,10 @@ class grace_category final : public std::error_category {
       case errc::not_an_active_listener: return "not an active listener of this net";
       case errc::too_many_generations: return "too many generations alive";
       case errc::invalid_argument: return "invalid argument";
+      case errc::protocol_error: return "protocol error on an fd channel";
+      case errc::peer_not_allowed: return "peer process not allowed";
+      case errc::channel_closed: return "fd channel closed";
+      case errc::takeover_refused: return "takeover refused";
     }
     return "unknown grace error";
   }

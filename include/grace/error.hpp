@@ -22,6 +22,10 @@ enum class errc {
   not_an_active_listener,  // close() of a listener this net does not hold
   too_many_generations,    // an upgrade would exceed the cap on generations alive at once
   invalid_argument,        // an option or argument out of its range
+  protocol_error,          // a garbled, truncated, oversized or wrong-version message on a channel
+  peer_not_allowed,        // the process at the other end of a channel runs as a user not allowed
+  channel_closed,          // the other end of a channel hung up (or the channel failed earlier)
+  takeover_refused,        // the serving process would not hand its sockets over (why in message)
 };
 
 GRACE_API const std::error_category& error_category() noexcept;

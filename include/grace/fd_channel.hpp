@@ -1,0 +1,150 @@
+#pragma once
+// Passing file descriptors between processes over a connected unix socket (SOCK_SEQPACKET or
+// SOCK_STREAM), with SCM_RIGHTS. What travels is a parcel: a short note (opaque bytes) and any
+// number of fds, each with a description (kind, network, canonical address, name, opaque
+// application bytes). A parcel goes out in framed, versioned messages of at most 253 fds each
+// (SCM_MAX_FD); each message is confirmed by the receiver before the next one is sent, so
+// parcels arrive whole and in order.
+//
+// Nothing is lost when the receiver's fd table is full: the kernel then delivers only part of a
+// message's fds (MSG_CTRUNC); the receiver closes what arrived and says so, and the sender,
+// which lends its fds to the channel and keeps them until the receiver confirms, sends the
+// message again a little later. The peer's credentials (SO_PEERCRED) are checked when the
+// channel is made: by default only a process of the same effective uid is accepted.
+//
+// This is the blocking interface, for tools and start-up code; grace::uv::fd_channel drives the
+// same protocol on a libuv loop without blocking.
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "grace/address.hpp"
+#include "grace/error.hpp"
+#include "grace/export.hpp"
+
+namespace grace {
+
+// An fd this object closes.
+class GRACE_API owned_fd {
+ public:
+  owned_fd() = default;
+  explicit owned_fd(int fd) noexcept : fd_(fd) {}
+  owned_fd(owned_fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  owned_fd& operator=(owned_fd&& other) noexcept;
+  owned_fd(const owned_fd&) = delete;
+  owned_fd& operator=(const owned_fd&) = delete;
+  ~owned_fd();
+  int get() const noexcept { return fd_; }
+  int release() noexcept { return std::exchange(fd_, -1); }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+enum class fd_kind : std::uint8_t {
+  listener = 1,    // a listening socket
+  connection = 2,  // an accepted connection
+  other = 3,
+};
+
+struct fd_description {
+  fd_kind kind = fd_kind::listener;
+  grace::network network = grace::network::tcp;
+  std::string address;      // canonical address text ("127.0.0.1:8080", "/run/app.sock"); at most 4096 bytes
+  std::string name;         // at most 255 bytes
+  std::string application;  // opaque bytes for the receiving application
+};
+
+// An fd lent to the channel: it must stay open until the send that carries it has completed.
+struct outgoing_fd {
+  int fd = -1;
+  fd_description description;
+};
+
+struct received_fd {
+  owned_fd fd;  // close-on-exec
+  fd_description description;
+};
+
+struct outgoing_parcel {
+  std::string note;  // at most note_limit bytes
+  std::vector<outgoing_fd> fds;
+};
+
+struct parcel {
+  std::string note;
+  std::vector<received_fd> fds;  // in the order they were sent
+};
+
+struct channel_options {
+  // Users allowed at the other end. Empty: this process's effective uid only.
+  std::vector<uid_t> allowed_uids;
+  bool allow_any_uid = false;
+  // 1 to 253: fds per message. Fewer only to measure what batching saves.
+  std::size_t max_fds_per_message = 253;
+  // After the receiver's fd table was full, the message is sent again after this long.
+  std::chrono::milliseconds retry_interval{20};
+};
+
+struct channel_stats {
+  std::size_t messages_sent = 0;      // batches, retries included
+  std::size_t messages_refused = 0;   // batches the receiver could not take whole (fd table full)
+};
+
+struct peer_credentials {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// The largest note, and the largest description of one fd (address, name and application bytes
+// together): a message is at most 64 KiB.
+inline constexpr std::size_t note_limit = 60 * 1024;
+inline constexpr std::size_t description_limit = 60 * 1024;
+
+namespace detail {
+class channel_engine;
+}
+
+class GRACE_API fd_channel {
+ public:
+  // Takes a connected unix socket (SOCK_SEQPACKET or SOCK_STREAM) and owns it from then on,
+  // even when refused. Refused: not a connected unix socket, or a peer the options do not allow
+  // (errc::peer_not_allowed, naming its pid and uid).
+  [[nodiscard]] static result<fd_channel> adopt(int fd, const channel_options& options = {});
+  // Connects to a unix socket path ("@name" for an abstract one). Does not wait for a peer that
+  // does not accept: a full backlog is EAGAIN.
+  [[nodiscard]] static result<fd_channel> connect(std::string_view path, const channel_options& options = {});
+  // Two connected ends (socketpair), for a child this process starts itself.
+  [[nodiscard]] static result<std::pair<fd_channel, fd_channel>> pair(int type, const channel_options& options = {});
+
+  fd_channel(fd_channel&&) noexcept;
+  fd_channel& operator=(fd_channel&&) noexcept;
+  ~fd_channel();
+
+  // Sends a parcel and waits until the receiver has confirmed all of it. On failure (timeout,
+  // peer gone, a message refused) the channel is closed and the caller still holds every fd.
+  [[nodiscard]] result<void> send(const outgoing_parcel& p, std::chrono::milliseconds timeout);
+  // Waits for the next parcel. A malformed message, a peer that hangs up mid-parcel or the
+  // timeout closes the channel; fds that had arrived are closed.
+  [[nodiscard]] result<parcel> receive(std::chrono::milliseconds timeout);
+
+  const peer_credentials& peer() const noexcept;
+  channel_stats stats() const noexcept;
+  int fd() const noexcept;
+  // Hands the socket to the caller (for a libuv channel, or another protocol); nullopt channel after.
+  int release() noexcept;
+
+ private:
+  explicit fd_channel(std::unique_ptr<detail::channel_engine> engine) noexcept;
+  std::unique_ptr<detail::channel_engine> engine_;
+};
+
+}  // namespace grace
