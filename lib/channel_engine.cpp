@@ -304,7 +304,7 @@ void channel_engine::handle_batch(const header& h, std::string_view payload) {
   done.note = std::move(b->note);
   assembling_ = parcel{};
   assembling_started_ = false;
-  if (on_parcel_) on_parcel_(std::move(done));
+  if (auto cb = on_parcel_) cb(std::move(done));
 }
 
 void channel_engine::handle_answer(const header& h, std::string_view payload) {
@@ -393,7 +393,7 @@ void channel_engine::fail(error e) {
     if (s.done) s.done(tl::unexpected(e));
     if (!*alive) return;
   }
-  if (on_parcel_) on_parcel_(tl::unexpected(e));
+  if (auto cb = on_parcel_) cb(tl::unexpected(e));
 }
 
 }  // namespace grace::detail

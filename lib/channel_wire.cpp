@@ -153,6 +153,7 @@ result<batch> decode_batch(std::string_view payload) {
   if (count > max_fds_per_message) return garbled("a batch announcing " + std::to_string(count) + " fds");
   batch b;
   std::string_view note;
+  if (note_size > note_limit) return garbled("a note of " + std::to_string(note_size) + " bytes");
   if (!r.take(note_size, note)) return garbled("a batch whose note runs past its end");
   b.note.assign(note);
   b.descriptions.reserve(count);
@@ -178,6 +179,8 @@ result<batch> decode_batch(std::string_view payload) {
     d.name.assign(name);
     if (!d.name.empty() && !valid_fd_name(d.name)) return garbled(which + " named " + quoted(d.name));
     d.application.assign(app);
+    if (encoded_size(d) > description_limit)
+      return garbled(which + " described in " + std::to_string(encoded_size(d)) + " bytes");
     b.descriptions.push_back(std::move(d));
   }
   if (r.left() != 0) return garbled("a batch with " + std::to_string(r.left()) + " bytes after its last fd");

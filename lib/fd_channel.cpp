@@ -29,11 +29,10 @@ owned_fd::~owned_fd() {
 
 namespace detail {
 
-// The engine plus what the blocking calls need: parcels that arrived while this side waited
-// for something else.
-class blocking_engine : public channel_engine {
- public:
-  using channel_engine::channel_engine;
+// The engine, and for the blocking calls the parcels that arrived while this side waited for
+// something else. On the heap, so that the callback's pointer survives a move of the channel.
+struct channel_state {
+  std::unique_ptr<channel_engine> engine;
   std::deque<result<parcel>> arrived;
 };
 
@@ -66,7 +65,7 @@ bool drive(channel_engine& engine, clock::time_point deadline, Done done) {
 }  // namespace
 }  // namespace detail
 
-fd_channel::fd_channel(std::unique_ptr<detail::channel_engine> engine) noexcept : engine_(std::move(engine)) {}
+fd_channel::fd_channel(std::unique_ptr<detail::channel_state> state) noexcept : state_(std::move(state)) {}
 fd_channel::fd_channel(fd_channel&&) noexcept = default;
 fd_channel& fd_channel::operator=(fd_channel&&) noexcept = default;
 fd_channel::~fd_channel() = default;
@@ -80,10 +79,11 @@ result<fd_channel> fd_channel::adopt(int fd, const channel_options& options) {
   int type = 0;
   socklen_t size = sizeof type;
   getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size);
-  auto engine = std::make_unique<detail::blocking_engine>(fd, options, *peer, type);
-  auto* raw = engine.get();
-  engine->set_parcel_callback([raw](result<parcel> p) { raw->arrived.push_back(std::move(p)); });
-  return fd_channel(std::move(engine));
+  auto state = std::make_unique<detail::channel_state>();
+  state->engine = std::make_unique<detail::channel_engine>(fd, options, *peer, type);
+  auto* raw = state.get();
+  state->engine->set_parcel_callback([raw](result<parcel> p) { raw->arrived.push_back(std::move(p)); });
+  return fd_channel(std::move(state));
 }
 
 result<fd_channel> fd_channel::connect(std::string_view path, const channel_options& options) {
@@ -124,23 +124,24 @@ result<std::pair<fd_channel, fd_channel>> fd_channel::pair(int type, const chann
 }
 
 result<void> fd_channel::send(const outgoing_parcel& p, std::chrono::milliseconds timeout) {
-  if (!engine_) return detail::fail(errc::channel_closed, "fd channel: released");
+  if (!state_) return detail::fail(errc::channel_closed, "fd channel: released");
   std::optional<result<void>> outcome;
   const auto deadline = detail::clock::now() + timeout;
-  engine_->send(p, deadline, [&outcome](result<void> r) { outcome = std::move(r); });
-  detail::drive(*engine_, deadline + std::chrono::milliseconds(1), [&] { return outcome.has_value(); });
+  state_->engine->send(p, deadline, [&outcome](result<void> r) { outcome = std::move(r); });
+  detail::drive(*state_->engine, deadline + std::chrono::milliseconds(1), [&] { return outcome.has_value(); });
   if (!outcome) return detail::fail(std::make_error_code(std::errc::timed_out), "fd channel: send timed out");
   return *outcome;
 }
 
 result<parcel> fd_channel::receive(std::chrono::milliseconds timeout) {
-  if (!engine_) return detail::fail(errc::channel_closed, "fd channel: released");
-  auto& arrived = static_cast<detail::blocking_engine&>(*engine_).arrived;
+  if (!state_) return detail::fail(errc::channel_closed, "fd channel: released");
+  auto& arrived = state_->arrived;
+  auto& engine = *state_->engine;
   const auto deadline = detail::clock::now() + timeout;
-  detail::drive(*engine_, deadline, [&] { return !arrived.empty(); });
+  detail::drive(engine, deadline, [&] { return !arrived.empty(); });
   if (arrived.empty()) {
-    engine_->fail(error(std::make_error_code(std::errc::timed_out),
-                        "fd channel: no parcel from pid " + std::to_string(engine_->peer().pid) + " within " +
+    engine.fail(error(std::make_error_code(std::errc::timed_out),
+                        "fd channel: no parcel from pid " + std::to_string(engine.peer().pid) + " within " +
                             std::to_string(timeout.count()) + " ms"));
     auto e = std::move(arrived.front());
     arrived.pop_front();
@@ -151,19 +152,55 @@ result<parcel> fd_channel::receive(std::chrono::milliseconds timeout) {
   return p;
 }
 
-const peer_credentials& fd_channel::peer() const noexcept {
-  static const peer_credentials none;
-  return engine_ ? engine_->peer() : none;
+void fd_channel::send_async(outgoing_parcel p, clock::time_point deadline, std::function<void(result<void>)> done) {
+  if (!state_) {
+    done(detail::fail(errc::channel_closed, "fd channel: released"));
+    return;
+  }
+  state_->engine->send(std::move(p), deadline, std::move(done));
 }
 
-channel_stats fd_channel::stats() const noexcept { return engine_ ? engine_->stats() : channel_stats{}; }
+void fd_channel::set_parcel_callback(std::function<void(result<parcel>)> cb) {
+  if (state_) state_->engine->set_parcel_callback(std::move(cb));
+}
 
-int fd_channel::fd() const noexcept { return engine_ ? engine_->fd() : -1; }
+void fd_channel::on_readable() {
+  if (state_) state_->engine->on_readable();
+}
+
+void fd_channel::on_writable() {
+  if (state_) state_->engine->on_writable();
+}
+
+void fd_channel::on_timer() {
+  if (state_) state_->engine->on_timer(clock::now());
+}
+
+bool fd_channel::wants_write() const noexcept { return state_ && state_->engine->wants_write(); }
+
+std::optional<fd_channel::clock::time_point> fd_channel::next_wakeup() const {
+  return state_ ? state_->engine->next_wakeup() : std::nullopt;
+}
+
+void fd_channel::fail(error why) {
+  if (state_) state_->engine->fail(std::move(why));
+}
+
+bool fd_channel::ended() const noexcept { return !state_ || state_->engine->failed(); }
+
+const peer_credentials& fd_channel::peer() const noexcept {
+  static const peer_credentials none;
+  return state_ ? state_->engine->peer() : none;
+}
+
+channel_stats fd_channel::stats() const noexcept { return state_ ? state_->engine->stats() : channel_stats{}; }
+
+int fd_channel::fd() const noexcept { return state_ ? state_->engine->fd() : -1; }
 
 int fd_channel::release() noexcept {
-  if (!engine_) return -1;
-  const int fd = engine_->release();
-  engine_.reset();
+  if (!state_) return -1;
+  const int fd = state_->engine->release();
+  state_.reset();
   return fd;
 }
 

@@ -15,11 +15,13 @@
 
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "channel_wire.hpp"
 #include "grace/fd_channel.hpp"
+#include "grace/uv/fd_channel.hpp"
 #include "support/process.hpp"
 #include "support/sockets.hpp"
 
@@ -159,7 +161,7 @@ TEST_CASE("a parcel crosses to another process whole, in order, close-on-exec") 
     REQUIRE(ends);
     pipe_parcel parts(600, 7);
     const pid_t child = run_child([&] {
-      ends->first.release();
+      close(ends->first.release());
       auto p = ends->second.receive(20s);
       if (!p) return 2;
       if (int bad = check_parcel(*p, 600)) return bad;
@@ -191,7 +193,7 @@ TEST_CASE("10,000 fds in one parcel, and batching against one fd per message") {
     REQUIRE(ends);
     pipe_parcel parts(count, 100);
     const pid_t child = run_child([&] {
-      ends->first.release();
+      close(ends->first.release());
       // The fork copied the parent's fds: without closing them, 10,000 more would not fit.
       for (int fd : parts.lent) close(fd);
       auto p = ends->second.receive(60s);
@@ -208,9 +210,10 @@ TEST_CASE("10,000 fds in one parcel, and batching against one fd per message") {
 
 namespace {
 // Filled by the child of the EMFILE test: fds that take up its table until the alarm frees them.
-int filler_first = -1, filler_last = -1;
+int fillers[256];
+int filler_count = 0;
 void free_fillers(int) {
-  for (int fd = filler_first; fd <= filler_last; ++fd) close(fd);
+  for (int i = 0; i < filler_count; ++i) close(fillers[i]);
 }
 }  // namespace
 
@@ -219,15 +222,14 @@ TEST_CASE("a receiver whose fd table is full loses nothing: the sender keeps the
   REQUIRE(ends);
   pipe_parcel parts(40, 4);
   const pid_t child = run_child([&] {
-    ends->first.release();
+    close(ends->first.release());
     // A real full table: RLIMIT_NOFILE, then /dev/null until EMFILE.
     rlimit limit{256, 256};
     if (setrlimit(RLIMIT_NOFILE, &limit) != 0) return 3;
     for (;;) {
       const int fd = open("/dev/null", O_RDONLY);
-      if (fd < 0) break;
-      if (filler_first < 0) filler_first = fd;
-      filler_last = fd;
+      if (fd < 0 || filler_count == 256) break;
+      fillers[filler_count++] = fd;
     }
     if (errno != EMFILE) return 4;
     // Some slots free up later, as when connections finish.
@@ -252,7 +254,7 @@ TEST_CASE("a sender whose receiver never frees its table gives up in time and st
   REQUIRE(ends);
   pipe_parcel parts(10, 2);
   const pid_t child = run_child([&] {
-    ends->first.release();
+    close(ends->first.release());
     rlimit limit{64, 64};
     setrlimit(RLIMIT_NOFILE, &limit);
     while (open("/dev/null", O_RDONLY) >= 0) {
@@ -419,4 +421,56 @@ TEST_CASE("a description or note over its limit is refused before anything is se
   auto sent2 = ends->first.send(q, 5s);
   REQUIRE_FALSE(sent2);
   CHECK(sent2.error().message().find("at most") != std::string::npos);
+}
+
+TEST_CASE("on a libuv loop: a parcel out and a parcel in, while the loop keeps running") {
+  auto ends = grace::fd_channel::pair(SOCK_SEQPACKET);
+  REQUIRE(ends);
+  pipe_parcel out(600, 3);
+  pipe_parcel back(3, 3);
+  const pid_t child = run_child([&] {
+    close(ends->first.release());
+    // A slow peer: the parent's loop must keep turning meanwhile.
+    usleep(200000);
+    auto p = ends->second.receive(20s);
+    if (!p) return 2;
+    if (int bad = check_parcel(*p, 600)) return bad;
+    if (!ends->second.send(back.parcel, 20s)) return 3;
+    auto end = ends->second.receive(20s);  // the parent hangs up
+    return !end && end.error().code() == grace::errc::channel_closed ? 0 : 4;
+  });
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  auto channel = grace::uv::fd_channel::adopt(&loop, ends->first.release());
+  close(ends->second.release());
+  REQUIRE(channel);
+  std::optional<grace::result<void>> sent;
+  std::optional<grace::result<grace::parcel>> arrived;
+  int ticks = 0;
+  uv_timer_t ticker;
+  uv_timer_init(&loop, &ticker);
+  ticker.data = &ticks;
+  uv_timer_start(&ticker, [](uv_timer_t* t) { ++*static_cast<int*>(t->data); }, 10, 10);
+  uv_timer_t guard;  // bounds the test
+  uv_timer_init(&loop, &guard);
+  uv_timer_start(&guard, [](uv_timer_t* t) { uv_stop(t->loop); }, 20000, 0);
+  (*channel)->send(out.parcel, 20s, [&](grace::result<void> r) { sent = std::move(r); });
+  (*channel)->on_parcel([&](grace::result<grace::parcel> p) {
+    arrived = std::move(p);
+    channel->reset();  // destroyed inside its own callback
+    uv_stop(&loop);
+  });
+  uv_run(&loop, UV_RUN_DEFAULT);
+  REQUIRE(sent);
+  CHECK(*sent);
+  REQUIRE(arrived);
+  REQUIRE(*arrived);
+  CHECK(check_parcel(**arrived, 3) == 0);
+  CHECK(ticks > 0);
+  arrived.reset();
+  CHECK(exit_code(child) == 0);
+  uv_close(reinterpret_cast<uv_handle_t*>(&ticker), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&guard), nullptr);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
 }

@@ -12,13 +12,16 @@
 // message again a little later. The peer's credentials (SO_PEERCRED) are checked when the
 // channel is made: by default only a process of the same effective uid is accepted.
 //
-// This is the blocking interface, for tools and start-up code; grace::uv::fd_channel drives the
-// same protocol on a libuv loop without blocking.
+// The blocking calls (send, receive) are for tools and start-up code. An event loop drives the
+// same channel without blocking through the non-blocking calls below; grace::uv::fd_channel does
+// that for libuv.
 #include <sys/types.h>
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -111,6 +114,7 @@ inline constexpr std::size_t description_limit = 60 * 1024;
 
 namespace detail {
 class channel_engine;
+struct channel_state;
 }
 
 class GRACE_API fd_channel {
@@ -136,6 +140,25 @@ class GRACE_API fd_channel {
   // timeout closes the channel; fds that had arrived are closed.
   [[nodiscard]] result<parcel> receive(std::chrono::milliseconds timeout);
 
+  // Non-blocking use from any event loop: watch fd() for readability, and for writability while
+  // wants_write(); call on_readable() / on_writable() when it is, and on_timer() at
+  // next_wakeup(). Callbacks run from inside those calls and may destroy the channel.
+  using clock = std::chrono::steady_clock;
+  // Queues a parcel; `done` runs once it is confirmed, or with the error that ended the channel.
+  void send_async(outgoing_parcel p, clock::time_point deadline, std::function<void(result<void>)> done);
+  // Every parcel, then once the error that ends the channel. Replaces what receive() reads from:
+  // a channel with its own callback is not for receive().
+  void set_parcel_callback(std::function<void(result<parcel>)> cb);
+  void on_readable();
+  void on_writable();
+  void on_timer();
+  bool wants_write() const noexcept;
+  std::optional<clock::time_point> next_wakeup() const;
+  // Ends the channel now, as if the peer had hung up; pending sends fail with `why`.
+  void fail(error why);
+  // True once the channel has ended (an error, the peer hung up, fail()): nothing more to watch.
+  bool ended() const noexcept;
+
   const peer_credentials& peer() const noexcept;
   channel_stats stats() const noexcept;
   int fd() const noexcept;
@@ -143,8 +166,8 @@ class GRACE_API fd_channel {
   int release() noexcept;
 
  private:
-  explicit fd_channel(std::unique_ptr<detail::channel_engine> engine) noexcept;
-  std::unique_ptr<detail::channel_engine> engine_;
+  explicit fd_channel(std::unique_ptr<detail::channel_state> state) noexcept;
+  std::unique_ptr<detail::channel_state> state_;
 };
 
 }  // namespace grace
