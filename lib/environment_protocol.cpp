@@ -236,6 +236,21 @@ inheritance parse_inheritance(const environment& env, pid_t self, long max_fds) 
 
 const inheritance& startup_inheritance() { return startup_state().parsed; }
 
+bool started_by_grace_parent() {
+  auto& s = startup_state();
+  return !s.ready_fd || *s.ready_fd >= 0;
+}
+
+void adopt_takeover(const environment& offered, int ready_fd) {
+  auto& s = startup_state();
+  inheritance parsed = parse_inheritance(offered, getpid(), max_fd_count());
+  s.parsed.generation = parsed.generation;
+  s.parsed.ancestors = std::move(parsed.ancestors);
+  for (auto& w : parsed.warnings) s.parsed.warnings.push_back("takeover: " + w);
+  s.ready_fd = ready_fd;
+  s.ready_fd_taken = false;
+}
+
 result<int> take_ready_fd() {
   auto& s = startup_state();
   if (!s.ready_fd) return tl::unexpected(s.ready_fd.error());

@@ -68,6 +68,13 @@ const inheritance& startup_inheritance();
 // -1 when there is none or it was taken. A bad fd is an error naming GRACE_READY_FD.
 result<int> take_ready_fd();
 
+// True when a grace parent started this process (GRACE_READY_FD, even a malformed one).
+bool started_by_grace_parent();
+// After a takeover: the generation and ancestors the serving process offered (GRACE_GENERATION
+// and GRACE_ANCESTORS entries, parsed as from the environment) and the connection on which
+// notify_ready() and notify_retiring() then speak. Start-up only, before other threads.
+void adopt_takeover(const environment& offered, int ready_fd);
+
 // The entries "NAME=VALUE" for a child of generation `generation` whose older generations
 // still alive are `ancestors` (at most max_ancestors, newest last).
 std::vector<std::string> generation_entries(unsigned generation,

@@ -152,6 +152,16 @@ result<parcel> fd_channel::receive(std::chrono::milliseconds timeout) {
   return p;
 }
 
+result<void> fd_channel::flush(std::chrono::milliseconds timeout) {
+  if (!state_) return detail::fail(errc::channel_closed, "fd channel: released");
+  auto& engine = *state_->engine;
+  const auto deadline = detail::clock::now() + timeout;
+  if (!detail::drive(engine, deadline, [&] { return !engine.wants_write(); }))
+    return detail::fail(std::make_error_code(std::errc::timed_out), "fd channel: the peer does not read");
+  if (engine.failed()) return detail::fail(errc::channel_closed, "fd channel: ended before everything went out");
+  return {};
+}
+
 void fd_channel::send_async(outgoing_parcel p, clock::time_point deadline, std::function<void(result<void>)> done) {
   if (!state_) {
     done(detail::fail(errc::channel_closed, "fd channel: released"));

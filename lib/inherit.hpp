@@ -19,5 +19,8 @@ struct inherited_socket {
 // handed out to the first caller only. A malformed environment or a bad fd is an error that
 // names the variable and the fd.
 result<std::vector<inherited_socket>> take_inherited_sockets();
+// Checks one socket handed over by `source` (named in the error): a listening stream or seqpacket
+// socket, or a datagram socket, of AF_INET, AF_INET6 or AF_UNIX.
+result<inherited_socket> check_inherited_socket(const std::string& source, int fd);
 
 }  // namespace grace::detail

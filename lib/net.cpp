@@ -67,16 +67,17 @@ result<void> net::inherit_locked() {
     } else {
       inherited_.reserve(sockets->size());
       inherited_by_key_.reserve(sockets->size());
-      for (auto& s : *sockets) {
-        const socket_address address = canonical(s.address);
-        inherited_by_key_.emplace(detail::match_key(s.type, address), inherited_.size());
-        inherited_.push_back(std::unique_ptr<listener>(
-            new listener(s.fd, network_of(s), address, address.text(), s.name, true)));
-      }
+      for (auto& s : *sockets) add_inherited_locked(s);
     }
   }
   if (inherit_error_) return tl::unexpected(*inherit_error_);
   return {};
+}
+
+void net::add_inherited_locked(const detail::inherited_socket& s) {
+  const socket_address address = canonical(s.address);
+  inherited_by_key_.emplace(detail::match_key(s.type, address), inherited_.size());
+  inherited_.push_back(std::unique_ptr<listener>(new listener(s.fd, network_of(s), address, address.text(), s.name, true)));
 }
 
 result<void> net::prepare_listen_locked(const listen_options& options) {
@@ -279,6 +280,11 @@ result<pid_t> net::start_process(const process_options& options) {
   if (!pid) return fail(pid.error().code(), "start_process: " + pid.error().message());
   for (auto& l : active_) l->shared_ = true;
   return *pid;
+}
+
+void net::mark_shared() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& l : active_) l->shared_ = true;
 }
 
 }  // namespace grace

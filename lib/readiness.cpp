@@ -32,9 +32,12 @@ bool send_byte(int fd, char byte) {
 
 int open_pidfd(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
 
-void reap_blocking(pid_t pid, int& status) {
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
+bool pidfd_readable(int pid_fd, int timeout_ms) {
+  pollfd p{pid_fd, POLLIN, 0};
+  int n;
+  do n = poll(&p, 1, timeout_ms);
+  while (n < 0 && errno == EINTR);
+  return n == 1;
 }
 
 std::vector<detail::process_identity> alive_ancestors() {
@@ -110,6 +113,19 @@ result<pending_child> pending_child::start(net& n, process_options options, unsi
   return pending_child(*pid, pair[0], pid_fd);
 }
 
+result<pending_child> pending_child::adopt(pid_t pid, int ready_fd) {
+  const int pid_fd = open_pidfd(pid);
+  if (pid_fd < 0) {
+    const int err = errno;
+    ::close(ready_fd);
+    return detail::fail_errno(err, "watch pid " + std::to_string(pid) + " (pidfd_open)");
+  }
+  fcntl(pid_fd, F_SETFD, FD_CLOEXEC);
+  pending_child adopted(pid, ready_fd, pid_fd);
+  adopted.own_child_ = false;
+  return adopted;
+}
+
 pending_child::pending_child(pending_child&& other) noexcept
     : pid_(other.pid_),
       ready_fd_(other.ready_fd_),
@@ -117,7 +133,8 @@ pending_child::pending_child(pending_child&& other) noexcept
       outcome_(other.outcome_),
       status_(other.status_),
       reaped_(other.reaped_),
-      killed_(other.killed_) {
+      killed_(other.killed_),
+      own_child_(other.own_child_) {
   other.pid_ = -1;
   other.ready_fd_ = other.pid_fd_ = -1;
   other.outcome_ = upgrade_outcome::exited;
@@ -127,11 +144,24 @@ pending_child::pending_child(pending_child&& other) noexcept
 pending_child::~pending_child() {
   if (!outcome_) kill_pending();
   // A successor that took over runs on: it is not waited for.
-  if (!reaped_ && pid_ > 0 && outcome_ != upgrade_outcome::ready) {
-    reap_blocking(pid_, status_);
-    reaped_ = true;
-  }
+  if (!reaped_ && pid_ > 0 && outcome_ != upgrade_outcome::ready) reap_blocking();
   close_fds();
+}
+
+void pending_child::reap_blocking() noexcept {
+  if (own_child_) {
+    while (waitpid(pid_, &status_, 0) < 0 && errno == EINTR) {
+    }
+  } else if (pid_fd_ >= 0) {
+    pidfd_readable(pid_fd_, 5000);  // SIGKILLed already: bounded, as it is not ours to reap
+  }
+  reaped_ = true;
+}
+
+void pending_child::send_kill() noexcept {
+  // Through the pidfd when there is one: a pid that was reused is never signalled.
+  if (pid_fd_ >= 0 && syscall(SYS_pidfd_send_signal, pid_fd_, SIGKILL, nullptr, 0) == 0) return;
+  if (pid_ > 0 && own_child_) ::kill(pid_, SIGKILL);
 }
 
 void pending_child::close_fds() noexcept {
@@ -142,6 +172,11 @@ void pending_child::close_fds() noexcept {
 
 bool pending_child::try_reap() noexcept {
   if (reaped_) return true;
+  if (!own_child_) {
+    // Not ours to wait for: its pidfd turns readable when it exits.
+    reaped_ = pid_fd_ < 0 || pidfd_readable(pid_fd_, 0);
+    return reaped_;
+  }
   int status = 0;
   pid_t got;
   do got = waitpid(pid_, &status, WNOHANG);
@@ -181,7 +216,7 @@ std::optional<upgrade_outcome> pending_child::check() {
   // Its socket closes as the process exits, a moment before the exit can be reaped; a child
   // still running without a way to say it is ready never will be. Either way: SIGKILL, which
   // leaves an exit status already decided as it was.
-  ::kill(pid_, SIGKILL);
+  send_kill();
   killed_ = true;
   outcome_ = upgrade_outcome::exited;
   return outcome_;
@@ -189,7 +224,7 @@ std::optional<upgrade_outcome> pending_child::check() {
 
 void pending_child::kill_pending() {
   if (outcome_) return;
-  if (pid_ > 0) ::kill(pid_, SIGKILL);
+  send_kill();
   killed_ = true;
   outcome_ = upgrade_outcome::timed_out;
 }
@@ -230,8 +265,7 @@ upgrade_outcome pending_child::give_up() {
   if (outcome_ == upgrade_outcome::ready) return *outcome_;
   kill_pending();
   if (!reaped_ && pid_ > 0) {
-    reap_blocking(pid_, status_);
-    reaped_ = true;
+    reap_blocking();
     close_fds();
   }
   return *outcome_;

@@ -139,6 +139,9 @@ class GRACE_API fd_channel {
   // Waits for the next parcel. A malformed message, a peer that hangs up mid-parcel or the
   // timeout closes the channel; fds that had arrived are closed.
   [[nodiscard]] result<parcel> receive(std::chrono::milliseconds timeout);
+  // Waits until everything queued (the confirmations of what arrived) has gone out; before
+  // release(), so that the peer hears all of it.
+  [[nodiscard]] result<void> flush(std::chrono::milliseconds timeout);
 
   // Non-blocking use from any event loop: watch fd() for readability, and for writability while
   // wants_write(); call on_readable() / on_writable() when it is, and on_timer() at

@@ -18,8 +18,13 @@
 #include "grace/error.hpp"
 #include "grace/export.hpp"
 #include "grace/listener.hpp"
+#include "grace/takeover.hpp"
 
 namespace grace {
+
+namespace detail {
+struct inherited_socket;
+}
 
 struct listen_options {
   // The accept queue's length for a socket bound fresh (an inherited one keeps its own).
@@ -80,7 +85,17 @@ class GRACE_API net {
   // call it to see a malformed environment early. Only the first net of a process inherits.
   [[nodiscard]] result<void> inherit();
 
+  // Takes over from the process serving the hand-over socket at `path` (grace/takeover.hpp):
+  // its listeners join the inherited ones, claimed by the listen calls, and notify_ready() then
+  // tells that process. Call before listening. nobody_serving when no process listens there;
+  // errc::takeover_refused when the serving process will not (an upgrade is already under way,
+  // too many generations); a channel error when the exchange fails. Blocks up to the timeout.
+  [[nodiscard]] result<takeover_result> take_over(std::string_view path, const takeover_options& options = {});
+
   std::vector<listener*> active_listeners() const;
+  // Marks every active listener as given to another process: its unix socket file stays when
+  // this process closes it.
+  void mark_shared();
   // Inherited sockets that no listen call has claimed yet.
   std::vector<const listener*> unused_inherited() const;
   // Closes inherited sockets nobody claimed; returns how many. Their unix paths stay.
@@ -94,6 +109,7 @@ class GRACE_API net {
 
  private:
   result<void> inherit_locked();
+  void add_inherited_locked(const detail::inherited_socket& s);
   result<void> prepare_listen_locked(const listen_options& options);
   listener* take_inherited_locked(const std::string& key, network n, int family, bool wildcard);
   listener* activate_locked(std::unique_ptr<listener> l);

@@ -57,6 +57,11 @@ class GRACE_API pending_child {
   // service would then run at once, this one and the new one included.
   [[nodiscard]] static result<pending_child> start(net& n, process_options options = {},
                                                    unsigned max_generations = 4);
+  // A process that was not started by this one (it connected to the hand-over socket and took
+  // the listeners: net::take_over) and will say on `ready_fd` when it is ready. It is watched
+  // through a pidfd and signalled through it, never reaped here (it is not a child), and its
+  // exit status is not known (exit_status() stays -1). Takes `ready_fd`, even on failure.
+  [[nodiscard]] static result<pending_child> adopt(pid_t pid, int ready_fd);
   pending_child(pending_child&& other) noexcept;
   pending_child& operator=(pending_child&&) = delete;
   pending_child(const pending_child&) = delete;
@@ -96,6 +101,8 @@ class GRACE_API pending_child {
   pending_child(pid_t pid, int ready_fd, int pid_fd) : pid_(pid), ready_fd_(ready_fd), pid_fd_(pid_fd) {}
   void close_fds() noexcept;
   bool try_reap() noexcept;
+  void reap_blocking() noexcept;
+  void send_kill() noexcept;
 
   pid_t pid_ = -1;
   int ready_fd_ = -1;
@@ -104,6 +111,7 @@ class GRACE_API pending_child {
   int status_ = -1;
   bool reaped_ = false;
   bool killed_ = false;
+  bool own_child_ = true;  // false for an adopted process: watched through its pidfd only
 };
 
 }  // namespace grace

@@ -40,9 +40,18 @@ result<std::unique_ptr<fd_channel>> fd_channel::adopt(uv_loop_t* loop, int fd, c
 fd_channel::~fd_channel() { handles_.reset(); }
 
 void fd_channel::send(outgoing_parcel p, std::chrono::milliseconds timeout, send_callback done) {
+  if (!handles_) {
+    done(grace::detail::fail(errc::channel_closed, "fd channel: released"));
+    return;
+  }
   auto* poll = handles_->poll.get();
   channel_.send_async(std::move(p), clock::now() + timeout, std::move(done));
   if (!destroyed(poll)) rearm();
+}
+
+int fd_channel::release() noexcept {
+  handles_.reset();
+  return channel_.release();
 }
 
 void fd_channel::on_parcel(parcel_callback cb) { channel_.set_parcel_callback(std::move(cb)); }
@@ -51,6 +60,7 @@ const peer_credentials& fd_channel::peer() const noexcept { return channel_.peer
 channel_stats fd_channel::stats() const noexcept { return channel_.stats(); }
 
 void fd_channel::rearm() {
+  if (!handles_) return;
   if (channel_.ended()) {
     uv_poll_stop(handles_->poll.get());
     uv_timer_stop(handles_->timer.get());

@@ -12,6 +12,7 @@
 #include "handle.hpp"
 #include "pidfile_writer.hpp"
 #include "service_notifier.hpp"
+#include "takeover_server.hpp"
 
 namespace grace::uv {
 namespace {
@@ -98,6 +99,7 @@ upgrader::upgrader(uv_loop_t* loop, grace::net& net, upgrader_options options)
 }
 
 upgrader::~upgrader() {
+  takeover_.reset();
   handles_.reset();
   pending_.reset();   // a child still pending is killed and reaped (blocking: the loop is over)
   reaping_.clear();
@@ -153,6 +155,7 @@ void upgrader::take_charge() {
 
 result<void> upgrader::ready() {
   if (options_error_) return tl::unexpected(*options_error_);
+  if (auto opened = open_handover_socket(); !opened) return tl::unexpected(opened.error());
   auto told = notify_ready();
   if (!told) return tl::unexpected(told.error());
   if (*told == ready_outcome::first_start) take_charge();
@@ -162,14 +165,66 @@ result<void> upgrader::ready() {
                                      " is in charge");
   }
   state_ = state::serving;
+  if (takeover_) takeover_->start_accepting();
   std::string addresses;
   for (const auto& s : servers_) {
     const auto& l = s->listener();
     addresses += (addresses.empty() ? "" : ", ") + l.address +
                  (l.inherited ? " (inherited, name " + l.name + ")" : " (new socket)");
   }
+  if (takeover_) addresses += "; hand-over socket " + takeover_->address();
   log(event_kind::serving, "serving " + addresses + " as pid " + std::to_string(getpid()));
   return {};
+}
+
+result<void> upgrader::open_handover_socket() {
+  if (options_.handover_socket.empty() || takeover_) return {};
+  auto l = detail::open_handover_socket(net_, options_.handover_socket);
+  if (!l) return tl::unexpected(l.error());
+  handover_ = *l;
+  detail::takeover_server::hooks h;
+  h.cannot_hand_over = [this] { return cannot_hand_over(); };
+  h.took_listeners = [this](pid_t pid, int ready_fd) { adopt_taker(pid, ready_fd); };
+  h.refused = [this](pid_t pid, const std::string& why) {
+    log(event_kind::upgrade_refused, "takeover by pid " + std::to_string(pid) + " refused: " + why, pid);
+  };
+  h.warn = [this](const std::string& message) { log(event_kind::warning, message); };
+  takeover_ = std::make_unique<detail::takeover_server>(loop_, net_, handover_, options_.handover_peers,
+                                                        options_.max_generations, std::move(h));
+  return {};
+}
+
+std::optional<std::string> upgrader::cannot_hand_over() const {
+  if (state_ != state::serving) return std::string("this generation is draining; the newest one serves");
+  if (pending_) return "an upgrade is already in progress (pid " + std::to_string(pending_pid_) + ")";
+  return std::nullopt;
+}
+
+// A process started by somebody else took the listeners: from here it is watched exactly as a
+// child this process started (ready, rollback, timeout), except that it is not reaped here.
+void upgrader::adopt_taker(pid_t pid, int ready_fd) {
+  auto taker = pending_child::adopt(pid, ready_fd);
+  if (!taker) {
+    log(event_kind::rollback, "takeover by pid " + std::to_string(pid) + ": " + taker.error().message() +
+                                  "; still serving", pid);
+    return;
+  }
+  if (auto why = cannot_hand_over()) {
+    // It holds the listeners and would take a hang-up for this process's death: it must go.
+    taker->kill_pending();
+    log(event_kind::rollback, "takeover by pid " + std::to_string(pid) + " abandoned (" + *why + "); it was killed",
+        pid);
+    reap_later(std::move(*taker), [](const pending_child&) {});
+    return;
+  }
+  notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(monotonic_usec()));
+  pending_pid_ = pid;
+  pending_kill_reason_.clear();
+  pending_.emplace(std::move(*taker));
+  log(event_kind::upgrade_started, "pid " + std::to_string(pid) + ", started independently, took the listeners as generation " +
+                                       std::to_string(generation_ + 1) + " through the hand-over socket; waiting until it is ready",
+      pid);
+  watch_child();
 }
 
 void upgrader::reload() {
@@ -190,6 +245,11 @@ void upgrader::upgrade() {
   if (pending_) {
     log(event_kind::upgrade_refused, "an upgrade is already in progress (pid " + std::to_string(pending_pid_) + ")",
         pending_pid_);
+    return;
+  }
+  if (takeover_ && takeover_->busy()) {
+    log(event_kind::upgrade_refused,
+        "pid " + std::to_string(takeover_->busy_with()) + " is taking over through the hand-over socket");
     return;
   }
   auto child = pending_child::start(net_, options_.process, options_.max_generations);
@@ -347,6 +407,7 @@ void upgrader::resume_after_takeover(pid_t successor, int status) {
   handles_->drain_timer.reset();
   handles_->progress_timer.reset();
   for (auto& s : servers_) s->resume_accepting();
+  if (takeover_) takeover_->start_accepting();
   drain_hook_ran_ = false;
   if (resume_hook_) resume_hook_();
   write_pidfile(getpid());
@@ -385,6 +446,7 @@ void upgrader::shutdown() {
 
 void upgrader::stop_accepting() {
   for (auto& s : servers_) s->stop_accepting();
+  if (takeover_) takeover_->stop_accepting();
   // The listening sockets stay open in the net: connections queue there for the next generation.
 }
 
@@ -392,6 +454,8 @@ void upgrader::close_listeners() {
   // Stopping for good: new clients are refused at once instead of waiting in a queue nobody
   // will accept from. (A socket activated by systemd stays open in systemd.)
   for (auto& s : servers_) s->close_listening_socket();
+  takeover_.reset();
+  if (handover_) served_.push_back(std::exchange(handover_, nullptr));
   for (grace::listener* l : served_)
     if (auto closed = net_.close(l); !closed) log(event_kind::warning, closed.error().message());
   served_.clear();

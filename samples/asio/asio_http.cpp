@@ -307,6 +307,10 @@ void session::answer() {
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   const auto options = sample::parse_command_line(argc, argv, "grace-asio");
+  if (!options.handover_socket.empty()) {
+    std::fprintf(stderr, "grace-asio: --handover-socket needs the libuv upgrader (grace-http, grace-echo)\n");
+    return 2;
+  }
   if (options.address.rfind("unix:", 0) == 0) {
     std::fprintf(stderr, "grace-asio: ADDRESS must be a TCP address\n");
     return 2;

@@ -11,10 +11,12 @@ namespace {
 void print_usage(std::FILE* out, const char* name) {
   std::fprintf(out,
                "usage: %s ADDRESS [--pidfile FILE] [--drain-timeout SECONDS] [--ready-timeout SECONDS]\n"
-               "                  [--max-generations N] [--successor-watch SECONDS]\n"
+               "                  [--max-generations N] [--successor-watch SECONDS] [--handover-socket PATH]\n"
                "  ADDRESS: 127.0.0.1:8080, [::1]:8080, :8080 or unix:/path/to.sock\n"
                "  SIGUSR2 upgrades to a new process without losing a connection; SIGTERM drains and exits;\n"
-               "  SIGHUP is logged and ignored.\n",
+               "  SIGHUP is logged and ignored.\n"
+               "  --handover-socket PATH: take the listeners over from the process serving PATH, if one does,\n"
+               "  and serve PATH for the next one: starting the program again with the same PATH upgrades it.\n",
                name);
 }
 
@@ -50,13 +52,18 @@ command_line parse_command_line(int argc, char** argv, const char* name) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const bool takes_value = arg == "--pidfile" || arg == "--drain-timeout" || arg == "--ready-timeout" ||
-                             arg == "--max-generations" || arg == "--successor-watch";
+                             arg == "--max-generations" || arg == "--successor-watch" ||
+                             arg == "--handover-socket";
     if (takes_value && i + 1 >= argc) usage(name, arg + " needs a value");
     if (arg == "--pidfile") c.pidfile = argv[++i];
     else if (arg == "--drain-timeout") c.drain_timeout = seconds_arg(name, arg, argv[++i], true);
     else if (arg == "--ready-timeout") c.ready_timeout = seconds_arg(name, arg, argv[++i], false);
     else if (arg == "--max-generations") c.max_generations = generations_arg(name, argv[++i]);
     else if (arg == "--successor-watch") c.successor_watch = seconds_arg(name, arg, argv[++i], true);
+    else if (arg == "--handover-socket") {
+      c.handover_socket = argv[++i];
+      if (c.handover_socket.empty()) usage(name, "--handover-socket needs a path");
+    }
     else if (arg == "-h" || arg == "--help") {
       print_usage(stdout, name);
       std::exit(0);

@@ -3,7 +3,7 @@
 // samples on other event loops use it too.
 //
 //   NAME ADDRESS [--pidfile FILE] [--drain-timeout SECONDS] [--ready-timeout SECONDS]
-//                [--max-generations N] [--successor-watch SECONDS]
+//                [--max-generations N] [--successor-watch SECONDS] [--handover-socket PATH]
 //   ADDRESS: 127.0.0.1:8080, [::1]:8080, :8080, or unix:/path/to.sock
 #include <chrono>
 #include <string>
@@ -19,6 +19,7 @@ struct command_line {
   std::chrono::milliseconds ready_timeout{60000};
   unsigned max_generations = 4;
   std::chrono::milliseconds successor_watch{0};
+  std::string handover_socket;  // libuv samples only
 };
 
 // Exits with a usage message (status 2) on a bad command line, with the help (0) for --help.

@@ -13,5 +13,8 @@ struct config {
 };
 
 config parse_uv_command_line(int argc, char** argv, const char* name);
+// With --handover-socket: takes the listeners over from the process serving it, if one does
+// (before the listeners are opened). Exits (status 1) with the reason when that process refuses.
+void take_over_if_asked(grace::net& net, const config& c, const char* name);
 
 }  // namespace sample

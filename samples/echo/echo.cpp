@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   auto config = sample::parse_uv_command_line(argc, argv, "grace-echo");
   grace::net net;
+  sample::take_over_if_asked(net, config, "grace-echo");
   grace::listener* listener = sample::open_listener(net, config.address, "grace-echo");
   uv_loop_t* loop = uv_default_loop();
   grace::uv::upgrader upgrader(loop, net, config.upgrade);

@@ -365,6 +365,10 @@ class epoll_server {
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   const auto options = sample::parse_command_line(argc, argv, "grace-epoll");
+  if (!options.handover_socket.empty()) {
+    std::fprintf(stderr, "grace-epoll: --handover-socket needs the libuv upgrader (grace-http, grace-echo)\n");
+    return 2;
+  }
   grace::net net;
   grace::listener* listener = sample::open_listener(net, options.address, "grace-epoll");
   epoll_server server(net, listener, options);

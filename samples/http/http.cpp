@@ -89,6 +89,7 @@ int main(int argc, char** argv) {
   }
 #endif
   grace::net net;
+  sample::take_over_if_asked(net, config, name);
   grace::listener* listener = sample::open_listener(net, config.address, name);
   uv_loop_t* loop = uv_default_loop();
   grace::uv::upgrader upgrader(loop, net, config.upgrade);

@@ -4,6 +4,9 @@
 //   grace-test-probe listen NETWORK ADDRESS [NETWORK ADDRESS ...]
 //     listens on each, then reports unclaimed inherited sockets, the LISTEN_* variables and the
 //     open fds, and ends with "end".
+//   grace-test-probe takeover SOCKET exit|hang|ready-then-exit
+//     takes the listeners over from the process serving SOCKET, reports "took N from PID" (or
+//     "error MESSAGE"), then exits 7 before it is ready, hangs, or says it is ready and exits 9.
 //   grace-test-probe reexec NETWORK ADDRESS
 //     generation 1 listens, waits for "go" on stdin, start_process()es itself, closes its
 //     listener and waits for the child; generation 2 inherits, reports, serves one connection.
@@ -191,6 +194,30 @@ int run_upgrade_child(const std::string& mode) {
   return serve_one((*l)->fd());
 }
 
+int run_takeover(int argc, char** argv) {
+  if (argc != 4) return 2;
+  grace::net net;
+  auto taken = net.take_over(argv[2]);
+  if (!taken) {
+    say("error " + taken.error().message());
+    return 1;
+  }
+  if (taken->what != grace::takeover_result::outcome::took_over) {
+    say("nobody serving");
+    return 1;
+  }
+  say("took " + std::to_string(taken->listeners) + " from " + std::to_string(taken->from));
+  const std::string then = argv[3];
+  if (then == "exit") return 7;
+  if (then == "hang") {
+    pause();
+    return 0;
+  }
+  auto told = grace::notify_ready();
+  say(told && *told == grace::ready_outcome::told_parent ? "told" : "not told");
+  return 9;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -199,6 +226,7 @@ int main(int argc, char** argv) {
   if (mode != nullptr) return run_upgrade_child(mode);
   if (argc >= 2 && std::string(argv[1]) == "listen") return run_listen(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "reexec") return run_reexec(argc, argv);
-  std::fprintf(stderr, "usage: grace-test-probe listen|reexec ...\n");
+  if (argc >= 2 && std::string(argv[1]) == "takeover") return run_takeover(argc, argv);
+  std::fprintf(stderr, "usage: grace-test-probe listen|reexec|takeover ...\n");
   return 2;
 }

@@ -37,6 +37,10 @@ class GRACE_API fd_channel {
 
   const peer_credentials& peer() const noexcept;
   channel_stats stats() const noexcept;
+  // Stops watching and hands the socket to the caller (to go on with another protocol); what
+  // the peer sends after the last message this channel read stays unread in the socket. The
+  // object is inert afterwards. May be called from inside its callbacks.
+  int release() noexcept;
 
  private:
   fd_channel(uv_loop_t* loop, grace::fd_channel channel);

@@ -2,6 +2,8 @@
 // The zero-downtime upgrade lifecycle for a libuv server, in one object:
 //
 //   SIGUSR2 (or upgrade())  -> start the next generation with every listener and a readiness socket
+//   a process connects to the hand-over socket -> it gets every listener (grace/takeover.hpp)
+//                              and is then watched as a child started by SIGUSR2 would be
 //   child calls ready()     -> the parent stops accepting, drains, and run() returns 0
 //   child dies / times out  -> the child is killed and reaped, the parent serves on as before
 //   child dies after ready  -> while the parent still drains, it accepts again and takes charge
@@ -38,6 +40,7 @@ namespace grace::uv {
 namespace detail {
 class service_notifier;
 class pidfile_writer;
+class takeover_server;
 template <typename Handle>
 class owned_handle;
 }  // namespace detail
@@ -80,6 +83,14 @@ struct upgrader_options {
   // generations without bound.
   unsigned max_generations = 4;
   std::string pidfile;          // rewritten atomically when a generation takes charge
+  // A unix socket path (or "@name") on which this process hands its listeners to a process
+  // started independently that calls net::take_over() with the same path, with the same
+  // guarantees as SIGUSR2: rollback, one takeover at a time, the generation cap, pid file,
+  // MAINPID. Opened by ready(): taken over or inherited when the previous generation had it,
+  // else bound fresh (0600, in a directory only this user may write to). Empty: none.
+  std::string handover_socket;
+  // Who may take over through it: by default processes of this effective uid only.
+  channel_options handover_peers;
   bool handle_signals = true;   // SIGUSR2, SIGTERM, SIGINT, SIGHUP
   process_options process;      // how the next generation is started
   // Runs on the loop thread and must not block. Default: one line on stderr, written by a
@@ -131,6 +142,9 @@ class GRACE_API upgrader {
   void notify(const std::string& message);
   void write_pidfile(pid_t pid);
   void take_charge();
+  result<void> open_handover_socket();
+  void adopt_taker(pid_t pid, int ready_fd);
+  std::optional<std::string> cannot_hand_over() const;
   void watch_child();
   void on_child_event();
   void settle(upgrade_outcome outcome);
@@ -167,6 +181,8 @@ class GRACE_API upgrader {
   std::unique_ptr<handles> handles_;
   std::unique_ptr<detail::service_notifier> notifier_;
   std::unique_ptr<detail::pidfile_writer> pidfile_;
+  grace::listener* handover_ = nullptr;  // in net_
+  std::unique_ptr<detail::takeover_server> takeover_;
 };
 
 }  // namespace grace::uv

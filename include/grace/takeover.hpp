@@ -1,0 +1,55 @@
+#pragma once
+// Takeover by a process started independently (by systemd, a deploy script, an operator): the
+// serving process listens on a hand-over socket (a unix SOCK_SEQPACKET socket, 0600, in a
+// directory it owns); a new process connects, says hello, and receives every listener over the
+// fd channel, including the hand-over socket itself. It then opens its listeners (claiming the
+// received ones by the same canonical-address rules as LISTEN_FDS), initialises, and says it is
+// ready on the same connection, exactly as a re-executed child does on GRACE_READY_FD; only
+// then does the old process stop accepting and drain. If the new process dies or is not ready
+// in time, the old one kills it and serves on.
+//
+// The new process calls net::take_over(); the serving side is grace::uv::upgrader's
+// (upgrader_options::handover_socket), built on the calls below.
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <string_view>
+
+#include "grace/error.hpp"
+#include "grace/export.hpp"
+#include "grace/fd_channel.hpp"
+
+namespace grace {
+
+class net;
+
+struct takeover_options {
+  // For the whole exchange: connect, hello, the listeners.
+  std::chrono::milliseconds timeout{10000};
+  channel_options channel;
+};
+
+struct takeover_result {
+  enum class outcome {
+    took_over,       // a serving process handed its listeners over; they wait to be claimed
+    nobody_serving,  // nobody listens on the socket (or it does not exist): bind fresh
+    inherited,       // this process was started by a grace parent and inherited already
+  };
+  outcome what = outcome::nobody_serving;
+  pid_t from = 0;             // the process that handed over
+  std::size_t listeners = 0;  // how many it handed over
+};
+
+// Serving side. The hello a new process sends first.
+GRACE_API bool is_takeover_hello(const parcel& p) noexcept;
+GRACE_API outgoing_parcel takeover_hello();
+// The answer: every active listener of `n` (the hand-over socket among them), with the next
+// generation's number and the generations alive, or errc::too_many_generations when taking
+// over would exceed `max_generations` alive at once. The fds are lent: they stay open in `n`,
+// which from then on leaves their socket files in place when it closes them (they are shared).
+[[nodiscard]] GRACE_API result<outgoing_parcel> takeover_offer(net& n, unsigned max_generations);
+// A refusal the new process reports as errc::takeover_refused with `why`.
+GRACE_API outgoing_parcel takeover_refusal(std::string_view why);
+
+}  // namespace grace

@@ -1,0 +1,156 @@
+#include "grace/takeover.hpp"
+
+#include <unistd.h>
+
+#include "environment_protocol.hpp"
+#include "failure.hpp"
+#include "generations.hpp"
+#include "grace/net.hpp"
+#include "grace/readiness.hpp"
+#include "inherit.hpp"
+#include "printable.hpp"
+
+namespace grace {
+namespace {
+
+constexpr std::string_view hello_note = "grace-takeover 1";
+constexpr std::string_view offer_line = "listeners";
+constexpr std::string_view refusal_line = "refused";
+constexpr std::string_view pid_prefix = "pid=";
+
+using clock = std::chrono::steady_clock;
+
+std::chrono::milliseconds left_until(clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+  return left.count() > 0 ? left : std::chrono::milliseconds(1);
+}
+
+// "NAME=VALUE" lines after the first; only the generation's variables are taken.
+detail::environment offered_environment(std::string_view note) {
+  detail::environment env;
+  std::size_t at = note.find('\n');
+  while (at != std::string_view::npos) {
+    const std::size_t next = note.find('\n', at + 1);
+    const std::string_view line = note.substr(at + 1, next == std::string_view::npos ? next : next - at - 1);
+    const std::size_t equals = line.find('=');
+    if (equals != std::string_view::npos) {
+      const std::string name(line.substr(0, equals));
+      if (name == detail::variable::generation || name == detail::variable::ancestors)
+        env[name] = std::string(line.substr(equals + 1));
+    }
+    at = next;
+  }
+  return env;
+}
+
+std::string_view first_line(std::string_view note) { return note.substr(0, note.find('\n')); }
+
+// The "pid=N" line of an offer; 0 when missing or malformed.
+pid_t offered_pid(std::string_view note) {
+  const std::size_t at = note.find(std::string("\n") + std::string(pid_prefix));
+  if (at == std::string_view::npos) return 0;
+  const std::string_view digits = note.substr(at + 1 + pid_prefix.size(), note.find('\n', at + 1) - at - 1 - pid_prefix.size());
+  if (digits.empty() || digits.size() > 9) return 0;
+  pid_t pid = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return 0;
+    pid = pid * 10 + (c - '0');
+  }
+  return pid;
+}
+
+}  // namespace
+
+bool is_takeover_hello(const parcel& p) noexcept { return p.note == hello_note && p.fds.empty(); }
+
+outgoing_parcel takeover_hello() {
+  outgoing_parcel p;
+  p.note = std::string(hello_note);
+  return p;
+}
+
+outgoing_parcel takeover_refusal(std::string_view why) {
+  outgoing_parcel p;
+  p.note = std::string(refusal_line) + "\n" + std::string(why.substr(0, 1000));
+  return p;
+}
+
+result<outgoing_parcel> takeover_offer(net& n, unsigned max_generations) {
+  std::vector<detail::process_identity> alive;
+  for (pid_t pid : older_generations_alive()) alive.push_back(detail::identify(pid));
+  if (alive.size() + 2 > max_generations) {
+    std::string pids;
+    for (const auto& p : alive) pids += " " + std::to_string(p.pid);
+    return detail::fail(errc::too_many_generations,
+                        std::to_string(alive.size() + 1) + " generations alive (older ones still draining:" + pids +
+                            "); at most " + std::to_string(max_generations) + " at once");
+  }
+  const auto self = detail::identify(getpid());
+  if (self.start_time != 0) alive.push_back(self);
+  outgoing_parcel p;
+  // Its own pid: the peer credentials a connecting process sees are those of whoever called
+  // listen() on the hand-over socket, which after a hand-over is an older generation.
+  p.note = std::string(offer_line) + "\n" + std::string(pid_prefix) + std::to_string(getpid());
+  for (const auto& entry : detail::generation_entries(generation() + 1, alive)) p.note += "\n" + entry;
+  for (const listener* l : n.active_listeners()) {
+    fd_description d;
+    d.kind = fd_kind::listener;
+    d.network = l->network();
+    d.address = l->address();
+    d.name = l->name();
+    p.fds.push_back({l->fd(), std::move(d)});
+  }
+  n.mark_shared();
+  return p;
+}
+
+result<takeover_result> net::take_over(std::string_view path, const takeover_options& options) {
+  if (detail::started_by_grace_parent()) return takeover_result{takeover_result::outcome::inherited, 0, 0};
+  const std::string where = "take over from the process serving " + detail::quoted(path);
+  const auto deadline = clock::now() + options.timeout;
+  auto channel = fd_channel::connect(path, options.channel);
+  if (!channel) {
+    const auto& code = channel.error().code();
+    if (code == std::errc::no_such_file_or_directory || code == std::errc::connection_refused)
+      return takeover_result{takeover_result::outcome::nobody_serving, 0, 0};
+    return detail::fail(code, where + ": " + channel.error().message());
+  }
+  const pid_t from = channel->peer().pid;  // who listened first; offered_pid() says who answered
+  if (auto sent = channel->send(takeover_hello(), left_until(deadline)); !sent)
+    return detail::fail(sent.error().code(), where + ": " + sent.error().message());
+  auto offer = channel->receive(left_until(deadline));
+  if (!offer) return detail::fail(offer.error().code(), where + ": " + offer.error().message());
+  const std::string_view head = first_line(offer->note);
+  if (head == refusal_line) {
+    const std::size_t nl = offer->note.find('\n');
+    return detail::fail(errc::takeover_refused,
+                        where + ": refused: " + (nl == std::string::npos ? "no reason given" : offer->note.substr(nl + 1)));
+  }
+  if (head != offer_line)
+    return detail::fail(errc::protocol_error, where + ": an answer that is neither listeners nor a refusal: " +
+                                                  detail::quoted(offer->note));
+  std::vector<detail::inherited_socket> sockets;
+  for (auto& received : offer->fds) {
+    if (received.description.kind != fd_kind::listener)
+      return detail::fail(errc::protocol_error, where + ": an fd that is not a listener among the listeners");
+    auto s = detail::check_inherited_socket(where, received.fd.get());
+    if (!s) return tl::unexpected(s.error());
+    s->name = received.description.name.empty() ? "unknown" : received.description.name;
+    sockets.push_back(std::move(*s));
+  }
+  if (auto flushed = channel->flush(left_until(deadline)); !flushed)
+    return detail::fail(flushed.error().code(), where + ": " + flushed.error().message());
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    (void)inherit_locked();  // LISTEN_FDS first (a malformed one stays reported to the listen calls)
+    for (std::size_t i = 0; i < sockets.size(); ++i) {
+      add_inherited_locked(sockets[i]);
+      offer->fds[i].fd.release();  // the net owns it now
+    }
+  }
+  detail::adopt_takeover(offered_environment(offer->note), channel->release());
+  const pid_t offered = offered_pid(offer->note);
+  return takeover_result{takeover_result::outcome::took_over, offered > 0 ? offered : from, sockets.size()};
+}
+
+}  // namespace grace

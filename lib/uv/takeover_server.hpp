@@ -1,0 +1,74 @@
+#pragma once
+// The serving side of a takeover (grace/takeover.hpp), on the upgrader's loop: opens the
+// hand-over socket, accepts on it while this generation serves, answers the hello of a process
+// started independently with every listener, and gives the upgrader that process and the
+// connection on which it will say it is ready. One takeover at a time; a second caller, or one
+// while this generation cannot hand over, gets a refusal that says why.
+#include <sys/types.h>
+#include <uv.h>
+
+#include <functional>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "grace/net.hpp"
+#include "grace/uv/fd_channel.hpp"
+#include "handle.hpp"
+
+namespace grace::uv::detail {
+
+// The hand-over socket of `path`: inherited or taken over when this process got it from the
+// previous generation; otherwise bound fresh, 0600, in a directory owned by this user that
+// nobody else may write to (created 0700 when missing). "@name" is an abstract socket, guarded
+// by the peer check alone.
+result<grace::listener*> open_handover_socket(grace::net& net, const std::string& path);
+
+class takeover_server {
+ public:
+  struct hooks {
+    // Why this generation cannot hand over now; nullopt when it can.
+    std::function<std::optional<std::string>()> cannot_hand_over;
+    // `pid` took the listeners and will say on `ready_fd` when it is ready (the fd is the
+    // callee's). Not called when the exchange failed.
+    std::function<void(pid_t pid, int ready_fd)> took_listeners;
+    // A refusal this side sent (generation cap, upgrade in progress), for the log.
+    std::function<void(pid_t pid, const std::string& why)> refused;
+    std::function<void(const std::string&)> warn;
+  };
+
+  takeover_server(uv_loop_t* loop, grace::net& net, grace::listener* socket, grace::channel_options channel,
+                  unsigned max_generations, hooks h);
+  ~takeover_server();
+  takeover_server(const takeover_server&) = delete;
+  takeover_server& operator=(const takeover_server&) = delete;
+
+  void start_accepting();
+  void stop_accepting();
+  const std::string& address() const noexcept { return address_; }
+  // A process is between its hello and the confirmation of the listeners.
+  bool busy() const noexcept { return candidate_ != nullptr; }
+  pid_t busy_with() const noexcept;
+
+ private:
+  void accept_ready();
+  void on_hello(result<parcel> hello);
+  void refuse(std::unique_ptr<fd_channel> c, const std::string& why);
+  void drop_candidate();
+
+  uv_loop_t* loop_;
+  grace::net& net_;
+  int fd_;
+  std::string address_;
+  grace::channel_options channel_options_;
+  unsigned max_generations_;
+  hooks hooks_;
+  owned_handle<uv_poll_t> poll_;
+  bool accepting_ = false;
+  std::unique_ptr<fd_channel> candidate_;  // the process taking over, between hello and ready_fd
+  owned_handle<uv_timer_t> candidate_timer_;
+  std::list<std::unique_ptr<fd_channel>> refusing_;  // until each refusal is confirmed
+};
+
+}  // namespace grace::uv::detail
