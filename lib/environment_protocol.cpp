@@ -26,7 +26,7 @@ namespace {
 
 const char* const owned_variables[] = {variable::listen_fds, variable::listen_pid,
                                        variable::listen_fdnames, variable::ready_fd,
-                                       variable::generation, variable::ancestors};
+                                       variable::generation, variable::ancestors, variable::connections};
 
 // Decimal digits only: no sign, no blank, no overflow.
 template <typename Number>
@@ -230,6 +230,11 @@ inheritance parse_inheritance(const environment& env, pid_t self, long max_fds) 
   out.ready_fd = parse_ready_fd(env, first_free, max_fds);
   parse_generation(env, out);
   parse_ancestors(env, out);
+  if (const std::string* offer = find(env, variable::connections)) {
+    out.parent_offers_connections = *offer == "1";
+    if (*offer != "1" && *offer != "0")
+      out.warnings.push_back(assignment(variable::connections, *offer) + ": not 0 or 1; taken as 0");
+  }
   if (const std::string* notify = find(env, variable::notify_socket)) out.notify_socket = *notify;
   return out;
 }
@@ -246,6 +251,7 @@ void adopt_takeover(const environment& offered, int ready_fd) {
   inheritance parsed = parse_inheritance(offered, getpid(), max_fd_count());
   s.parsed.generation = parsed.generation;
   s.parsed.ancestors = std::move(parsed.ancestors);
+  s.parsed.parent_offers_connections = parsed.parent_offers_connections;
   for (auto& w : parsed.warnings) s.parsed.warnings.push_back("takeover: " + w);
   s.ready_fd = ready_fd;
   s.ready_fd_taken = false;
@@ -268,6 +274,8 @@ std::vector<std::string> generation_entries(unsigned generation,
   return {std::string(variable::generation) + "=" + std::to_string(generation),
           std::string(variable::ancestors) + "=" + list};
 }
+
+std::string connections_entry() { return std::string(variable::connections) + "=1"; }
 
 std::string ready_fd_entry(int fd) { return std::string(variable::ready_fd) + "=" + std::to_string(fd); }
 

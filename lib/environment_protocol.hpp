@@ -31,6 +31,8 @@ inline constexpr char ready_fd[] = "GRACE_READY_FD";
 inline constexpr char generation[] = "GRACE_GENERATION";
 inline constexpr char ancestors[] = "GRACE_ANCESTORS";
 inline constexpr char notify_socket[] = "NOTIFY_SOCKET";
+// "1" when the parent hands its connections over after this process is ready (migration.hpp).
+inline constexpr char connections[] = "GRACE_CONNECTIONS";
 }  // namespace variable
 
 inline constexpr int first_listen_fd = 3;          // SD_LISTEN_FDS_START
@@ -51,6 +53,7 @@ struct inheritance {
   result<int> ready_fd = -1;
   unsigned generation = 1;
   std::vector<process_identity> ancestors;  // at most max_ancestors, newest last
+  bool parent_offers_connections = false;   // GRACE_CONNECTIONS=1
   std::string notify_socket;                // empty: no service manager to tell
   // Malformed GRACE_GENERATION / GRACE_ANCESTORS: replaced by safe defaults, reported here.
   std::vector<std::string> warnings;
@@ -80,6 +83,7 @@ void adopt_takeover(const environment& offered, int ready_fd);
 std::vector<std::string> generation_entries(unsigned generation,
                                             const std::vector<process_identity>& ancestors);
 std::string ready_fd_entry(int fd);
+std::string connections_entry();  // "GRACE_CONNECTIONS=1"
 
 // "NAME=VALUE" with a non-empty NAME free of '='; otherwise an error that quotes the entry.
 result<void> check_entry(const std::string& entry);

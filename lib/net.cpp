@@ -274,7 +274,9 @@ result<pid_t> net::start_process(const process_options& options) {
   }
   request.set_listen_pid = !active_.empty();
   request.fds.insert(request.fds.end(), options.extra_fds.begin(), options.extra_fds.end());
-  request.environment = detail::child_environment(detail::current_environment(), options.extra_env, names);
+  std::vector<std::string> extra_env = options.extra_env;
+  if (options.offer_connections) extra_env.push_back(detail::connections_entry());
+  request.environment = detail::child_environment(detail::current_environment(), extra_env, names);
 
   auto pid = detail::spawn_process(request);
   if (!pid) return fail(pid.error().code(), "start_process: " + pid.error().message());

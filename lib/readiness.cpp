@@ -13,6 +13,7 @@
 
 #include "environment_protocol.hpp"
 #include "generations.hpp"
+#include "readiness_socket.hpp"
 
 namespace grace {
 namespace {
@@ -48,6 +49,10 @@ std::vector<detail::process_identity> alive_ancestors() {
 }
 
 }  // namespace
+
+namespace detail {
+int kept_readiness_fd() noexcept { return kept_ready_fd.load(); }
+}  // namespace detail
 
 unsigned generation() noexcept { return detail::startup_inheritance().generation; }
 

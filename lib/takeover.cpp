@@ -35,7 +35,8 @@ detail::environment offered_environment(std::string_view note) {
     const std::size_t equals = line.find('=');
     if (equals != std::string_view::npos) {
       const std::string name(line.substr(0, equals));
-      if (name == detail::variable::generation || name == detail::variable::ancestors)
+      if (name == detail::variable::generation || name == detail::variable::ancestors ||
+          name == detail::variable::connections)
         env[name] = std::string(line.substr(equals + 1));
     }
     at = next;
@@ -75,7 +76,7 @@ outgoing_parcel takeover_refusal(std::string_view why) {
   return p;
 }
 
-result<outgoing_parcel> takeover_offer(net& n, unsigned max_generations) {
+result<outgoing_parcel> takeover_offer(net& n, unsigned max_generations, bool offer_connections) {
   std::vector<detail::process_identity> alive;
   for (pid_t pid : older_generations_alive()) alive.push_back(detail::identify(pid));
   if (alive.size() + 2 > max_generations) {
@@ -92,6 +93,7 @@ result<outgoing_parcel> takeover_offer(net& n, unsigned max_generations) {
   // listen() on the hand-over socket, which after a hand-over is an older generation.
   p.note = std::string(offer_line) + "\n" + std::string(pid_prefix) + std::to_string(getpid());
   for (const auto& entry : detail::generation_entries(generation() + 1, alive)) p.note += "\n" + entry;
+  if (offer_connections) p.note += "\n" + detail::connections_entry();
   for (const listener* l : n.active_listeners()) {
     fd_description d;
     d.kind = fd_kind::listener;

@@ -14,6 +14,7 @@
 
 #include "grace/fd_channel.hpp"
 #include "grace/takeover.hpp"
+#include "support/harness_run.hpp"
 #include "support/http_client.hpp"
 #include "support/process.hpp"
 #include "support/service.hpp"
@@ -234,4 +235,22 @@ TEST_CASE("nobody serving the hand-over socket: the process binds fresh and serv
   service http(helper_path("GRACE_HTTP"), http_args(port, dir));
   REQUIRE(http.wait_for("(new socket); hand-over socket " + dir.file("handover.sock")));
   CHECK(body_at(port) == expected_body(http.first_pid(), 1));
+}
+
+TEST_CASE("the referee: takeover restarts under load lose nothing, in every mode") {
+  for (const char* mode : {"http-close", "http-keepalive", "echo"}) {
+    CAPTURE(mode);
+    temp_dir dir;
+    const std::string address = free_address();
+    const std::string server = helper_path(std::string(mode) == "echo" ? "GRACE_ECHO" : "GRACE_HTTP");
+    const std::string args = address + " --pidfile " + dir.file("server.pid") + " --handover-socket " +
+                             dir.file("handover.sock") + " --drain-timeout 5";
+    // The restart command starts the next server itself, in the background, as a deploy would.
+    auto run = run_harness({"--target", "tcp://" + address, "--mode", mode, "--clients", "16", "--restarts", "10",
+                            "--pidfile", dir.file("server.pid"), "--restart-cmd",
+                            server + " " + args + " 2>>" + dir.file("takers.log") + " &", "--", "/bin/sh", "-c",
+                            "exec " + server + " " + args},
+                           dir);
+    check_pass(run, 10);
+  }
 }

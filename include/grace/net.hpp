@@ -44,6 +44,9 @@ struct process_options {
   std::string executable_path;
   // "NAME=VALUE" entries added to (or replacing those in) the child's environment.
   std::vector<std::string> extra_env;
+  // Tells the child (GRACE_CONNECTIONS=1) that this process will hand it connections once it is
+  // ready (grace/migration.hpp).
+  bool offer_connections = false;
   // Further fds for the child, placed after the listeners at 3+N, 3+N+1, ... and not counted in
   // LISTEN_FDS (a readiness pipe, for example).
   std::vector<int> extra_fds;

@@ -48,7 +48,10 @@ GRACE_API outgoing_parcel takeover_hello();
 // generation's number and the generations alive, or errc::too_many_generations when taking
 // over would exceed `max_generations` alive at once. The fds are lent: they stay open in `n`,
 // which from then on leaves their socket files in place when it closes them (they are shared).
-[[nodiscard]] GRACE_API result<outgoing_parcel> takeover_offer(net& n, unsigned max_generations);
+// With `offer_connections`, the taker learns that this process will hand it connections once it
+// is ready (grace/migration.hpp).
+[[nodiscard]] GRACE_API result<outgoing_parcel> takeover_offer(net& n, unsigned max_generations,
+                                                               bool offer_connections = false);
 // A refusal the new process reports as errc::takeover_refused with `why`.
 GRACE_API outgoing_parcel takeover_refusal(std::string_view why);
 

@@ -128,24 +128,44 @@ void server::accept_ready() {
   }
 }
 
-void server::accept_fd(int fd) {
+connection* server::open_connection(int fd) {
   auto* c = new connection(this);
   uv_handle_t* h = &c->handle_.handle.handle;
   int rc = info_.is_unix ? uv_pipe_init(loop_, &c->handle_.handle.pipe, 0) : uv_tcp_init(loop_, &c->handle_.handle.tcp);
   if (rc != 0) {
     ::close(fd);
     delete c;
-    return;
+    return nullptr;
   }
   connections_.insert(c);
   rc = info_.is_unix ? uv_pipe_open(&c->handle_.handle.pipe, fd) : uv_tcp_open(&c->handle_.handle.tcp, fd);
   if (rc != 0) {
     ::close(fd);
     c->close();
-    return;
+    return nullptr;
   }
   h->data = nullptr;
-  on_accept_(*c);
+  return c;
+}
+
+void server::accept_fd(int fd) {
+  if (connection* c = open_connection(fd)) on_accept_(*c);
+}
+
+result<connection*> server::adopt_connection(int fd) {
+  if (fd < 0) return grace::detail::fail(errc::invalid_argument, "adopt a connection: no fd");
+  if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 || ::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return grace::detail::fail_errno(err, "adopt a connection on " + info_.address);
+  }
+  connection* c = open_connection(fd);
+  if (c == nullptr) return grace::detail::fail(errc::invalid_argument, "adopt a connection on " + info_.address + ": libuv refused the fd");
+  return c;
+}
+
+std::vector<connection*> server::connections() const {
+  return std::vector<connection*>(connections_.begin(), connections_.end());
 }
 
 void server::release(connection* c) {

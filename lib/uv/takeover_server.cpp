@@ -148,7 +148,7 @@ void takeover_server::on_hello(result<parcel> hello) {
   std::optional<std::string> why = hooks_.cannot_hand_over();
   std::optional<outgoing_parcel> offer;
   if (!why) {
-    auto made = takeover_offer(net_, max_generations_);
+    auto made = takeover_offer(net_, max_generations_, hooks_.offers_connections && hooks_.offers_connections());
     if (made) offer = std::move(*made);
     else why = made.error().message();
   }

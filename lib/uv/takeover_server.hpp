@@ -36,6 +36,8 @@ class takeover_server {
     // A refusal this side sent (generation cap, upgrade in progress), for the log.
     std::function<void(pid_t pid, const std::string& why)> refused;
     std::function<void(const std::string&)> warn;
+    // Whether the taker is told it will get connections once it is ready.
+    std::function<bool()> offers_connections;
   };
 
   takeover_server(uv_loop_t* loop, grace::net& net, grace::listener* socket, grace::channel_options channel,

@@ -10,6 +10,7 @@
 #include "grace/log.hpp"
 #include "grace/notify.hpp"
 #include "handle.hpp"
+#include "migration_state.hpp"
 #include "pidfile_writer.hpp"
 #include "service_notifier.hpp"
 #include "takeover_server.hpp"
@@ -75,7 +76,8 @@ upgrader::upgrader(uv_loop_t* loop, grace::net& net, upgrader_options options)
       options_(std::move(options)),
       options_error_(check_options(options_)),
       generation_(grace::generation()),
-      handles_(std::make_unique<handles>()) {
+      handles_(std::make_unique<handles>()),
+      migration_(std::make_unique<detail::migration_state>()) {
   notifier_ = std::make_unique<detail::service_notifier>(
       loop_, [this](const std::string& message) { log(event_kind::warning, message); });
   if (!options_.pidfile.empty())
@@ -99,6 +101,7 @@ upgrader::upgrader(uv_loop_t* loop, grace::net& net, upgrader_options options)
 }
 
 upgrader::~upgrader() {
+  migration_.reset();
   takeover_.reset();
   handles_.reset();
   pending_.reset();   // a child still pending is killed and reaped (blocking: the loop is over)
@@ -159,6 +162,7 @@ result<void> upgrader::ready() {
   auto told = notify_ready();
   if (!told) return tl::unexpected(told.error());
   if (*told == ready_outcome::first_start) take_charge();
+  if (*told == ready_outcome::told_parent) watch_parent_offer();
   if (*told == ready_outcome::parent_gone) {
     take_charge();
     log(event_kind::took_charge, "the generation that started this one is gone; pid " + std::to_string(getpid()) +
@@ -189,6 +193,7 @@ result<void> upgrader::open_handover_socket() {
     log(event_kind::upgrade_refused, "takeover by pid " + std::to_string(pid) + " refused: " + why, pid);
   };
   h.warn = [this](const std::string& message) { log(event_kind::warning, message); };
+  h.offers_connections = [this] { return export_hook_ && import_hook_; };
   takeover_ = std::make_unique<detail::takeover_server>(loop_, net_, handover_, options_.handover_peers,
                                                         options_.max_generations, std::move(h));
   return {};
@@ -219,6 +224,7 @@ void upgrader::adopt_taker(pid_t pid, int ready_fd) {
   }
   notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(monotonic_usec()));
   pending_pid_ = pid;
+  pending_offered_connections_ = export_hook_ && import_hook_;
   pending_kill_reason_.clear();
   pending_.emplace(std::move(*taker));
   log(event_kind::upgrade_started, "pid " + std::to_string(pid) + ", started independently, took the listeners as generation " +
@@ -252,7 +258,9 @@ void upgrader::upgrade() {
         "pid " + std::to_string(takeover_->busy_with()) + " is taking over through the hand-over socket");
     return;
   }
-  auto child = pending_child::start(net_, options_.process, options_.max_generations);
+  process_options process = options_.process;
+  process.offer_connections = export_hook_ && import_hook_;
+  auto child = pending_child::start(net_, process, options_.max_generations);
   if (!child) {
     if (child.error().code() == errc::too_many_generations)
       log(event_kind::upgrade_refused, child.error().message());
@@ -261,6 +269,7 @@ void upgrader::upgrade() {
     return;
   }
   notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(monotonic_usec()));
+  pending_offered_connections_ = process.offer_connections;
   pending_pid_ = child->pid();
   pending_kill_reason_.clear();
   pending_.emplace(std::move(*child));
@@ -338,8 +347,10 @@ void upgrader::settle(upgrade_outcome outcome) {
     write_pidfile(child);
     notify("MAINPID=" + std::to_string(child) + "\nREADY=1");
     log(event_kind::child_ready, "pid " + std::to_string(child) + " is ready and in charge", child);
+    offer_connections(settled);
     watch_successor(std::move(settled));
-    begin_drain("handed over to pid " + std::to_string(child));
+    // With connections moving, the drain hook waits: it runs only if they cannot move.
+    begin_drain("handed over to pid " + std::to_string(child), migration_->outbound != nullptr);
     return;
   }
   const std::string after = terminate_requested_ ? "; shutting down" : "; still serving";
@@ -426,6 +437,7 @@ void upgrader::shutdown() {
       return;
     }
     const std::size_t forced = connection_count();
+    stop_migrating("asked again to stop", false);
     for (auto& s : servers_) s->close_all_connections();
     log(event_kind::forced_close, "asked again to stop: closed " + std::to_string(forced) + " connection(s) now",
         0, forced);
@@ -461,24 +473,29 @@ void upgrader::close_listeners() {
   served_.clear();
 }
 
-void upgrader::begin_drain(const std::string& why) {
+void upgrader::run_drain_hook() {
+  if (!drain_hook_ || drain_hook_ran_) return;
+  drain_hook_ran_ = true;
+  drain_hook_();
+}
+
+void upgrader::begin_drain(const std::string& why, bool defer_hook) {
   if (state_ == state::draining || state_ == state::exiting || state_ == state::done) return;
   state_ = state::draining;
+  migration_->parent_poll.reset();  // before notify_retiring() closes the fd it watches
   notify_retiring();  // our parent, if it still drains, must not take our exit for a crash
   stop_accepting();
   log(event_kind::draining, why + ": stopped accepting; " + std::to_string(connection_count()) +
                                 " connection(s) to finish within " + std::to_string(options_.drain_timeout.count()) +
                                 " ms",
       0, connection_count());
-  if (drain_hook_ && !drain_hook_ran_) {
-    drain_hook_ran_ = true;
-    drain_hook_();
-  }
+  if (!defer_hook) run_drain_hook();
   auto& h = *handles_;
   h.drain_timer.init([&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, this);
   uv_timer_start(h.drain_timer.get(),
                  [](uv_timer_t* t) {
                    auto* self = static_cast<upgrader*>(t->data);
+                   self->stop_migrating("the drain deadline passed", false);
                    std::size_t forced = 0;
                    for (auto& s : self->servers_) forced += s->close_all_connections();
                    self->log(event_kind::forced_close,
@@ -507,6 +524,8 @@ void upgrader::check_drained() {
 void upgrader::finish() {
   if (state_ == state::exiting || state_ == state::done) return;
   state_ = state::exiting;
+  stop_migrating("exiting", false);
+  migration_->inbound.reset();
   log(event_kind::exiting, "drained; exiting");
   handles_->drain_timer.reset();
   handles_->progress_timer.reset();

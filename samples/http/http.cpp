@@ -1,14 +1,17 @@
 // grace-http (and grace-unix, the same protocol on a unix socket): an HTTP/1.1 keep-alive server
-// whose answer to GET / names the pid and generation that served it. While draining it answers
-// the next request on each connection with "Connection: close" and closes after that answer, so
-// no client ever sees a reused connection closed under its request; idle connections are only
-// closed at the drain deadline. See samples/common/sample.hpp for the command line.
+// whose answer to GET / names the pid and generation that served it. At a hand-over its idle
+// keep-alive connections move to the new generation (with any part of a request already read),
+// and each busy one moves as soon as its answer is written: no connection is closed. Should the
+// new generation not take connections, it answers the next request on each with
+// "Connection: close" and closes after that answer instead, so no client ever sees a reused
+// connection closed under its request. See samples/common/sample.hpp for the command line.
 #include <signal.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "../common/sample.hpp"
@@ -24,6 +27,10 @@ struct http_connection {
 
 bool g_draining = false;
 std::string g_who;  // the body of GET /: which process and generation answered
+grace::uv::upgrader* g_upgrader = nullptr;
+
+// Between requests, with nothing being written: it can move to the next generation.
+bool idle(const http_connection& st) { return st.writes_in_flight == 0 && !st.close_after_write; }
 
 void send(grace::uv::connection& c, std::string text) {
   auto* state = static_cast<http_connection*>(c.user_data);
@@ -38,7 +45,9 @@ void send(grace::uv::connection& c, std::string text) {
     delete r;
     auto* st = static_cast<http_connection*>(conn->user_data);
     --st->writes_in_flight;
-    if (status < 0 || (st->close_after_write && st->writes_in_flight == 0)) conn->close();
+    if (status < 0 || (st->close_after_write && st->writes_in_flight == 0)) return conn->close();
+    // Answered while a newer generation takes connections: it moves there now.
+    if (idle(*st) && g_upgrader->can_migrate()) g_upgrader->migrate(*conn, st->input);
   });
 }
 
@@ -54,9 +63,7 @@ void answer_requests(grace::uv::connection& c) {
   if (!output.empty()) send(c, std::move(output));
 }
 
-void serve_http(grace::uv::connection& c) {
-  c.user_data = new http_connection;
-  c.on_closed = [](grace::uv::connection& closed) { delete static_cast<http_connection*>(closed.user_data); };
+void start_reading(grace::uv::connection& c) {
   uv_read_start(
       c.stream(),
       [](uv_handle_t*, size_t suggested, uv_buf_t* buf) {
@@ -70,6 +77,35 @@ void serve_http(grace::uv::connection& c) {
         if (nread < 0) return conn.close();
         if (nread > 0 && !state->close_after_write) answer_requests(conn);
       });
+}
+
+void track(grace::uv::connection& c, std::string input) {
+  auto* state = new http_connection;
+  state->input = std::move(input);
+  c.user_data = state;
+  c.on_closed = [](grace::uv::connection& closed) { delete static_cast<http_connection*>(closed.user_data); };
+}
+
+void serve_http(grace::uv::connection& c) {
+  track(c, {});
+  start_reading(c);
+}
+
+// What the next generation needs to go on: the part of a request read so far.
+std::optional<std::string> export_idle(grace::uv::connection& c) {
+  auto* state = static_cast<http_connection*>(c.user_data);
+  if (!idle(*state)) return std::nullopt;
+  uv_read_stop(c.stream());
+  return state->input;
+}
+
+// A connection from the previous generation (or given back by the next one, which failed).
+void import_connection(grace::uv::connection& c, std::string input) {
+  if (c.user_data == nullptr) track(c, input);
+  else static_cast<http_connection*>(c.user_data)->input = input;
+  if (g_upgrader->can_migrate() && g_upgrader->migrate(c, input)) return;  // this one hands over too
+  start_reading(c);
+  answer_requests(c);
 }
 
 }  // namespace
@@ -99,6 +135,9 @@ int main(int argc, char** argv) {
   upgrader.on_drain([] { g_draining = true; });
   // The generation it handed over to died while this one drained: this one serves again.
   upgrader.on_resume([] { g_draining = false; });
+  g_upgrader = &upgrader;
+  upgrader.on_export(export_idle);
+  upgrader.on_import(import_connection);
   if (!upgrader.serve(listener, serve_http)) {
     std::fprintf(stderr, "%s: cannot serve %s\n", name, listener->address().c_str());
     return 1;

@@ -11,8 +11,10 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <set>
 #include <utility>
 
+#include "generations.hpp"
 #include "process_tree.hpp"
 #include "sock_diag.hpp"
 
@@ -55,11 +57,17 @@ std::vector<std::pair<connection_key, unsigned long>> unix_server_sockets() {
 
 }  // namespace
 
-std::map<connection_key, pid_t> connection_owners::sample(const std::vector<pid_t>& tree) {
+std::map<connection_key, pid_t> connection_owners::sample(const std::vector<pid_t>& tree, bool recheck) {
   std::map<connection_key, pid_t> owners;
   if (!supported()) return owners;
   const auto sockets = target_.family() == AF_UNIX ? unix_server_sockets() : tcp_server_sockets(target_);
-  bool refreshed = false;
+  if (!recheck) {
+    std::set<pid_t> holders;
+    for (const auto& entry : owner_by_inode_) holders.insert(entry.second);
+    for (pid_t pid : holders) recheck = recheck || grace::detail::process_has_exited(pid);
+  }
+  if (recheck) owner_by_inode_ = socket_owners(tree);
+  bool refreshed = recheck;
   for (const auto& [port, inode] : sockets) {
     auto it = owner_by_inode_.find(inode);
     if (it == owner_by_inode_.end() && !refreshed) {

@@ -20,8 +20,11 @@ class connection_owners {
   // the pid file and pid hints.
   bool supported() const noexcept { return !target_.is_abstract(); }
   // One look: our connection's key -> the pid among `tree` holding the server side of that
-  // connection right now. Connections the server has already closed are not in it.
-  std::map<connection_key, pid_t> sample(const std::vector<pid_t>& tree);
+  // connection right now. Connections the server has already closed are not in it. A socket
+  // can change hands (a server that migrates connections to its next generation): `recheck`
+  // looks at every process again rather than trusting what an earlier look found, as does
+  // a look after a process that held one of them has exited.
+  std::map<connection_key, pid_t> sample(const std::vector<pid_t>& tree, bool recheck);
 
  private:
   grace::socket_address target_;

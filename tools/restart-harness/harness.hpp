@@ -105,6 +105,10 @@ struct run_record {
   std::vector<restart_record> restarts;
   std::vector<std::string> notes;  // things a person should know (server exited, ...)
   bool aborted = false;
+  // http-keepalive: connections the server ended, which cost a client a new connection but no
+  // request: while idle, or after an answer that said "Connection: close".
+  std::uint64_t server_ended_idle = 0;
+  std::uint64_t server_ended_after_answer = 0;
 };
 
 std::uint64_t now_us();  // monotonic

@@ -184,7 +184,10 @@ void client::on_read(ssize_t nread, const uv_buf_t* buf) {
   const bool at_eof = nread < 0;
   if (!outstanding_) {
     // The server ended an idle connection: reopen it for the next request, no loss.
-    if (at_eof) close_connection();
+    if (at_eof) {
+      ++gen_.record_.server_ended_idle;
+      close_connection();
+    }
     return;
   }
   outcome o = outcome::ok;
@@ -205,6 +208,7 @@ void client::on_read(ssize_t nread, const uv_buf_t* buf) {
       // Anything after the answer was not asked for: the connection cannot be trusted further.
       keep = !r.malformed && !r.server_closes && r.consumed == input_.size() &&
              gen_.options_.mode == load_mode::http_keepalive;
+      if (r.server_closes && gen_.options_.mode == load_mode::http_keepalive) ++gen_.record_.server_ended_after_answer;
     }
   }
   if (complete) return finish(o, pid, keep && !at_eof);

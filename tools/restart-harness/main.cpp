@@ -169,8 +169,8 @@ class referee {
   // first (or, if it came before this look, the time it came).
   void sample_owners(bool fresh_tree) {
     if (!owners_.supported()) return;
-    const auto owners = owners_.sample(server_tree(fresh_tree));
     const bool watching = !record_.restarts.empty() && !record_.restarts.back().completed && !finishing_;
+    const auto owners = owners_.sample(server_tree(fresh_tree), watching || fresh_tree);
     for (const auto& [port, pid] : owners) {
       owner_by_port_[port] = pid;
       ever_served_.insert(pid);

@@ -199,6 +199,9 @@ verdict summarize(const options& o, const run_record& r, std::string& table) {
   out << "\n";
   for (const auto& rs : r.restarts)
     if (!rs.completed) out << "  restart " << rs.index << " failed: " << rs.failure << "\n";
+  if (o.mode == load_mode::http_keepalive)
+    out << "  keep-alive connections the server ended (reopened, not lost): " << r.server_ended_idle << " while idle, "
+        << r.server_ended_after_answer << " after an answer with Connection: close\n";
   for (const auto& note : r.notes) out << "  note: " << note << "\n";
   table = out.str();
 
@@ -303,6 +306,8 @@ grace::result<void> write_json(const options& o, const run_record& r, const verd
     gens.push_back({{"pid", pid}, {"first_answer_ms", to_ms(g[0])}, {"last_answer_ms", to_ms(g[1])}, {"answers", g[2]}});
   j["generations"] = std::move(gens);
   j["notes"] = r.notes;
+  if (o.mode == load_mode::http_keepalive)
+    j["server_ended_connections"] = {{"idle", r.server_ended_idle}, {"after_answer", r.server_ended_after_answer}};
 
   std::ofstream out(path);
   if (!out) return cannot_write(path);

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <unordered_set>
+#include <vector>
 
 #include "grace/error.hpp"
 #include "grace/export.hpp"
@@ -32,6 +33,8 @@ class GRACE_API connection {
   static connection& from(uv_handle_t* handle) noexcept;
   void close();
   bool closing() const noexcept { return closing_; }
+  // The server it belongs to; null once that server is gone.
+  server* owner() const noexcept { return owner_; }
   void* user_data = nullptr;
   std::function<void(connection&)> on_closed;
 
@@ -83,6 +86,12 @@ class GRACE_API server {
   std::size_t connection_count() const noexcept { return connections_.size(); }
   // Closes every open connection; returns how many there were.
   std::size_t close_all_connections();
+  // The open connections, in no particular order.
+  std::vector<connection*> connections() const;
+  // Serves a connection accepted elsewhere (another generation's, handed over): `fd` is a
+  // connected socket of this server's kind, owned by the server from now on, even on failure.
+  // The accept callback is not run: the caller sets the connection up.
+  [[nodiscard]] result<connection*> adopt_connection(int fd);
   // Runs each time the number of connections drops (after a connection is freed).
   std::function<void()> on_connection_closed;
 
@@ -91,6 +100,7 @@ class GRACE_API server {
   server(uv_loop_t* loop, int fd, listener_info info, accept_callback on_accept);
   void accept_ready();
   void accept_fd(int fd);
+  connection* open_connection(int fd);
   void release(connection* c);
 
   uv_loop_t* loop_;

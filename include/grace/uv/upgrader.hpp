@@ -31,6 +31,7 @@
 
 #include "grace/error.hpp"
 #include "grace/export.hpp"
+#include "grace/fd_channel.hpp"
 #include "grace/net.hpp"
 #include "grace/readiness.hpp"
 #include "grace/uv/server.hpp"
@@ -41,6 +42,7 @@ namespace detail {
 class service_notifier;
 class pidfile_writer;
 class takeover_server;
+struct migration_state;
 template <typename Handle>
 class owned_handle;
 }  // namespace detail
@@ -116,6 +118,28 @@ class GRACE_API upgrader {
   // Runs when this process serves again after a rollback after takeover: the drain hook's undo
   // (an HTTP server stops answering with "Connection: close").
   void on_resume(std::function<void()> hook);
+
+  // Connection migration (grace/migration.hpp). With both hooks set, a hand-over (SIGUSR2 or a
+  // takeover) moves this generation's idle connections to the new one, which serves them on the
+  // same TCP connection: no connection is closed, and this process exits as soon as its busy
+  // connections have finished and moved too. The drain hook then runs only if the new
+  // generation does not take connections.
+  //
+  // Old side, once the new generation takes connections: for each open connection, stop
+  // reading from it and return the bytes the next generation needs to go on (the application's
+  // state and input read but not consumed); nullopt keeps it here (busy: hand it over later with
+  // migrate(), or let it end).
+  void on_export(std::function<std::optional<std::string>(connection&)> hook);
+  // New side: a connection handed over with its bytes; set it up and read from it. Also runs in
+  // the old process for a connection whose move failed (the new generation died): it stays.
+  void on_import(std::function<void(connection&, std::string)> hook);
+  // A newer generation takes connections now.
+  bool can_migrate() const noexcept;
+  // Moves `c` (reading stopped, no write in flight) to the newer generation with `state`. False
+  // when none takes connections (the caller ends it its own way). The application must not touch
+  // `c` afterwards: it is closed here once the new generation has it, or given back through the
+  // import hook.
+  bool migrate(connection& c, std::string bytes);
   // This generation is ready: tells the parent that started it, or (first start, or a parent
   // that died meanwhile) takes charge itself: pid file and READY=1/MAINPID. Call after opening
   // every listener and initialising. Errors: the options are out of range, or GRACE_READY_FD was
@@ -146,6 +170,16 @@ class GRACE_API upgrader {
   void adopt_taker(pid_t pid, int ready_fd);
   std::optional<std::string> cannot_hand_over() const;
   void watch_child();
+  // Connection migration, old side (upgrader_migration.cpp).
+  void offer_connections(const pending_child& successor);
+  void on_outbound(result<parcel> p);
+  void export_all();
+  void flush_migrations();
+  void stop_migrating(const std::string& why, bool give_back);
+  // New side.
+  void watch_parent_offer();
+  void on_parent_offer();
+  void on_inbound(result<parcel> p);
   void on_child_event();
   void settle(upgrade_outcome outcome);
   void watch_successor(pending_child successor);
@@ -155,7 +189,8 @@ class GRACE_API upgrader {
   static void on_reapable(uv_poll_t* p, int status, int events);
   void stop_accepting();
   void close_listeners();
-  void begin_drain(const std::string& why);
+  void begin_drain(const std::string& why, bool defer_hook = false);
+  void run_drain_hook();
   void check_drained();
   void finish();
   void maybe_stop();
@@ -183,6 +218,10 @@ class GRACE_API upgrader {
   std::unique_ptr<detail::pidfile_writer> pidfile_;
   grace::listener* handover_ = nullptr;  // in net_
   std::unique_ptr<detail::takeover_server> takeover_;
+  std::function<std::optional<std::string>(connection&)> export_hook_;
+  std::function<void(connection&, std::string)> import_hook_;
+  bool pending_offered_connections_ = false;  // the pending child was told it gets connections
+  std::unique_ptr<detail::migration_state> migration_;
 };
 
 }  // namespace grace::uv
