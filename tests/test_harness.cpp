@@ -152,7 +152,7 @@ TEST_CASE("echo connections cut at the drain deadline under a payload are counte
   // Clients that never let go of their connection, and a deadline that cuts them off.
   auto run = run_harness({"--target", "tcp://" + address, "--mode", "echo", "--clients", "8", "--restarts", "3",
                           "--requests-per-connection", "0", "--pidfile", pidfile, "--", helper_path("GRACE_ECHO"),
-                          address, "--pidfile", pidfile, "--drain-timeout", "0.2"},
+                          address, "--pidfile", pidfile, "--drain-timeout", "0.2", "--no-migrate"},
                          dir);
   INFO(run.output);
   CHECK(run.exit_status == 1);

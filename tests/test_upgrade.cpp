@@ -29,11 +29,11 @@
 using namespace test_support;
 
 
-TEST_CASE("five generations deep: old connections finish on the old process, new ones go to the new") {
+TEST_CASE("five generations deep, without migration: old connections finish on the old process, new ones go to the new") {
   temp_dir dir;
   const std::string pidfile = dir.file("http.pid");
   const int port = free_port();
-  service http(helper_path("GRACE_HTTP"), {"127.0.0.1:" + std::to_string(port), "--pidfile", pidfile});
+  service http(helper_path("GRACE_HTTP"), {"127.0.0.1:" + std::to_string(port), "--pidfile", pidfile, "--no-migrate"});
   REQUIRE(http.wait_for("(new socket) as pid"));
   CHECK(pidfile_names(pidfile, http.first_pid()));
 
@@ -162,7 +162,7 @@ TEST_CASE("a SIGUSR2 storm starts exactly one upgrade") {
 
 TEST_CASE("a connection still busy at the drain deadline is closed by force and counted") {
   const int port = free_port();
-  service echo(helper_path("GRACE_ECHO"), {"127.0.0.1:" + std::to_string(port), "--drain-timeout", "0.3"});
+  service echo(helper_path("GRACE_ECHO"), {"127.0.0.1:" + std::to_string(port), "--drain-timeout", "0.3", "--no-migrate"});
   REQUIRE(echo.wait_for("(new socket) as pid"));
   const int busy = connect_tcp("127.0.0.1", port);
   REQUIRE(write(busy, "hi\n", 3) == 3);
@@ -201,7 +201,7 @@ TEST_CASE("SIGTERM drains; a second SIGTERM closes what is left at once") {
 TEST_CASE("generations alive at once are capped; older ones still draining count") {
   const int port = free_port();
   service echo(helper_path("GRACE_ECHO"),
-               {"127.0.0.1:" + std::to_string(port), "--drain-timeout", "60", "--max-generations", "3"});
+               {"127.0.0.1:" + std::to_string(port), "--drain-timeout", "60", "--max-generations", "3", "--no-migrate"});
   REQUIRE(echo.wait_for("(new socket) as pid"));
   auto hold = [&] {
     const int c = connect_tcp("127.0.0.1", port);
@@ -281,6 +281,9 @@ TEST_CASE("no fd leaks across 100 upgrades") {
     REQUIRE(echo.wait_for("generation " + std::to_string(generation) + ": serving"));
     if (current == echo.first_pid()) REQUIRE(echo.first().wait());
     else REQUIRE(wait_exited(current));
+    // The connection channel from the old generation closes as that one exits; the new one says
+    // so once it has let go of it.
+    REQUIRE(echo.wait_for("generation " + std::to_string(generation) + ": took 0 connection(s) from the previous generation"));
     const std::size_t fds = fd_count(next);
     if (generation == 2) second_generation_fds = fds;
     CHECK_MESSAGE(fds == second_generation_fds, "generation " << generation);

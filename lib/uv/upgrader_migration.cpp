@@ -190,9 +190,8 @@ void upgrader::on_inbound(result<parcel> p) {
     // The previous generation is done (it exits) or gone; what it sent is here.
     if (p.error().code() != errc::channel_closed)
       log(event_kind::warning, "connections from the previous generation: " + p.error().message());
-    if (m.imported > 0)
-      log(event_kind::drain_progress, "took " + std::to_string(m.imported) + " connection(s) from the previous generation");
-    m.inbound.reset();
+    m.inbound.reset();  // before the log line: it says the channel is closed
+    log(event_kind::drain_progress, "took " + std::to_string(m.imported) + " connection(s) from the previous generation");
     return;
   }
   for (auto& received : p->fds) {

@@ -4,6 +4,7 @@
 //
 //   NAME ADDRESS [--pidfile FILE] [--drain-timeout SECONDS] [--ready-timeout SECONDS]
 //                [--max-generations N] [--successor-watch SECONDS] [--handover-socket PATH]
+//                [--no-migrate]
 //   ADDRESS: 127.0.0.1:8080, [::1]:8080, :8080, or unix:/path/to.sock
 #include <chrono>
 #include <string>
@@ -20,6 +21,7 @@ struct command_line {
   unsigned max_generations = 4;
   std::chrono::milliseconds successor_watch{0};
   std::string handover_socket;  // libuv samples only
+  bool migrate = true;          // libuv samples only: move idle connections at a hand-over
 };
 
 // Exits with a usage message (status 2) on a bad command line, with the help (0) for --help.

@@ -17,6 +17,7 @@ config parse_uv_command_line(int argc, char** argv, const char* name) {
   c.upgrade.max_generations = line.max_generations;
   c.upgrade.successor_watch = line.successor_watch;
   c.upgrade.handover_socket = line.handover_socket;
+  c.migrate = line.migrate;
   return c;
 }
 

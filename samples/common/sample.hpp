@@ -10,6 +10,7 @@ namespace sample {
 struct config {
   std::string address;
   grace::uv::upgrader_options upgrade;
+  bool migrate = true;
 };
 
 config parse_uv_command_line(int argc, char** argv, const char* name);

@@ -85,8 +85,10 @@ int main(int argc, char** argv) {
   uv_loop_t* loop = uv_default_loop();
   grace::uv::upgrader upgrader(loop, net, config.upgrade);
   g_upgrader = &upgrader;
-  upgrader.on_export(export_idle);
-  upgrader.on_import(import_connection);
+  if (config.migrate) {
+    upgrader.on_export(export_idle);
+    upgrader.on_import(import_connection);
+  }
   // A connection that cannot move (the new generation does not take connections) has no natural
   // end: the drain waits for its client to hang up, then the deadline closes it.
   if (!upgrader.serve(listener, echo_back)) {

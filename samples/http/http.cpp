@@ -136,8 +136,10 @@ int main(int argc, char** argv) {
   // The generation it handed over to died while this one drained: this one serves again.
   upgrader.on_resume([] { g_draining = false; });
   g_upgrader = &upgrader;
-  upgrader.on_export(export_idle);
-  upgrader.on_import(import_connection);
+  if (config.migrate) {
+    upgrader.on_export(export_idle);
+    upgrader.on_import(import_connection);
+  }
   if (!upgrader.serve(listener, serve_http)) {
     std::fprintf(stderr, "%s: cannot serve %s\n", name, listener->address().c_str());
     return 1;

@@ -11,6 +11,10 @@ namespace test_support {
 std::optional<http_response> http_get(int fd, std::chrono::milliseconds timeout) {
   const std::string request = "GET / HTTP/1.1\r\nHost: test\r\n\r\n";
   if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) return std::nullopt;
+  return http_read_response(fd, timeout);
+}
+
+std::optional<http_response> http_read_response(int fd, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string in;
   std::size_t head_end = std::string::npos, length = 0;

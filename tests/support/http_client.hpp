@@ -15,5 +15,7 @@ struct http_response {
 // Sends "GET / HTTP/1.1" on an open connection and reads one response; nullopt if the server
 // closed the connection or did not answer in time.
 std::optional<http_response> http_get(int fd, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+// Reads one response to a request the caller sent itself.
+std::optional<http_response> http_read_response(int fd, std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 }  // namespace test_support
