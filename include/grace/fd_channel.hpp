@@ -123,7 +123,7 @@ class GRACE_API fd_channel {
   // even when refused. Refused: not a connected unix socket, or a peer the options do not allow
   // (errc::peer_not_allowed, naming its pid and uid).
   [[nodiscard]] static result<fd_channel> adopt(int fd, const channel_options& options = {});
-  // Connects to a unix socket path ("@name" for an abstract one). Does not wait for a peer that
+  // Connects to a unix SOCK_SEQPACKET socket at a path ("@name" for an abstract one). Does not wait for a peer that
   // does not accept: a full backlog is EAGAIN.
   [[nodiscard]] static result<fd_channel> connect(std::string_view path, const channel_options& options = {});
   // Two connected ends (socketpair), for a child this process starts itself.

@@ -3,7 +3,8 @@
 // Baseline: fork and exec a trivial C program that accepts one connection on an inherited
 // listener (grace-bench-accept-one); time from fork to the client's answer.
 // grace: grace-http under SIGUSR2; time from the signal to the first answer from the new
-// generation (new connections, probed back to back).
+// generation (new connections, probed back to back). Then takeovers: a new grace-http started
+// independently with the same --handover-socket; time from its fork to its first answer.
 //
 //   grace-bench-restart BENCH_ACCEPT_ONE GRACE_HTTP [ROUNDS]
 #include <arpa/inet.h>
@@ -118,11 +119,19 @@ int main(int argc, char** argv) {
   close(listener_on_loopback(port));
   const std::string address = "127.0.0.1:" + std::to_string(port);
   const std::string pidfile = "/tmp/grace-bench-restart-" + std::to_string(getpid()) + ".pid";
+  // The hand-over socket lives in a directory only this user may write to.
+  char private_dir[] = "/tmp/grace-bench-restart-XXXXXX";
+  if (mkdtemp(private_dir) == nullptr) {
+    std::perror("mkdtemp");
+    return 1;
+  }
+  const std::string handover = std::string(private_dir) + "/handover.sock";
   const pid_t first = fork();
   if (first == 0) {
     const int devnull = open("/dev/null", O_WRONLY);
     dup2(devnull, STDERR_FILENO);  // the generations' log lines are not the figure
-    execl(argv[2], argv[2], address.c_str(), "--pidfile", pidfile.c_str(), static_cast<char*>(nullptr));
+    execl(argv[2], argv[2], address.c_str(), "--pidfile", pidfile.c_str(), "--handover-socket", handover.c_str(),
+          static_cast<char*>(nullptr));
     _exit(127);
   }
   pid_t current = 0;
@@ -151,11 +160,41 @@ int main(int argc, char** argv) {
       while (!grace::detail::process_has_exited(current)) usleep(200);
     current = now;
   }
+  std::vector<double> takeover;
+  for (int i = 0; i < rounds; ++i) {
+    const auto start = clock_type::now();
+    const pid_t taker = fork();
+    if (taker == 0) {
+      const int devnull = open("/dev/null", O_WRONLY);
+      dup2(devnull, STDERR_FILENO);
+      execl(argv[2], argv[2], address.c_str(), "--pidfile", pidfile.c_str(), "--handover-socket", handover.c_str(),
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    pid_t now = 0;
+    const auto give_up = start + std::chrono::seconds(30);
+    while ((now = answering_pid(port)) != taker && clock_type::now() < give_up) {
+    }
+    if (now != taker) {
+      std::fprintf(stderr, "the taker did not answer within 30 s\n");
+      kill(taker, SIGKILL);
+      kill(current, SIGKILL);
+      return 1;
+    }
+    takeover.push_back(ms_between(start, clock_type::now()));
+    while (!grace::detail::process_has_exited(current)) usleep(200);
+    current = now;
+  }
   kill(current, SIGTERM);
+  while (waitpid(-1, nullptr, 0) > 0) {
+  }
   unlink(pidfile.c_str());
-  const double base = median(baseline), ours = median(grace);
+  unlink(handover.c_str());
+  rmdir(private_dir);
+  const double base = median(baseline), ours = median(grace), taken = median(takeover);
   std::printf("restart latency, median of %d (ms): fork+exec of a trivial C accept-one %.2f | "
-              "grace-http SIGUSR2 to first answer of the new generation %.2f | ratio %.2f\n",
-              rounds, base, ours, base > 0 ? ours / base : 0);
+              "grace-http SIGUSR2 to first answer of the new generation %.2f (ratio %.2f) | "
+              "takeover, fork of an independent grace-http to its first answer %.2f (ratio %.2f)\n",
+              rounds, base, ours, base > 0 ? ours / base : 0, taken, base > 0 ? taken / base : 0);
   return 0;
 }
