@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "failure.hpp"
+#include "scm_rights.hpp"
 
 namespace grace::detail {
 namespace {
@@ -145,16 +146,7 @@ void channel_engine::on_writable() {
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     alignas(cmsghdr) char control[cmsg_capacity];
-    if (f.written == 0 && !f.fds.empty()) {
-      const std::size_t size = sizeof(int) * f.fds.size();
-      msg.msg_control = control;
-      msg.msg_controllen = CMSG_SPACE(size);
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(size);
-      std::memcpy(CMSG_DATA(c), f.fds.data(), size);
-    }
+    if (f.written == 0 && !f.fds.empty()) attach_fds(msg, control, f.fds.data(), f.fds.size());
     const ssize_t sent = sendmsg(fd_, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (sent < 0) {
       if (errno == EINTR) continue;
@@ -196,15 +188,7 @@ void channel_engine::on_readable() {
       }
       return;
     }
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (std::size_t k = 0; k < count; ++k) {
-        int received;
-        std::memcpy(&received, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
-        fds_.push_back(received);
-      }
-    }
+    collect_fds(msg, fds_);
     if (msg.msg_flags & MSG_CTRUNC) truncated_ = true;
     if (got == 0) {
       fail(hung_up());

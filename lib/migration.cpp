@@ -10,6 +10,7 @@
 #include "environment_protocol.hpp"
 #include "failure.hpp"
 #include "readiness_socket.hpp"
+#include "scm_rights.hpp"
 
 namespace grace {
 namespace {
@@ -40,15 +41,7 @@ result<std::optional<int>> receive_connection_channel() {
   if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::nullopt;
   if (got < 0) return detail::fail_errno(errno, "connection channel: read the parent's offer");
   std::vector<int> fds;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (std::size_t k = 0; k < count; ++k) {
-      int received;
-      std::memcpy(&received, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
-      fds.push_back(received);
-    }
-  }
+  detail::collect_fds(msg, fds);
   const bool well_formed = got == static_cast<ssize_t>(sizeof offer_magic - 1) &&
                            std::memcmp(buffer, offer_magic, sizeof offer_magic - 1) == 0 && fds.size() == 1 &&
                            !(msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC));
@@ -72,13 +65,7 @@ result<int> offer_connection_channel(int ready_fd) {
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &pair[1], sizeof(int));
+  detail::attach_fds(msg, control, &pair[1], 1);
   ssize_t sent;
   do sent = sendmsg(ready_fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
   while (sent < 0 && errno == EINTR);

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "channel_wire.hpp"
+#include "scm_rights.hpp"
 #include "grace/fd_channel.hpp"
 #include "grace/uv/fd_channel.hpp"
 #include "support/process.hpp"
@@ -121,15 +122,7 @@ void send_raw(int fd, const std::string& bytes, const std::vector<int>& fds = {}
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
-  if (!fds.empty()) {
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  }
+  if (!fds.empty()) grace::detail::attach_fds(msg, control, fds.data(), fds.size());
   REQUIRE(sendmsg(fd, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
 }
 
