@@ -7,6 +7,9 @@
 //   grace-test-probe takeover SOCKET exit|hang|ready-then-exit
 //     takes the listeners over from the process serving SOCKET, reports "took N from PID" (or
 //     "error MESSAGE"), then exits 7 before it is ready, hangs, or says it is ready and exits 9.
+//   grace-test-probe serve-http ADDRESS N
+//     a socket-activated HTTP server: takes its listener from LISTEN_FDS by address, answers N
+//     requests (one per connection, "pid=<pid>"), and exits.
 //   grace-test-probe reexec NETWORK ADDRESS
 //     generation 1 listens, waits for "go" on stdin, start_process()es itself, closes its
 //     listener and waits for the child; generation 2 inherits, reports, serves one connection.
@@ -194,6 +197,42 @@ int run_upgrade_child(const std::string& mode) {
   return serve_one((*l)->fd());
 }
 
+int run_serve_http(int argc, char** argv) {
+  if (argc != 4) return 2;
+  grace::net net;
+  auto l = net.listen("tcp", argv[2]);
+  if (!l) {
+    std::fprintf(stderr, "probe: %s\n", l.error().message().c_str());
+    return 1;
+  }
+  if (!(*l)->inherited()) {
+    std::fprintf(stderr, "probe: %s was not inherited\n", argv[2]);
+    return 1;
+  }
+  const long answers = std::atol(argv[3]);
+  const int fd = (*l)->fd();
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  const std::string body = "pid=" + std::to_string(getpid()) + "\n";
+  const std::string reply = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
+                            "\r\nConnection: close\r\n\r\n" + body;
+  for (long served = 0; served < answers;) {
+    const int conn = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (conn < 0) continue;
+    std::string request;
+    char chunk[4096];
+    ssize_t n;
+    while (request.find("\r\n\r\n") == std::string::npos && (n = read(conn, chunk, sizeof chunk)) > 0)
+      request.append(chunk, static_cast<std::size_t>(n));
+    if (request.find("\r\n\r\n") != std::string::npos) {
+      ssize_t ignored = write(conn, reply.data(), reply.size());
+      (void)ignored;
+      ++served;
+    }
+    close(conn);
+  }
+  return 0;
+}
+
 int run_takeover(int argc, char** argv) {
   if (argc != 4) return 2;
   grace::net net;
@@ -227,6 +266,7 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "listen") return run_listen(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "reexec") return run_reexec(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "takeover") return run_takeover(argc, argv);
+  if (argc >= 2 && std::string(argv[1]) == "serve-http") return run_serve_http(argc, argv);
   std::fprintf(stderr, "usage: grace-test-probe listen|reexec|takeover ...\n");
   return 2;
 }

@@ -1,0 +1,139 @@
+// grace-listen, with real processes: a socket-activated app that exits after a few answers is
+// started again and again under load, and no client is refused or fails; a change under a
+// watched path restarts it; a command that fails at once is backed off, not spun; SIGTERM is
+// passed on; bad command lines are refused with the reason.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "support/harness_run.hpp"
+#include "support/process.hpp"
+#include "support/service.hpp"
+#include "support/sockets.hpp"
+
+using namespace test_support;
+
+namespace {
+
+std::unique_ptr<child_process> start(const std::vector<std::string>& args) {
+  spawn_options options;
+  options.argv = {helper_path("GRACE_LISTEN")};
+  options.argv.insert(options.argv.end(), args.begin(), args.end());
+  return std::make_unique<child_process>(options);
+}
+
+std::string body_at(const std::string& address) {
+  const auto colon = address.rfind(':');
+  const int c = connect_tcp(address.substr(0, colon), std::atoi(address.c_str() + colon + 1));
+  if (c < 0) return "refused";
+  const std::string request = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+  if (write(c, request.data(), request.size()) != static_cast<ssize_t>(request.size())) return "write failed";
+  std::string in;
+  char chunk[1024];
+  ssize_t n;
+  while ((n = read(c, chunk, sizeof chunk)) > 0) in.append(chunk, static_cast<std::size_t>(n));
+  close(c);
+  const auto at = in.find("\r\n\r\n");
+  return at == std::string::npos ? "no answer" : in.substr(at + 4);
+}
+
+}  // namespace
+
+TEST_CASE("an app that exits after a few answers, restarted under load: nothing refused, nothing lost") {
+  temp_dir dir;
+  const std::string address = free_address();
+  // Every 40 answers the app exits and grace-listen starts it again; the clients meanwhile wait
+  // in the backlog of the socket grace-listen holds.
+  auto run = run_harness({"--target", "tcp://" + address, "--mode", "http-close", "--clients", "8", "--restarts", "0",
+                          "--duration", "3", "--", helper_path("GRACE_LISTEN"), "-s", "tcp:" + address, "--",
+                          helper_path("GRACE_PROBE"), "serve-http", address, "40"},
+                         dir);
+  INFO(run.output);
+  CHECK(run.exit_status == 0);
+  CHECK(run.verdict.rfind("PASS: 0 lost in ", 0) == 0);
+  // It really was restarted, many times.
+  const auto at = run.output.find("server log: ") + 12;
+  std::ifstream log(run.output.substr(at, run.output.find('\n', at) - at));
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  CHECK(count_of(text, "(it exited with status 0)") >= 3);
+  CHECK(text.find("refused") == std::string::npos);
+}
+
+TEST_CASE("SIGHUP and a change under a watched path restart the command; SIGTERM is passed on") {
+  temp_dir dir;
+  const std::string address = free_address();
+  const std::string watched = dir.file("app.conf");
+  std::ofstream(watched) << "one\n";
+  auto listen = start({"-s", "tcp:" + address, "--name", "web", "--watch", watched, "--", helper_path("GRACE_PROBE"),
+                       "serve-http", address, "100000"});
+  REQUIRE(listen->wait_stderr("(first start)"));
+  const std::string first = body_at(address);
+  REQUIRE(first.rfind("pid=", 0) == 0);
+
+  std::ofstream(watched, std::ios::app) << "two\n";
+  REQUIRE(listen->wait_stderr("(a change under " + watched + ")", 10s, 2));  // "restarting ..." and "started ..."
+  const std::string second = body_at(address);
+  CHECK(second.rfind("pid=", 0) == 0);
+  CHECK(second != first);
+
+  listen->kill(SIGHUP);
+  REQUIRE(listen->wait_stderr("(SIGHUP)", 10s, 2));
+  const std::string third = body_at(address);
+  CHECK(third != second);
+
+  listen->kill(SIGTERM);
+  auto status = listen->wait(10s);
+  REQUIRE(status);
+  // The probe dies of the SIGTERM passed to it, and grace-listen reports that as a shell would.
+  CHECK(WEXITSTATUS(*status) == 128 + SIGTERM);
+  CHECK(listen->stderr_text().find("passing Terminated to pid") != std::string::npos);
+}
+
+TEST_CASE("a command that fails at once is backed off, each time longer, not spun") {
+  const std::string address = free_address();
+  auto listen = start({"-s", "tcp:" + address, "--", "/bin/false"});
+  REQUIRE(listen->wait_stderr("(3 fast failure(s) in a row); starting it again in 400 ms", 15s));
+  const std::string log = listen->stderr_text();
+  CHECK(log.find("(1 fast failure(s) in a row); starting it again in 100 ms") != std::string::npos);
+  CHECK(log.find("(2 fast failure(s) in a row); starting it again in 200 ms") != std::string::npos);
+  // The socket stays open all along: a client is queued, not refused.
+  const auto colon = address.rfind(':');
+  const int c = connect_tcp("127.0.0.1", std::atoi(address.c_str() + colon + 1));
+  CHECK(c >= 0);
+  close(c);
+  listen->kill(SIGTERM);
+  auto status = listen->wait(10s);
+  REQUIRE(status);
+  CHECK(WEXITSTATUS(*status) == 128 + SIGTERM);
+}
+
+TEST_CASE("bad command lines are refused with the reason") {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--", "/bin/true"}, "no socket"},
+      {{"-s", "tcp:127.0.0.1:1"}, "no command"},
+      {{"-s", "ftp:127.0.0.1:21", "--", "/bin/true"}, "expected tcp:HOST:PORT"},
+      {{"--name", "web", "-s", "tcp::1", "--", "/bin/true"}, "there is none"},
+      {{"-s", "tcp::1", "--name", "a:b", "--", "/bin/true"}, "without ':'"},
+      {{"-s", "tcp:127.0.0.1:99999", "--", "/bin/true"}, "tcp:127.0.0.1:99999"},
+  };
+  for (const auto& one : cases) {
+    const std::string& expected = one.second;
+    CAPTURE(expected);
+    auto listen = start(one.first);
+    auto status = listen->wait(10s);
+    REQUIRE(status);
+    CHECK(WEXITSTATUS(*status) != 0);
+    CHECK(listen->stderr_text().find(expected) != std::string::npos);
+  }
+  auto help = start({"--help"});
+  CHECK(help->read_line() == "usage: grace-listen -s KIND:ADDRESS [-s ...] [--name NAME] [--watch PATH]... -- CMD [ARGS...]");
+  auto status = help->wait(10s);
+  REQUIRE(status);
+  CHECK(WEXITSTATUS(*status) == 0);
+}
