@@ -1,14 +1,16 @@
 #include "supervisor.hpp"
 
+#include "grace/activation.hpp"
+
 #include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <utility>
-
-extern char** environ;
 
 namespace grace_listen {
 namespace {
@@ -18,10 +20,6 @@ using clock_type = std::chrono::steady_clock;
 constexpr auto fast_failure = std::chrono::seconds(1);  // a run shorter than this failed fast
 constexpr std::chrono::milliseconds first_backoff{100};
 constexpr std::chrono::milliseconds max_backoff{10000};
-
-// Sets LISTEN_PID to the shell's own pid, which exec hands on to the command: only the command
-// knows its pid, and systemd's protocol wants it exactly.
-const char* const exec_shim = "LISTEN_PID=$$; export LISTEN_PID; exec \"$@\"";
 
 void say(const std::string& line) {
   std::fprintf(stderr, "grace-listen: %s\n", line.c_str());
@@ -96,55 +94,46 @@ int supervisor::run() {
 }
 
 void supervisor::start(const std::string& reason) {
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
-  std::string names;
-  for (const auto& s : sockets_) names += (names.empty() ? "" : ":") + s.name;
-  env.push_back("LISTEN_FDS=" + std::to_string(sockets_.size()));
-  env.push_back("LISTEN_FDNAMES=" + names);
-  std::vector<char*> envp;
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> argv_text = {"/bin/sh", "-c", exec_shim, "grace-listen"};
-  argv_text.insert(argv_text.end(), options_.command.begin(), options_.command.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_text) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  // stdin, stdout and stderr as ours; the sockets at 3.. in order.
-  std::vector<uv_stdio_container_t> stdio(3 + sockets_.size());
-  for (int fd = 0; fd < 3; ++fd) {
-    stdio[static_cast<std::size_t>(fd)].flags = UV_INHERIT_FD;
-    stdio[static_cast<std::size_t>(fd)].data.fd = fd;
-  }
-  for (std::size_t i = 0; i < sockets_.size(); ++i) {
-    stdio[3 + i].flags = UV_INHERIT_FD;
-    stdio[3 + i].data.fd = sockets_[i].fd;
-  }
-  uv_process_options_t po{};
-  po.file = argv[0];
-  po.args = argv.data();
-  po.env = envp.data();
-  po.stdio = stdio.data();
-  po.stdio_count = static_cast<int>(stdio.size());
-  po.exit_cb = [](uv_process_t* p, int64_t status, int signal) {
-    auto* self = static_cast<supervisor*>(p->data);
-    uv_close(reinterpret_cast<uv_handle_t*>(p), [](uv_handle_t* h) { delete reinterpret_cast<uv_process_t*>(h); });
-    self->process_ = nullptr;
-    self->on_exit(status, signal);
-  };
-  process_ = new uv_process_t{};
-  process_->data = this;
+  grace::activation_options a;
+  a.argv = options_.command;
+  for (const auto& sock : sockets_) a.sockets.push_back({sock.fd, sock.name});
   started_at_ = clock_type::now();
-  const int rc = uv_spawn(loop_, process_, &po);
-  if (rc != 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(process_), [](uv_handle_t* h) { delete reinterpret_cast<uv_process_t*>(h); });
-    process_ = nullptr;
-    say("cannot start " + options_.command.front() + ": " + uv_strerror(rc));
+  auto pid = grace::run_with_sockets(a);
+  if (!pid) {
+    say("cannot start: " + pid.error().message());
     on_exit(127, 0);
     return;
   }
+  child_ = *pid;
+  pid_fd_ = static_cast<int>(syscall(SYS_pidfd_open, child_, 0));
+  if (pid_fd_ < 0) {
+    // No pidfd (a kernel before 5.3): nothing to watch it with. Wait for it, then go on.
+    say("cannot watch pid " + std::to_string(child_) + ": " + std::strerror(errno));
+    int status = 0;
+    waitpid(child_, &status, 0);
+    on_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 0, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    return;
+  }
+  // One poll per child: a closing handle cannot be started again.
+  exit_poll_ = new uv_poll_t{};
+  uv_poll_init(loop_, exit_poll_, pid_fd_);
+  exit_poll_->data = this;
+  uv_poll_start(exit_poll_, UV_READABLE, [](uv_poll_t* p, int, int) { static_cast<supervisor*>(p->data)->on_pidfd(); });
   running_ = true;
-  say("started " + options_.command.front() + " as pid " + std::to_string(process_->pid) + " (" + reason + ")");
+  say("started " + options_.command.front() + " as pid " + std::to_string(child_) + " (" + reason + ")");
+}
+
+// Its pidfd is readable once it exited: reap it (at once, it is a zombie already) and go on.
+void supervisor::on_pidfd() {
+  int status = 0;
+  if (waitpid(child_, &status, WNOHANG) != child_) return;
+  const int fd = pid_fd_;
+  pid_fd_ = -1;
+  uv_close(reinterpret_cast<uv_handle_t*>(std::exchange(exit_poll_, nullptr)),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+  // libuv let go of the fd in uv_close; it can be closed now.
+  ::close(fd);
+  on_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 0, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
 void supervisor::on_exit(int64_t status, int signal) {
@@ -198,21 +187,21 @@ void supervisor::restart(const std::string& reason) {
   }
   if (!restart_reason_.empty()) return;  // already on its way
   restart_reason_ = reason;
-  say("restarting pid " + std::to_string(process_->pid) + " (" + reason + ")");
-  uv_process_kill(process_, SIGTERM);
+  say("restarting pid " + std::to_string(child_) + " (" + reason + ")");
+  ::kill(child_, SIGTERM);
 }
 
 void supervisor::stop(int signal) {
   if (stopping_ && running_) {
-    uv_process_kill(process_, SIGKILL);  // asked twice
+    ::kill(child_, SIGKILL);  // asked twice
     return;
   }
   stopping_ = true;
   uv_timer_stop(&handles_->backoff);
   uv_timer_stop(&handles_->debounce);
   if (running_) {
-    say(std::string("passing ") + strsignal(signal) + " to pid " + std::to_string(process_->pid));
-    uv_process_kill(process_, signal);
+    say(std::string("passing ") + strsignal(signal) + " to pid " + std::to_string(child_));
+    ::kill(child_, signal);
     return;
   }
   exit_status_ = 128 + signal;

@@ -1,6 +1,7 @@
 #pragma once
 // Runs the command with the sockets, and again and again: when it exits (backing off after fast
 // failures), on SIGHUP, and when a watched path changes. The sockets stay open throughout.
+#include <sys/types.h>
 #include <uv.h>
 
 #include <chrono>
@@ -36,7 +37,10 @@ class supervisor {
   uv_loop_t* loop_;
   options options_;
   std::vector<held_socket> sockets_;
-  uv_process_t* process_ = nullptr;  // freed by its close callback
+  void on_pidfd();
+  pid_t child_ = 0;
+  int pid_fd_ = -1;
+  uv_poll_t* exit_poll_ = nullptr;  // watches pid_fd_; freed by its close callback
   bool running_ = false;
   bool stopping_ = false;
   int exit_status_ = 0;
