@@ -11,10 +11,13 @@
 
 #include "environment_protocol.hpp"
 #include "printable.hpp"
+#include "scm_rights.hpp"
 
 namespace grace {
 
-result<void> notify_service_manager(std::string_view state) {
+result<void> notify_service_manager(std::string_view state) { return notify_service_manager(state, {}); }
+
+result<void> notify_service_manager(std::string_view state, const std::vector<int>& fds) {
   const std::string& path = detail::startup_inheritance().notify_socket;
   if (path.empty()) return {};
   sockaddr_un un{};
@@ -27,9 +30,16 @@ result<void> notify_service_manager(std::string_view state) {
   const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
   const int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return detail::fail_errno(errno, "notify the service manager: socket");
+  iovec iov{const_cast<char*>(state.data()), state.size()};
+  msghdr msg{};
+  msg.msg_name = &un;
+  msg.msg_namelen = len;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
+  if (!fds.empty()) detail::attach_fds(msg, control.data(), fds.data(), fds.size());
   ssize_t sent;
-  do sent = sendto(fd, state.data(), state.size(), MSG_NOSIGNAL | MSG_DONTWAIT,
-                   reinterpret_cast<const sockaddr*>(&un), len);
+  do sent = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
   while (sent < 0 && errno == EINTR);
   const int err = errno;
   close(fd);

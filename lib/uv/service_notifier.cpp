@@ -1,6 +1,11 @@
 #include "service_notifier.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 #include "grace/notify.hpp"
 
@@ -16,6 +21,26 @@ bool is_state(const std::string& key) { return key == "READY" || key == "RELOADI
 
 service_notifier::service_notifier(uv_loop_t* loop, std::function<void(const std::string&)> warn)
     : loop_(loop), warn_(std::move(warn)) {}
+
+service_notifier::~service_notifier() {
+  for (auto& m : with_fds_)
+    for (int fd : m.fds) ::close(fd);
+}
+
+void service_notifier::send_with_fds(const std::string& message, const std::vector<int>& fds) {
+  fd_message m{message, {}};
+  for (int fd : fds) {
+    const int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (copy < 0) {
+      warn_("cannot keep fd " + std::to_string(fd) + " for the service manager (" + message + "): " + std::strerror(errno));
+      for (int each : m.fds) ::close(each);
+      return;
+    }
+    m.fds.push_back(copy);
+  }
+  with_fds_.push_back(std::move(m));
+  if (!retry_ || uv_is_active(reinterpret_cast<uv_handle_t*>(retry_.get())) == 0) try_send();
+}
 
 void service_notifier::merge(const std::string& message) {
   std::string::size_type start = 0;
@@ -56,6 +81,15 @@ void service_notifier::send(const std::string& message) {
 }
 
 void service_notifier::try_send() {
+  // The messages with fds first, in order; a full queue stops them all until the retry.
+  while (!with_fds_.empty()) {
+    auto& m = with_fds_.front();
+    auto sent = notify_service_manager(m.text, m.fds);
+    if (!sent && sent.error().code() == std::errc::resource_unavailable_try_again) return schedule_retry(m.text);
+    if (!sent) warn_("cannot notify the service manager (" + m.text + "): " + sent.error().message());
+    for (int fd : m.fds) ::close(fd);
+    with_fds_.pop_front();
+  }
   if (pending_.empty()) return;
   const std::string text = pending_text();
   auto sent = notify_service_manager(text);
@@ -71,6 +105,10 @@ void service_notifier::try_send() {
     pending_.clear();
     return;
   }
+  schedule_retry(text);
+}
+
+void service_notifier::schedule_retry(const std::string& text) {
   if (!warned_lagging_) {
     warned_lagging_ = true;
     warn_("the service manager is not reading notifications; retrying (" + text + ")");
@@ -87,6 +125,11 @@ void service_notifier::try_send() {
 void service_notifier::abandon() {
   if (!pending_.empty()) warn_("could not notify the service manager before exiting: " + pending_text());
   pending_.clear();
+  for (auto& m : with_fds_) {
+    warn_("could not notify the service manager before exiting: " + m.text);
+    for (int fd : m.fds) ::close(fd);
+  }
+  with_fds_.clear();
   retry_.reset();
 }
 

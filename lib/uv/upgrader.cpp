@@ -170,6 +170,7 @@ result<void> upgrader::ready() {
   }
   state_ = state::serving;
   if (takeover_) takeover_->start_accepting();
+  if (options_.fd_store) keep_listeners_in_fd_store();
   std::string addresses;
   for (const auto& s : servers_) {
     const auto& l = s->listener();

@@ -307,8 +307,8 @@ void session::answer() {
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   const auto options = sample::parse_command_line(argc, argv, "grace-asio");
-  if (!options.handover_socket.empty()) {
-    std::fprintf(stderr, "grace-asio: --handover-socket needs the libuv upgrader (grace-http, grace-echo)\n");
+  if (!options.handover_socket.empty() || options.fd_store || !options.migrate) {
+    std::fprintf(stderr, "grace-asio: --handover-socket, --fd-store and --no-migrate need the libuv upgrader (grace-http, grace-echo)\n");
     return 2;
   }
   if (options.address.rfind("unix:", 0) == 0) {

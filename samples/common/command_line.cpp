@@ -12,14 +12,16 @@ void print_usage(std::FILE* out, const char* name) {
   std::fprintf(out,
                "usage: %s ADDRESS [--pidfile FILE] [--drain-timeout SECONDS] [--ready-timeout SECONDS]\n"
                "                  [--max-generations N] [--successor-watch SECONDS] [--handover-socket PATH]\n"
-               "                  [--no-migrate]\n"
+               "                  [--no-migrate] [--fd-store]\n"
                "  ADDRESS: 127.0.0.1:8080, [::1]:8080, :8080 or unix:/path/to.sock\n"
                "  SIGUSR2 upgrades to a new process without losing a connection; SIGTERM drains and exits;\n"
                "  SIGHUP is logged and ignored.\n"
                "  --handover-socket PATH: take the listeners over from the process serving PATH, if one does,\n"
                "  and serve PATH for the next one: starting the program again with the same PATH upgrades it.\n"
                "  --no-migrate: keep connections in the old generation at a hand-over (they end there as\n"
-               "  a drain ends them) instead of moving the idle ones to the new generation.\n",
+               "  a drain ends them) instead of moving the idle ones to the new generation.\n"
+               "  --fd-store: keep the listeners in systemd's fd store (FDSTORE=1), so that even a crash or\n"
+               "  a restart of the whole service gets them back.\n",
                name);
 }
 
@@ -68,6 +70,7 @@ command_line parse_command_line(int argc, char** argv, const char* name) {
       if (c.handover_socket.empty()) usage(name, "--handover-socket needs a path");
     }
     else if (arg == "--no-migrate") c.migrate = false;
+    else if (arg == "--fd-store") c.fd_store = true;
     else if (arg == "-h" || arg == "--help") {
       print_usage(stdout, name);
       std::exit(0);

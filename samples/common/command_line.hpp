@@ -4,7 +4,7 @@
 //
 //   NAME ADDRESS [--pidfile FILE] [--drain-timeout SECONDS] [--ready-timeout SECONDS]
 //                [--max-generations N] [--successor-watch SECONDS] [--handover-socket PATH]
-//                [--no-migrate]
+//                [--no-migrate] [--fd-store]
 //   ADDRESS: 127.0.0.1:8080, [::1]:8080, :8080, or unix:/path/to.sock
 #include <chrono>
 #include <string>
@@ -22,6 +22,7 @@ struct command_line {
   std::chrono::milliseconds successor_watch{0};
   std::string handover_socket;  // libuv samples only
   bool migrate = true;          // libuv samples only: move idle connections at a hand-over
+  bool fd_store = false;        // libuv samples only: keep the listeners in systemd's fd store
 };
 
 // Exits with a usage message (status 2) on a bad command line, with the help (0) for --help.

@@ -18,6 +18,7 @@ config parse_uv_command_line(int argc, char** argv, const char* name) {
   c.upgrade.successor_watch = line.successor_watch;
   c.upgrade.handover_socket = line.handover_socket;
   c.migrate = line.migrate;
+  c.upgrade.fd_store = line.fd_store;
   return c;
 }
 

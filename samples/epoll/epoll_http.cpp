@@ -365,8 +365,8 @@ class epoll_server {
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   const auto options = sample::parse_command_line(argc, argv, "grace-epoll");
-  if (!options.handover_socket.empty()) {
-    std::fprintf(stderr, "grace-epoll: --handover-socket needs the libuv upgrader (grace-http, grace-echo)\n");
+  if (!options.handover_socket.empty() || options.fd_store || !options.migrate) {
+    std::fprintf(stderr, "grace-epoll: --handover-socket, --fd-store and --no-migrate need the libuv upgrader (grace-http, grace-echo)\n");
     return 2;
   }
   grace::net net;

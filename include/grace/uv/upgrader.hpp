@@ -93,6 +93,14 @@ struct upgrader_options {
   std::string handover_socket;
   // Who may take over through it: by default processes of this effective uid only.
   channel_options handover_peers;
+  // With a service manager (NOTIFY_SOCKET): keep the listeners in its fd store (FDSTORE=1), so
+  // that starting the whole service again (a crash and Restart=, or systemctl restart with
+  // FileDescriptorStorePreserve=) gives them back in LISTEN_FDS, and their accept queues survive
+  // even a cold restart. Each generation stores, at ready(), the listeners it bound itself,
+  // named by their listener name (or "grace-" and their address), and takes out of the store
+  // (FDSTOREREMOVE=1) and closes those it was given but does not use. Needs
+  // FileDescriptorStoreMax= and NotifyAccess=all in the unit.
+  bool fd_store = false;
   bool handle_signals = true;   // SIGUSR2, SIGTERM, SIGINT, SIGHUP
   process_options process;      // how the next generation is started
   // Runs on the loop thread and must not block. Default: one line on stderr, written by a
@@ -167,6 +175,7 @@ class GRACE_API upgrader {
   void write_pidfile(pid_t pid);
   void take_charge();
   result<void> open_handover_socket();
+  void keep_listeners_in_fd_store();
   void adopt_taker(pid_t pid, int ready_fd);
   std::optional<std::string> cannot_hand_over() const;
   void watch_child();
