@@ -10,10 +10,11 @@ prefix="$work/prefix"
 cmake -S "$source_dir" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DGRACE_BUILD_TESTS=OFF -DCMAKE_INSTALL_PREFIX="$prefix" >/dev/null
 cmake --build "$work/build" --target grace_shared grace_static grace_uv_shared grace_uv_static \
-  restart-harness >/dev/null
+  restart-harness grace-listen >/dev/null
 cmake --install "$work/build" >/dev/null
 "$prefix/bin/restart-harness" --help | grep -q '^usage: restart-harness'
-echo "restart-harness installed: ok"
+"$prefix/bin/grace-listen" --help | grep -q '^usage: grace-listen'
+echo "restart-harness and grace-listen installed: ok"
 
 # find_package(grace) with the grace::grace target.
 cmake -S "$source_dir/tests/consumer" -B "$work/consumer" -G Ninja \

@@ -137,3 +137,20 @@ TEST_CASE("bad command lines are refused with the reason") {
   REQUIRE(status);
   CHECK(WEXITSTATUS(*status) == 0);
 }
+
+TEST_CASE("any program gets the sockets, a udp one among them, as systemd would pass them") {
+  int udp_port = 0;
+  close(raw_udp_socket(udp_port));
+  const std::string tcp = free_address();
+  auto listen = start({"-s", "udp:127.0.0.1:" + std::to_string(udp_port), "-s", "tcp:" + tcp, "--name", "web", "--",
+                       "/bin/sh", "-c",
+                       "echo \"$LISTEN_FDS $LISTEN_FDNAMES $([ \"$LISTEN_PID\" = \"$$\" ] && echo own-pid)\"; "
+                       "stat -L -c %F /proc/self/fd/3 /proc/self/fd/4; exec sleep 60"});
+  CHECK(listen->read_line() == "2 udp:web own-pid");
+  CHECK(listen->read_line() == "socket");
+  CHECK(listen->read_line() == "socket");
+  listen->kill(SIGTERM);
+  auto status = listen->wait(10s);
+  REQUIRE(status);
+  CHECK(WEXITSTATUS(*status) == 128 + SIGTERM);
+}
