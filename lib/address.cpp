@@ -58,8 +58,11 @@ result<network> parse_network(std::string_view name) {
   if (name == "tcp6") return network::tcp6;
   if (name == "unix") return network::unix_stream;
   if (name == "unixpacket") return network::unix_packet;
+  if (name == "udp") return network::udp;
+  if (name == "udp4") return network::udp4;
+  if (name == "udp6") return network::udp6;
   return fail(errc::unknown_network, "unknown network " + quoted(name) +
-                                        " (expected tcp, tcp4, tcp6, unix or unixpacket)");
+                                        " (expected tcp, tcp4, tcp6, unix, unixpacket, udp, udp4 or udp6)");
 }
 
 std::string_view network_name(network n) noexcept {
@@ -72,6 +75,7 @@ std::string_view network_name(network n) noexcept {
     case network::udp4: return "udp4";
     case network::udp6: return "udp6";
     case network::unixgram: return "unixgram";
+    case network::udp: return "udp";
   }
   return "?";
 }
@@ -80,9 +84,12 @@ bool is_tcp(network n) noexcept {
   return n == network::tcp || n == network::tcp4 || n == network::tcp6;
 }
 
+bool is_udp(network n) noexcept { return n == network::udp || n == network::udp4 || n == network::udp6; }
+
 int socket_type(network n) noexcept {
   switch (n) {
     case network::unix_packet: return SOCK_SEQPACKET;
+    case network::udp:
     case network::udp4:
     case network::udp6:
     case network::unixgram: return SOCK_DGRAM;
@@ -181,8 +188,12 @@ std::string socket_address::text() const {
 }
 
 result<std::vector<socket_address>> resolve_tcp(network n, std::string_view address) {
-  if (!is_tcp(n))
-    return fail(errc::unknown_network, "network " + quoted(network_name(n)) + " is not a TCP network");
+  if (!is_tcp(n) && !is_udp(n))
+    return fail(errc::unknown_network, "network " + quoted(network_name(n)) + " is not a TCP or UDP network");
+  // Hosts and ports read the same for UDP.
+  if (n == network::udp) n = network::tcp;
+  if (n == network::udp4) n = network::tcp4;
+  if (n == network::udp6) n = network::tcp6;
   auto parts = detail::split_host_port(address);
   if (!parts) return tl::unexpected(parts.error());
   const std::string_view host = parts->host;

@@ -12,7 +12,7 @@ namespace {
 constexpr char magic[4] = {'G', 'R', 'F', 'D'};
 constexpr std::size_t description_fixed = 1 + 1 + 1 + 1 + 2 + 4;  // kind, network, name, 0, address, app
 constexpr std::size_t batch_fixed = 2 + 4;                        // fd count, note length
-constexpr std::uint8_t network_count = 8;
+constexpr std::uint8_t network_count = 9;
 
 void put8(std::string& out, std::uint8_t v) { out.push_back(static_cast<char>(v)); }
 void put16(std::string& out, std::uint16_t v) {

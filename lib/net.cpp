@@ -37,12 +37,21 @@ socket_address canonical(const socket_address& address) {
   return absolute ? *absolute : address;
 }
 
-result<network> parse_network_of_kind(std::string_view text, bool tcp) {
+enum class kind { tcp, udp, unix_socket };
+
+result<network> parse_network_of_kind(std::string_view text, kind k) {
   auto n = parse_network(text);
-  if (!n || is_tcp(*n) != tcp)
-    return fail(errc::unknown_network, std::string(tcp ? "unknown TCP network " : "unknown unix network ") +
+  const bool fits = n && (k == kind::tcp   ? is_tcp(*n)
+                          : k == kind::udp ? is_udp(*n)
+                                           : (*n == network::unix_stream || *n == network::unix_packet));
+  if (!fits)
+    return fail(errc::unknown_network, std::string(k == kind::tcp   ? "unknown TCP network "
+                                                   : k == kind::udp ? "unknown UDP network "
+                                                                    : "unknown unix network ") +
                                            detail::quoted(text) +
-                                           (tcp ? " (expected tcp, tcp4 or tcp6)" : " (expected unix or unixpacket)"));
+                                           (k == kind::tcp   ? " (expected tcp, tcp4 or tcp6)"
+                                            : k == kind::udp ? " (expected udp, udp4 or udp6)"
+                                                             : " (expected unix or unixpacket)"));
   return *n;
 }
 
@@ -95,8 +104,8 @@ listener* net::take_inherited_locked(const std::string& key, network n, int fami
   auto chosen = last;
   for (auto it = first; it != last; ++it) {
     const int candidate_family = inherited_[it->second]->local_address().family();
-    if (wildcard && n == network::tcp4 && candidate_family != AF_INET) continue;
-    if (wildcard && n == network::tcp6 && candidate_family != AF_INET6) continue;
+    if (wildcard && (n == network::tcp4 || n == network::udp4) && candidate_family != AF_INET) continue;
+    if (wildcard && (n == network::tcp6 || n == network::udp6) && candidate_family != AF_INET6) continue;
     if (chosen == last) chosen = it;
     if (candidate_family == family) {
       chosen = it;
@@ -120,12 +129,13 @@ result<listener*> net::listen(std::string_view network_text, std::string_view ad
   auto n = parse_network(network_text);
   if (!n) return tl::unexpected(n.error());
   if (is_tcp(*n)) return listen_tcp(network_text, address, options);
+  if (is_udp(*n)) return listen_udp(network_text, address, options);
   return listen_unix(network_text, address, options);
 }
 
 result<listener*> net::listen_tcp(std::string_view network_text, std::string_view address,
                                   const listen_options& options) {
-  auto n = parse_network_of_kind(network_text, true);
+  auto n = parse_network_of_kind(network_text, kind::tcp);
   if (!n) return tl::unexpected(n.error());
   auto candidates = resolve_tcp(*n, address);  // outside the lock: it may wait for DNS
   if (!candidates) return tl::unexpected(candidates.error());
@@ -135,7 +145,7 @@ result<listener*> net::listen_tcp(std::string_view network_text, std::string_vie
 
 result<listener*> net::listen_tcp(std::string_view network_text, const sockaddr* address,
                                   socklen_t length, const listen_options& options) {
-  auto n = parse_network_of_kind(network_text, true);
+  auto n = parse_network_of_kind(network_text, kind::tcp);
   if (!n) return tl::unexpected(n.error());
   auto parsed = socket_address::from_sockaddr(address, length);
   if (!parsed) return tl::unexpected(parsed.error());
@@ -150,7 +160,7 @@ result<listener*> net::listen_tcp(std::string_view network_text, const sockaddr*
 
 result<listener*> net::listen_unix(std::string_view network_text, std::string_view path,
                                    const listen_options& options) {
-  auto n = parse_network_of_kind(network_text, false);
+  auto n = parse_network_of_kind(network_text, kind::unix_socket);
   if (!n) return tl::unexpected(n.error());
   std::lock_guard<std::mutex> lock(mutex_);
   return listen_unix_locked(*n, path, options);
@@ -176,6 +186,48 @@ result<listener*> net::listen_tcp_locked(network n, const std::vector<socket_add
       last_failure = fd.error();
       const int err = fd.error().code().value();
       if (err == EAFNOSUPPORT || err == EADDRNOTAVAIL) continue;  // no IPv6 here: try the next
+      break;
+    }
+    sockaddr_storage storage{};
+    socklen_t len = sizeof storage;
+    getsockname(*fd, reinterpret_cast<sockaddr*>(&storage), &len);
+    auto bound = socket_address::from_sockaddr(reinterpret_cast<sockaddr*>(&storage), len);
+    const socket_address actual = bound ? *bound : candidate;
+    return activate_locked(std::unique_ptr<listener>(new listener(
+        *fd, n, actual, actual.text(), options.name.empty() ? "unknown" : options.name, false)));
+  }
+  return tl::unexpected(last_failure);
+}
+
+result<listener*> net::listen_udp(std::string_view network_text, std::string_view address,
+                                  const listen_options& options) {
+  auto n = parse_network_of_kind(network_text, kind::udp);
+  if (!n) return tl::unexpected(n.error());
+  auto candidates = resolve_tcp(*n, address);  // outside the lock: it may wait for DNS
+  if (!candidates) return tl::unexpected(candidates.error());
+  std::lock_guard<std::mutex> lock(mutex_);
+  return listen_udp_locked(*n, *candidates, options);
+}
+
+result<listener*> net::listen_udp_locked(network n, const std::vector<socket_address>& candidates,
+                                         const listen_options& options) {
+  if (auto ready = prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
+  if (candidates.front().port() != 0) {
+    for (const auto& candidate : candidates) {
+      if (listener* l = take_inherited_locked(detail::match_key(SOCK_DGRAM, candidate), n, candidate.family(),
+                                              candidate.is_wildcard())) {
+        if (!options.name.empty()) l->name_ = options.name;
+        return l;
+      }
+    }
+  }
+  error last_failure;
+  for (const auto& candidate : candidates) {
+    auto fd = detail::bind_udp_socket(candidate, n == network::udp6);
+    if (!fd) {
+      last_failure = fd.error();
+      const int err = fd.error().code().value();
+      if (err == EAFNOSUPPORT || err == EADDRNOTAVAIL) continue;
       break;
     }
     sockaddr_storage storage{};

@@ -53,6 +53,22 @@ result<int> bind_tcp_listener(const socket_address& address, bool v6only, int ba
   return fd.release();
 }
 
+result<int> bind_udp_socket(const socket_address& address, bool v6only) {
+  const std::string where = "bind udp " + address.text();
+  fd_guard fd(socket(address.family(), SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (fd.get() < 0) return fail_errno(errno, where + ": socket");
+  const int on = 1;
+  if (setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0)
+    return fail_errno(errno, where + ": SO_REUSEADDR");
+  if (address.family() == AF_INET6) {
+    const int only = v6only ? 1 : 0;
+    if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof only) != 0)
+      return fail_errno(errno, where + ": IPV6_V6ONLY");
+  }
+  if (bind(fd.get(), address.data(), address.size()) != 0) return fail_errno(errno, where);
+  return fd.release();
+}
+
 result<unix_binding> bind_unix_listener(const socket_address& address, int type, int backlog) {
   const std::string path = address.unix_path();
   const std::string where = "listen on unix socket " + path;

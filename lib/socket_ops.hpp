@@ -10,6 +10,9 @@ namespace grace::detail {
 // chooses between IPv6 only and dual stack.
 result<int> bind_tcp_listener(const socket_address& address, bool v6only, int backlog);
 
+// A fresh non-blocking, close-on-exec UDP socket with SO_REUSEADDR, bound to `address`.
+result<int> bind_udp_socket(const socket_address& address, bool v6only);
+
 struct unix_binding {
   int fd = -1;
   bool created_file = false;  // false for abstract sockets

@@ -19,12 +19,15 @@ namespace grace {
 // The stream networks of Go's net package (`unix` is a predefined macro under GNU C++, hence
 // unix_stream), and the datagram ones an inherited socket may be. grace listens on stream
 // networks; an inherited datagram socket is kept, unclaimed, among the unused inherited ones.
-enum class network { tcp, tcp4, tcp6, unix_stream, unix_packet, udp4, udp6, unixgram };
+// `udp` comes last: the fd channel carries these values on the wire.
+enum class network { tcp, tcp4, tcp6, unix_stream, unix_packet, udp4, udp6, unixgram, udp };
 
-// "tcp", "tcp4", "tcp6", "unix", "unixpacket"; anything else is errc::unknown_network.
+// "tcp", "tcp4", "tcp6", "unix", "unixpacket", "udp", "udp4", "udp6"; anything else is
+// errc::unknown_network.
 [[nodiscard]] GRACE_API result<network> parse_network(std::string_view name);
 GRACE_API std::string_view network_name(network n) noexcept;
 GRACE_API bool is_tcp(network n) noexcept;
+GRACE_API bool is_udp(network n) noexcept;  // udp, udp4, udp6
 GRACE_API int socket_type(network n) noexcept;  // SOCK_STREAM, SOCK_SEQPACKET or SOCK_DGRAM
 
 class GRACE_API socket_address {
@@ -54,7 +57,7 @@ class GRACE_API socket_address {
   socklen_t size_ = 0;
 };
 
-// Parses "host:port", "[v6]:port" or ":port" for a TCP network and resolves host names.
+// Parses "host:port", "[v6]:port" or ":port" for a TCP (or UDP) network and resolves host names.
 // The port is 1 to 5 decimal digits up to 65535, or a service name ("http"). Returns the
 // addresses to try, best first (for "tcp", IPv4 before IPv6 as Go does; for a wildcard, the
 // dual-stack [::] before 0.0.0.0). May block: a host name is resolved with getaddrinfo.

@@ -61,7 +61,7 @@ class GRACE_API net {
   net(const net&) = delete;
   net& operator=(const net&) = delete;
 
-  // network: "tcp", "tcp4", "tcp6", "unix", "unixpacket".
+  // network: "tcp", "tcp4", "tcp6", "unix", "unixpacket", "udp", "udp4", "udp6".
   [[nodiscard]] result<listener*> listen(std::string_view network, std::string_view address,
                                          const listen_options& options = {});
   // "host:port", "[v6]:port", ":port". "tcp" on a wildcard binds a dual-stack [::] socket
@@ -73,6 +73,12 @@ class GRACE_API net {
   // network "tcp", "tcp4" or "tcp6".
   [[nodiscard]] result<listener*> listen_tcp(std::string_view network, const sockaddr* address,
                                              socklen_t length, const listen_options& options = {});
+  // A UDP socket: network "udp", "udp4" or "udp6", the address as for listen_tcp. Inherited and
+  // carried to every next generation as the stream listeners are (a listener of this net in
+  // every other respect); bound fresh (SO_REUSEADDR) when nothing matches. Datagrams that
+  // arrive while one generation hands over to the next wait in the socket's queue.
+  [[nodiscard]] result<listener*> listen_udp(std::string_view network, std::string_view address,
+                                             const listen_options& options = {});
   // A path (relative to the working directory at start-up) or "@name" for an abstract socket.
   // A stale socket file nobody listens on is replaced; a live one is EADDRINUSE.
   [[nodiscard]] result<listener*> listen_unix(std::string_view network, std::string_view path,
@@ -117,6 +123,8 @@ class GRACE_API net {
   listener* take_inherited_locked(const std::string& key, network n, int family, bool wildcard);
   listener* activate_locked(std::unique_ptr<listener> l);
   result<listener*> listen_tcp_locked(network n, const std::vector<socket_address>& candidates,
+                                      const listen_options& options);
+  result<listener*> listen_udp_locked(network n, const std::vector<socket_address>& candidates,
                                       const listen_options& options);
   result<listener*> listen_unix_locked(network n, std::string_view path,
                                        const listen_options& options);

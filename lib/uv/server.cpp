@@ -46,6 +46,8 @@ result<std::unique_ptr<server>> server::open(uv_loop_t* loop, const grace::liste
                                              accept_callback on_accept) {
   const std::string where = "serve " + l.address();
   if (!on_accept) return grace::detail::fail(errc::invalid_argument, where + ": no accept callback");
+  if (socket_type(l.network()) == SOCK_DGRAM)
+    return grace::detail::fail(errc::invalid_argument, where + ": a datagram socket has no connections to accept");
   const int fd = fcntl(l.fd(), F_DUPFD_CLOEXEC, 3);
   if (fd < 0) return grace::detail::fail_errno(errno, where + ": dup");
   listener_info info{l.address(), l.name(), l.inherited(), l.local_address().family() == AF_UNIX};

@@ -1,6 +1,7 @@
 #include "grace/uv/upgrader.hpp"
 
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -177,6 +178,10 @@ result<void> upgrader::ready() {
     addresses += (addresses.empty() ? "" : ", ") + l.address +
                  (l.inherited ? " (inherited, name " + l.name + ")" : " (new socket)");
   }
+  for (const grace::listener* l : net_.active_listeners())
+    if (socket_type(l->network()) == SOCK_DGRAM)
+      addresses += (addresses.empty() ? "udp " : ", udp ") + l->address() +
+                   (l->inherited() ? " (inherited)" : " (new socket)");
   if (takeover_) addresses += "; hand-over socket " + takeover_->address();
   log(event_kind::serving, "serving " + addresses + " as pid " + std::to_string(getpid()));
   return {};

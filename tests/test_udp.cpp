@@ -1,0 +1,132 @@
+// UDP sockets in grace::net: bound fresh or inherited by address, and carried through every
+// hand-over, so that grace-udp-echo loses no datagram across SIGUSR2 upgrades and takeovers.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "grace/activation.hpp"
+#include "grace/net.hpp"
+#include "support/process.hpp"
+#include "support/service.hpp"
+#include "support/sockets.hpp"
+
+using namespace test_support;
+
+namespace {
+
+// A client that sends numbered datagrams and checks each echo.
+class udp_client {
+ public:
+  explicit udp_client(int port) : fd_(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) {
+    timeval bound{2, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
+    to_.sin_family = AF_INET;
+    to_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    to_.sin_port = htons(static_cast<std::uint16_t>(port));
+  }
+  ~udp_client() { close(fd_); }
+  // True when the echo came back whole within 2 s.
+  bool round_trip() {
+    ++sent_;
+    const std::string payload = "datagram " + std::to_string(sent_) + std::string(sent_ % 300, 'x');
+    if (sendto(fd_, payload.data(), payload.size(), 0, reinterpret_cast<const sockaddr*>(&to_), sizeof to_) < 0)
+      return false;
+    char in[2048];
+    const ssize_t n = recv(fd_, in, sizeof in, 0);
+    return n == static_cast<ssize_t>(payload.size()) && std::string(in, static_cast<std::size_t>(n)) == payload;
+  }
+
+ private:
+  int fd_;
+  sockaddr_in to_{};
+  unsigned sent_ = 0;
+};
+
+int free_udp_port() {
+  int port = 0;
+  close(raw_udp_socket(port));
+  return port;
+}
+
+}  // namespace
+
+TEST_CASE("listen_udp binds fresh, says what it bound, and refuses what is not UDP") {
+  grace::net net;
+  auto any = net.listen_udp("udp4", "127.0.0.1:0");
+  REQUIRE(any);
+  CHECK((*any)->network() == grace::network::udp4);
+  CHECK((*any)->address().rfind("127.0.0.1:", 0) == 0);
+  CHECK_FALSE((*any)->inherited());
+  const int port = free_udp_port();
+  auto via_listen = net.listen("udp", "127.0.0.1:" + std::to_string(port));
+  REQUIRE(via_listen);
+  CHECK((*via_listen)->address() == "127.0.0.1:" + std::to_string(port));
+  auto tcp = net.listen_udp("tcp", "127.0.0.1:0");
+  REQUIRE_FALSE(tcp);
+  CHECK(tcp.error().message().find("unknown UDP network \"tcp\"") != std::string::npos);
+  auto bad = net.listen_udp("udp", "127.0.0.1:+1");
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code() == grace::errc::invalid_address);
+  CHECK(grace::parse_network("udp6").value() == grace::network::udp6);
+}
+
+TEST_CASE("grace-udp-echo loses no datagram across SIGUSR2 upgrades and takeovers") {
+  temp_dir dir;
+  const int port = free_udp_port();
+  const std::vector<std::string> args = {"127.0.0.1:" + std::to_string(port), "--pidfile", dir.file("udp.pid"),
+                                         "--handover-socket", dir.file("handover.sock")};
+  service udp(helper_path("GRACE_UDP_ECHO"), args);
+  REQUIRE(udp.wait_for("(new socket)"));
+  udp_client client(port);
+  std::vector<std::unique_ptr<child_process>> takers;
+  unsigned answered = 0, lost = 0;
+  pid_t current = udp.first_pid();
+  for (unsigned generation = 2; generation <= 7; ++generation) {
+    for (int i = 0; i < 200; ++i) (client.round_trip() ? answered : lost) += 1;
+    if (generation % 2 == 0) {
+      REQUIRE(kill(current, SIGUSR2) == 0);
+    } else {
+      spawn_options o;
+      o.argv = {helper_path("GRACE_UDP_ECHO")};
+      o.argv.insert(o.argv.end(), args.begin(), args.end());
+      takers.push_back(std::make_unique<child_process>(o));
+    }
+    // Datagrams go on while the generations change hands.
+    const pid_t old = current;
+    while ((current = read_pidfile(dir.file("udp.pid"))) == old || current == 0) (client.round_trip() ? answered : lost) += 1;
+    CHECK(wait_exited(old));
+  }
+  for (int i = 0; i < 200; ++i) (client.round_trip() ? answered : lost) += 1;
+  CHECK(lost == 0);
+  CHECK(answered > 1200);
+  kill(current, SIGTERM);
+  CHECK(wait_exited(current));
+}
+
+TEST_CASE("a UDP socket passed in LISTEN_FDS is taken by address") {
+  // Bound without SO_REUSEADDR: a server that bound its own socket instead would fail.
+  int port = 0;
+  const int socket_fd = raw_udp_socket(port);
+  REQUIRE(socket_fd >= 0);
+  grace::activation_options o;
+  o.argv = {helper_path("GRACE_UDP_ECHO"), "127.0.0.1:" + std::to_string(port)};
+  o.sockets = {{socket_fd, "dns"}};
+  auto pid = grace::run_with_sockets(o);
+  REQUIRE(pid);
+  udp_client client(port);
+  bool answered = false;
+  for (int i = 0; i < 50 && !answered; ++i) answered = client.round_trip();
+  CHECK(answered);
+  kill(*pid, SIGTERM);
+  int status = 0;
+  REQUIRE(waitpid(*pid, &status, 0) == *pid);
+  close(socket_fd);
+}
