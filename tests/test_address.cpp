@@ -27,13 +27,15 @@ std::string error_of(grace::network n, const std::string& address) {
 
 }  // namespace
 
-TEST_CASE("network names are Go's stream networks; anything else is unknown") {
+TEST_CASE("network names are Go's stream networks and udp; anything else is unknown") {
   CHECK(*grace::parse_network("tcp") == grace::network::tcp);
   CHECK(*grace::parse_network("tcp4") == grace::network::tcp4);
   CHECK(*grace::parse_network("tcp6") == grace::network::tcp6);
   CHECK(*grace::parse_network("unix") == grace::network::unix_stream);
   CHECK(*grace::parse_network("unixpacket") == grace::network::unix_packet);
-  for (const char* bad : {"", "udp", "TCP", "tcp5", "unixgram", "ip"}) {
+  CHECK(*grace::parse_network("udp") == grace::network::udp);
+  CHECK(*grace::parse_network("udp4") == grace::network::udp4);
+  for (const char* bad : {"", "udp5", "TCP", "tcp5", "unixgram", "ip"}) {
     auto n = grace::parse_network(bad);
     REQUIRE_FALSE(n.has_value());
     CHECK(n.error().code() == grace::errc::unknown_network);

@@ -69,10 +69,10 @@ TEST_CASE("tcp6 is IPv6-only; tcp takes an IPv6 literal too") {
 
 TEST_CASE("unknown networks and bad names are errors, like Go's UnknownNetworkError") {
   grace::net net;
-  auto bad = net.listen("udp", "127.0.0.1:0");
+  auto bad = net.listen("udp5", "127.0.0.1:0");
   REQUIRE_FALSE(bad);
   CHECK(bad.error().code() == grace::errc::unknown_network);
-  CHECK(bad.error().message().find("\"udp\"") != std::string::npos);
+  CHECK(bad.error().message().find("\"udp5\"") != std::string::npos);
   CHECK_FALSE(net.listen_tcp("unix", "127.0.0.1:0"));
   CHECK_FALSE(net.listen_unix("tcp", "/tmp/x"));
   auto named = net.listen_tcp("tcp", "127.0.0.1:0", {SOMAXCONN, "has:colon"});
