@@ -282,8 +282,9 @@ void channel_engine::handle_batch(const header& h, std::string_view payload) {
     assembling_.fds.push_back(std::move(r));
   }
   queue_control(encode_ack(h.sequence));
-  on_writable();
-  if (failed() || !(h.flags & flag_last)) return;
+  auto alive = alive_;
+  on_writable();  // a failure there runs callbacks, which may destroy this engine
+  if (!*alive || failed() || !(h.flags & flag_last)) return;
   parcel done = std::move(assembling_);
   done.note = std::move(b->note);
   assembling_ = parcel{};
