@@ -140,7 +140,7 @@ result<listener*> net::listen_tcp(std::string_view network_text, std::string_vie
   auto candidates = resolve_tcp(*n, address);  // outside the lock: it may wait for DNS
   if (!candidates) return tl::unexpected(candidates.error());
   std::lock_guard<std::mutex> lock(mutex_);
-  return listen_tcp_locked(*n, *candidates, options);
+  return listen_inet_locked(*n, *candidates, options);
 }
 
 result<listener*> net::listen_tcp(std::string_view network_text, const sockaddr* address,
@@ -155,7 +155,7 @@ result<listener*> net::listen_tcp(std::string_view network_text, const sockaddr*
     return fail(errc::invalid_address, "address " + parsed->text() + " is not a " +
                                            std::string(network_name(*n)) + " address");
   std::lock_guard<std::mutex> lock(mutex_);
-  return listen_tcp_locked(*n, {*parsed}, options);
+  return listen_inet_locked(*n, {*parsed}, options);
 }
 
 result<listener*> net::listen_unix(std::string_view network_text, std::string_view path,
@@ -166,14 +166,16 @@ result<listener*> net::listen_unix(std::string_view network_text, std::string_vi
   return listen_unix_locked(*n, path, options);
 }
 
-result<listener*> net::listen_tcp_locked(network n, const std::vector<socket_address>& candidates,
-                                         const listen_options& options) {
+// TCP and UDP alike: an inherited socket of the same type and address, else a fresh one.
+result<listener*> net::listen_inet_locked(network n, const std::vector<socket_address>& candidates,
+                                          const listen_options& options) {
   if (auto ready = prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
+  const int type = socket_type(n);
   // An ephemeral port is by definition a new socket.
   if (candidates.front().port() != 0) {
     for (const auto& candidate : candidates) {
-      if (listener* l = take_inherited_locked(detail::match_key(SOCK_STREAM, candidate), n,
-                                              candidate.family(), candidate.is_wildcard())) {
+      if (listener* l = take_inherited_locked(detail::match_key(type, candidate), n, candidate.family(),
+                                              candidate.is_wildcard())) {
         if (!options.name.empty()) l->name_ = options.name;
         return l;
       }
@@ -181,7 +183,8 @@ result<listener*> net::listen_tcp_locked(network n, const std::vector<socket_add
   }
   error last_failure;
   for (const auto& candidate : candidates) {
-    auto fd = detail::bind_tcp_listener(candidate, n == network::tcp6, options.backlog);
+    auto fd = type == SOCK_DGRAM ? detail::bind_udp_socket(candidate, n == network::udp6)
+                                 : detail::bind_tcp_listener(candidate, n == network::tcp6, options.backlog);
     if (!fd) {
       last_failure = fd.error();
       const int err = fd.error().code().value();
@@ -206,39 +209,7 @@ result<listener*> net::listen_udp(std::string_view network_text, std::string_vie
   auto candidates = resolve_tcp(*n, address);  // outside the lock: it may wait for DNS
   if (!candidates) return tl::unexpected(candidates.error());
   std::lock_guard<std::mutex> lock(mutex_);
-  return listen_udp_locked(*n, *candidates, options);
-}
-
-result<listener*> net::listen_udp_locked(network n, const std::vector<socket_address>& candidates,
-                                         const listen_options& options) {
-  if (auto ready = prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
-  if (candidates.front().port() != 0) {
-    for (const auto& candidate : candidates) {
-      if (listener* l = take_inherited_locked(detail::match_key(SOCK_DGRAM, candidate), n, candidate.family(),
-                                              candidate.is_wildcard())) {
-        if (!options.name.empty()) l->name_ = options.name;
-        return l;
-      }
-    }
-  }
-  error last_failure;
-  for (const auto& candidate : candidates) {
-    auto fd = detail::bind_udp_socket(candidate, n == network::udp6);
-    if (!fd) {
-      last_failure = fd.error();
-      const int err = fd.error().code().value();
-      if (err == EAFNOSUPPORT || err == EADDRNOTAVAIL) continue;
-      break;
-    }
-    sockaddr_storage storage{};
-    socklen_t len = sizeof storage;
-    getsockname(*fd, reinterpret_cast<sockaddr*>(&storage), &len);
-    auto bound = socket_address::from_sockaddr(reinterpret_cast<sockaddr*>(&storage), len);
-    const socket_address actual = bound ? *bound : candidate;
-    return activate_locked(std::unique_ptr<listener>(new listener(
-        *fd, n, actual, actual.text(), options.name.empty() ? "unknown" : options.name, false)));
-  }
-  return tl::unexpected(last_failure);
+  return listen_inet_locked(*n, *candidates, options);
 }
 
 result<listener*> net::listen_unix_locked(network n, std::string_view path, const listen_options& options) {

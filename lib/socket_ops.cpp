@@ -36,9 +36,12 @@ bool someone_listens(const socket_address& address, int type) {
 
 }  // namespace
 
-result<int> bind_tcp_listener(const socket_address& address, bool v6only, int backlog) {
-  const std::string where = "listen on " + address.text();
-  fd_guard fd(socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+namespace {
+
+// A non-blocking, close-on-exec socket of `type` with SO_REUSEADDR (and IPV6_V6ONLY as asked),
+// bound to `address`; `where` names it in errors.
+result<int> bound_inet_socket(const socket_address& address, int type, bool v6only, const std::string& where) {
+  fd_guard fd(socket(address.family(), type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (fd.get() < 0) return fail_errno(errno, where + ": socket");
   const int on = 1;
   if (setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0)
@@ -48,25 +51,24 @@ result<int> bind_tcp_listener(const socket_address& address, bool v6only, int ba
     if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof only) != 0)
       return fail_errno(errno, where + ": IPV6_V6ONLY");
   }
-  if (bind(fd.get(), address.data(), address.size()) != 0) return fail_errno(errno, where + ": bind");
-  if (::listen(fd.get(), backlog) != 0) return fail_errno(errno, where + ": listen");
+  if (bind(fd.get(), address.data(), address.size()) != 0)
+    return fail_errno(errno, where + ": bind");
   return fd.release();
 }
 
+}  // namespace
+
+result<int> bind_tcp_listener(const socket_address& address, bool v6only, int backlog) {
+  const std::string where = "listen on " + address.text();
+  auto fd = bound_inet_socket(address, SOCK_STREAM, v6only, where);
+  if (!fd) return fd;
+  fd_guard guard(*fd);
+  if (::listen(guard.get(), backlog) != 0) return fail_errno(errno, where + ": listen");
+  return guard.release();
+}
+
 result<int> bind_udp_socket(const socket_address& address, bool v6only) {
-  const std::string where = "bind udp " + address.text();
-  fd_guard fd(socket(address.family(), SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (fd.get() < 0) return fail_errno(errno, where + ": socket");
-  const int on = 1;
-  if (setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0)
-    return fail_errno(errno, where + ": SO_REUSEADDR");
-  if (address.family() == AF_INET6) {
-    const int only = v6only ? 1 : 0;
-    if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof only) != 0)
-      return fail_errno(errno, where + ": IPV6_V6ONLY");
-  }
-  if (bind(fd.get(), address.data(), address.size()) != 0) return fail_errno(errno, where);
-  return fd.release();
+  return bound_inet_socket(address, SOCK_DGRAM, v6only, "udp " + address.text());
 }
 
 result<unix_binding> bind_unix_listener(const socket_address& address, int type, int backlog) {

@@ -122,10 +122,8 @@ class GRACE_API net {
   result<void> prepare_listen_locked(const listen_options& options);
   listener* take_inherited_locked(const std::string& key, network n, int family, bool wildcard);
   listener* activate_locked(std::unique_ptr<listener> l);
-  result<listener*> listen_tcp_locked(network n, const std::vector<socket_address>& candidates,
-                                      const listen_options& options);
-  result<listener*> listen_udp_locked(network n, const std::vector<socket_address>& candidates,
-                                      const listen_options& options);
+  result<listener*> listen_inet_locked(network n, const std::vector<socket_address>& candidates,
+                                       const listen_options& options);
   result<listener*> listen_unix_locked(network n, std::string_view path,
                                        const listen_options& options);
 

@@ -26,7 +26,6 @@ struct migration_state {
   std::vector<moving> queued;                // sent with the next parcel
   std::list<std::vector<moving>> in_flight;  // sent, not confirmed yet
   std::unordered_set<connection*> moving_set;
-  std::size_t moved = 0;
   // New side: the channel from the previous generation.
   std::unique_ptr<fd_channel> inbound;
   std::size_t imported = 0;

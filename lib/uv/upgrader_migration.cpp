@@ -118,7 +118,6 @@ void upgrader::flush_migrations() {
     for (auto& each : *batch) {
       ms.moving_set.erase(each.c);
       each.c->close();
-      ++ms.moved;
     }
     ms.in_flight.erase(batch);
   });

@@ -307,10 +307,7 @@ void session::answer() {
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   const auto options = sample::parse_command_line(argc, argv, "grace-asio");
-  if (!options.handover_socket.empty() || options.fd_store || !options.migrate) {
-    std::fprintf(stderr, "grace-asio: --handover-socket, --fd-store and --no-migrate need the libuv upgrader (grace-http, grace-echo)\n");
-    return 2;
-  }
+  sample::refuse_upgrader_options(options, "grace-asio");
   if (options.address.rfind("unix:", 0) == 0) {
     std::fprintf(stderr, "grace-asio: ADDRESS must be a TCP address\n");
     return 2;

@@ -82,6 +82,11 @@ command_line parse_command_line(int argc, char** argv, const char* name) {
   return c;
 }
 
+void refuse_upgrader_options(const command_line& c, const char* name) {
+  if (c.handover_socket.empty() && !c.fd_store && c.migrate) return;
+  usage(name, "--handover-socket, --fd-store and --no-migrate need the libuv upgrader (grace-http, grace-echo)");
+}
+
 grace::listener* open_listener(grace::net& net, const std::string& address, const char* name) {
   const bool is_unix = address.rfind("unix:", 0) == 0;
   auto l = is_unix ? net.listen_unix("unix", address.substr(5)) : net.listen_tcp("tcp", address);

@@ -27,6 +27,9 @@ struct command_line {
 
 // Exits with a usage message (status 2) on a bad command line, with the help (0) for --help.
 command_line parse_command_line(int argc, char** argv, const char* name);
+// For samples without grace's libuv upgrader: exits (status 2) when the command line asks for
+// what only the upgrader does (--handover-socket, --fd-store, --no-migrate).
+void refuse_upgrader_options(const command_line& c, const char* name);
 // "unix:/path" is a unix socket, anything else TCP. Exits (status 1) with the reason on failure.
 grace::listener* open_listener(grace::net& net, const std::string& address, const char* name);
 

@@ -365,10 +365,7 @@ class epoll_server {
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   const auto options = sample::parse_command_line(argc, argv, "grace-epoll");
-  if (!options.handover_socket.empty() || options.fd_store || !options.migrate) {
-    std::fprintf(stderr, "grace-epoll: --handover-socket, --fd-store and --no-migrate need the libuv upgrader (grace-http, grace-echo)\n");
-    return 2;
-  }
+  sample::refuse_upgrader_options(options, "grace-epoll");
   grace::net net;
   grace::listener* listener = sample::open_listener(net, options.address, "grace-epoll");
   epoll_server server(net, listener, options);

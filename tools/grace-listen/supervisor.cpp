@@ -165,7 +165,7 @@ void supervisor::on_exit(int64_t status, int signal) {
       std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(ran).count()) + " ms (" +
       std::to_string(fast_failures_) + " fast failure(s) in a row); starting it again in " +
       std::to_string(delay.count()) + " ms");
-  schedule_restart("it " + how);
+  pending_reason_ = "it " + how;
   uv_timer_start(&handles_->backoff,
                  [](uv_timer_t* t) {
                    auto* self = static_cast<supervisor*>(t->data);
@@ -173,8 +173,6 @@ void supervisor::on_exit(int64_t status, int signal) {
                  },
                  static_cast<uint64_t>(delay.count()), 0);
 }
-
-void supervisor::schedule_restart(const std::string& reason) { pending_reason_ = reason; }
 
 void supervisor::restart(const std::string& reason) {
   if (stopping_) return;

@@ -32,7 +32,6 @@ class supervisor {
   void on_exit(int64_t status, int signal);
   void restart(const std::string& reason);
   void stop(int signal);
-  void schedule_restart(const std::string& reason);
 
   uv_loop_t* loop_;
   options options_;
