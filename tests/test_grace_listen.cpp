@@ -5,6 +5,8 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +34,8 @@ std::string body_at(const std::string& address) {
   const auto colon = address.rfind(':');
   const int c = connect_tcp(address.substr(0, colon), std::atoi(address.c_str() + colon + 1));
   if (c < 0) return "refused";
+  timeval bound{10, 0};  // never wait for ever on a server that does not answer
+  setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
   const std::string request = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
   if (write(c, request.data(), request.size()) != static_cast<ssize_t>(request.size())) return "write failed";
   std::string in;

@@ -101,7 +101,11 @@ TEST_CASE("grace-udp-echo loses no datagram across SIGUSR2 upgrades and takeover
     }
     // Datagrams go on while the generations change hands.
     const pid_t old = current;
-    while ((current = read_pidfile(dir.file("udp.pid"))) == old || current == 0) (client.round_trip() ? answered : lost) += 1;
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (((current = read_pidfile(dir.file("udp.pid"))) == old || current == 0) &&
+           std::chrono::steady_clock::now() < deadline)
+      (client.round_trip() ? answered : lost) += 1;
+    REQUIRE(current != old);
     CHECK(wait_exited(old));
   }
   for (int i = 0; i < 200; ++i) (client.round_trip() ? answered : lost) += 1;
