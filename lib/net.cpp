@@ -101,15 +101,19 @@ result<void> net::prepare_listen_locked(const listen_options& options) {
 
 listener* net::take_inherited_locked(const std::string& key, network n, int family, bool wildcard) {
   auto [first, last] = inherited_by_key_.equal_range(key);
+  // Of equal candidates the one inherited first, so that a group is claimed in its order.
   auto chosen = last;
+  bool chosen_family_matches = false;
   for (auto it = first; it != last; ++it) {
     const int candidate_family = inherited_[it->second]->local_address().family();
     if (wildcard && (n == network::tcp4 || n == network::udp4) && candidate_family != AF_INET) continue;
     if (wildcard && (n == network::tcp6 || n == network::udp6) && candidate_family != AF_INET6) continue;
-    if (chosen == last) chosen = it;
-    if (candidate_family == family) {
+    const bool family_matches = candidate_family == family;
+    const bool better = chosen == last || (family_matches && !chosen_family_matches) ||
+                        (family_matches == chosen_family_matches && it->second < chosen->second);
+    if (better) {
       chosen = it;
-      break;
+      chosen_family_matches = family_matches;
     }
   }
   if (chosen == last) return nullptr;
@@ -170,21 +174,33 @@ result<listener*> net::listen_unix(std::string_view network_text, std::string_vi
 result<listener*> net::listen_inet_locked(network n, const std::vector<socket_address>& candidates,
                                           const listen_options& options) {
   if (auto ready = prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
-  const int type = socket_type(n);
+  if (listener* l = claim_inherited_inet_locked(n, candidates, options)) return l;
+  return bind_inet_locked(n, candidates, options);
+}
+
+listener* net::claim_inherited_inet_locked(network n, const std::vector<socket_address>& candidates,
+                                           const listen_options& options) {
   // An ephemeral port is by definition a new socket.
-  if (candidates.front().port() != 0) {
-    for (const auto& candidate : candidates) {
-      if (listener* l = take_inherited_locked(detail::match_key(type, candidate), n, candidate.family(),
-                                              candidate.is_wildcard())) {
-        if (!options.name.empty()) l->name_ = options.name;
-        return l;
-      }
+  if (candidates.front().port() == 0) return nullptr;
+  const int type = socket_type(n);
+  for (const auto& candidate : candidates) {
+    if (listener* l = take_inherited_locked(detail::match_key(type, candidate), n, candidate.family(),
+                                            candidate.is_wildcard())) {
+      if (!options.name.empty()) l->name_ = options.name;
+      return l;
     }
   }
+  return nullptr;
+}
+
+result<listener*> net::bind_inet_locked(network n, const std::vector<socket_address>& candidates,
+                                        const listen_options& options) {
+  const int type = socket_type(n);
   error last_failure;
   for (const auto& candidate : candidates) {
-    auto fd = type == SOCK_DGRAM ? detail::bind_udp_socket(candidate, n == network::udp6)
-                                 : detail::bind_tcp_listener(candidate, n == network::tcp6, options.backlog);
+    const bool v6only = n == network::tcp6 || n == network::udp6;
+    auto fd = type == SOCK_DGRAM ? detail::bind_udp_socket(candidate, v6only, options.reuse_port)
+                                 : detail::bind_tcp_listener(candidate, v6only, options.backlog, options.reuse_port);
     if (!fd) {
       last_failure = fd.error();
       const int err = fd.error().code().value();
@@ -200,6 +216,44 @@ result<listener*> net::listen_inet_locked(network n, const std::vector<socket_ad
         *fd, n, actual, actual.text(), options.name.empty() ? "unknown" : options.name, false)));
   }
   return tl::unexpected(last_failure);
+}
+
+result<listener_group> net::listen_group(std::string_view network_text, std::string_view address,
+                                         std::size_t count, const listen_options& options) {
+  auto n = parse_network(network_text);
+  if (!n || !(is_tcp(*n) || is_udp(*n)))
+    return fail(errc::unknown_network, "listen_group: unknown network " + detail::quoted(network_text) +
+                                           " (expected tcp, tcp4, tcp6, udp, udp4 or udp6)");
+  if (count == 0 || count > 1024)
+    return fail(errc::invalid_argument, "listen_group: " + std::to_string(count) +
+                                            " sockets asked for (expected 1 to 1024)");
+  auto candidates = resolve_tcp(*n, address);  // outside the lock: it may wait for DNS
+  if (!candidates) return tl::unexpected(candidates.error());
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (auto ready = prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
+  const std::string where = "listen_group " + std::string(address);
+  listener_group group;
+  while (listener* l = claim_inherited_inet_locked(*n, *candidates, options)) group.members.push_back(l);
+  listen_options fresh = options;
+  fresh.reuse_port = options.reuse_port || count > 1;
+  // An inherited socket bound without SO_REUSEPORT is the only one that address can have.
+  const bool can_grow = group.members.empty() || detail::has_reuse_port(group.members.front()->fd());
+  while (group.members.size() < count && can_grow) {
+    // Later members bind exactly where the first one is (its port, when port 0 was asked for).
+    std::vector<socket_address> where_first =
+        group.members.empty() ? *candidates : std::vector<socket_address>{group.members.front()->local_address()};
+    auto l = bind_inet_locked(*n, where_first, fresh);
+    if (!l) return fail(l.error().code(), where + ": member " + std::to_string(group.members.size() + 1) + " of " +
+                                              std::to_string(count) + ": " + l.error().message());
+    group.members.push_back(*l);
+  }
+  group.steered = std::min(count, group.members.size());
+  if (detail::has_reuse_port(group.members.front()->fd())) {
+    const unsigned steered = group.members.size() > count ? static_cast<unsigned>(count) : 0;
+    if (auto steer = detail::steer_reuseport_group(group.members.front()->fd(), steered); !steer)
+      return fail(steer.error().code(), where + ": " + steer.error().message());
+  }
+  return group;
 }
 
 result<listener*> net::listen_udp(std::string_view network_text, std::string_view address,

@@ -1,5 +1,6 @@
 #include "socket_ops.hpp"
 
+#include <linux/filter.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -40,12 +41,15 @@ namespace {
 
 // A non-blocking, close-on-exec socket of `type` with SO_REUSEADDR (and IPV6_V6ONLY as asked),
 // bound to `address`; `where` names it in errors.
-result<int> bound_inet_socket(const socket_address& address, int type, bool v6only, const std::string& where) {
+result<int> bound_inet_socket(const socket_address& address, int type, bool v6only, bool reuse_port,
+                              const std::string& where) {
   fd_guard fd(socket(address.family(), type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (fd.get() < 0) return fail_errno(errno, where + ": socket");
   const int on = 1;
   if (setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0)
     return fail_errno(errno, where + ": SO_REUSEADDR");
+  if (reuse_port && setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0)
+    return fail_errno(errno, where + ": SO_REUSEPORT");
   if (address.family() == AF_INET6) {
     const int only = v6only ? 1 : 0;
     if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof only) != 0)
@@ -58,17 +62,46 @@ result<int> bound_inet_socket(const socket_address& address, int type, bool v6on
 
 }  // namespace
 
-result<int> bind_tcp_listener(const socket_address& address, bool v6only, int backlog) {
+result<int> bind_tcp_listener(const socket_address& address, bool v6only, int backlog, bool reuse_port) {
   const std::string where = "listen on " + address.text();
-  auto fd = bound_inet_socket(address, SOCK_STREAM, v6only, where);
+  auto fd = bound_inet_socket(address, SOCK_STREAM, v6only, reuse_port, where);
   if (!fd) return fd;
   fd_guard guard(*fd);
   if (::listen(guard.get(), backlog) != 0) return fail_errno(errno, where + ": listen");
   return guard.release();
 }
 
-result<int> bind_udp_socket(const socket_address& address, bool v6only) {
-  return bound_inet_socket(address, SOCK_DGRAM, v6only, "udp " + address.text());
+result<int> bind_udp_socket(const socket_address& address, bool v6only, bool reuse_port) {
+  return bound_inet_socket(address, SOCK_DGRAM, v6only, reuse_port, "udp " + address.text());
+}
+
+bool has_reuse_port(int fd) {
+  int on = 0;
+  socklen_t len = sizeof on;
+  return getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, &len) == 0 && on != 0;
+}
+
+result<void> steer_reuseport_group(int fd, unsigned steered) {
+#ifndef SO_DETACH_REUSEPORT_BPF
+  constexpr int SO_DETACH_REUSEPORT_BPF = 68;
+#endif
+  if (steered == 0) {
+    const int unused = 0;
+    if (setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &unused, sizeof unused) != 0 && errno != ENOENT)
+      return fail_errno(errno, "SO_DETACH_REUSEPORT_BPF");
+    return {};
+  }
+  // A random number modulo `steered`: the index of the member that gets this connection. An index
+  // past the group's end would make the kernel fall back to its hash, so none is produced.
+  sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, static_cast<__u32>(SKF_AD_OFF + SKF_AD_RANDOM)),
+      BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, steered),
+      BPF_STMT(BPF_RET | BPF_A, 0),
+  };
+  sock_fprog program{static_cast<unsigned short>(sizeof code / sizeof code[0]), code};
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &program, sizeof program) != 0)
+    return fail_errno(errno, "SO_ATTACH_REUSEPORT_CBPF");
+  return {};
 }
 
 result<unix_binding> bind_unix_listener(const socket_address& address, int type, int backlog) {

@@ -32,6 +32,18 @@ struct listen_options {
   // Carried to the next process in LISTEN_FDNAMES; no ':' and at most 255 printable bytes.
   // Empty means "unknown" (systemd's default), or the inherited name when the socket is inherited.
   std::string name;
+  // SO_REUSEPORT on a socket bound fresh, so that further sockets (of this process or another)
+  // can bind the same address and share its connections. An inherited socket keeps its own.
+  bool reuse_port = false;
+};
+
+// The sockets of a worker group on one address (net::listen_group), in the group's order. Only
+// the first `steered` members get new connections; any further ones were inherited from a
+// generation that ran a larger group and hold only what queued on them before: they stay open
+// and must be served (or read) until this process hands over, so nothing queued is lost.
+struct listener_group {
+  std::vector<listener*> members;
+  std::size_t steered = 0;
 };
 
 struct process_options {
@@ -79,6 +91,21 @@ class GRACE_API net {
   // arrive while one generation hands over to the next wait in the socket's queue.
   [[nodiscard]] result<listener*> listen_udp(std::string_view network, std::string_view address,
                                              const listen_options& options = {});
+  // The sockets for `count` workers on one TCP or UDP address, for N event loops:
+  //  - count == 1 without options.reuse_port: one socket that every worker accepts from (one
+  //    queue: an idle worker takes the next connection; every worker wakes for each);
+  //  - otherwise an SO_REUSEPORT group of `count` sockets, one per worker (the kernel spreads
+  //    connections, and a worker's queue waits while it is busy).
+  // Every inherited socket of the address joins the group, in the order the previous generation
+  // had them, and fresh SO_REUSEPORT members are bound up to `count`. When more were inherited
+  // than `count` (the previous generation ran more workers), the kernel is told to send new
+  // connections to the first `count` only (a reuseport BPF program) and the rest stay members,
+  // so nothing that queued on them is reset: serve every member (listener_group). An inherited
+  // socket without SO_REUSEPORT cannot gain members: the group is then that socket, shared.
+  // The group travels whole, in order, with every hand-over; the kernel's group never shrinks
+  // while the service runs.
+  [[nodiscard]] result<listener_group> listen_group(std::string_view network, std::string_view address,
+                                                    std::size_t count, const listen_options& options = {});
   // A path (relative to the working directory at start-up) or "@name" for an abstract socket.
   // A stale socket file nobody listens on is replaced; a live one is EADDRINUSE.
   [[nodiscard]] result<listener*> listen_unix(std::string_view network, std::string_view path,
@@ -124,6 +151,10 @@ class GRACE_API net {
   listener* activate_locked(std::unique_ptr<listener> l);
   result<listener*> listen_inet_locked(network n, const std::vector<socket_address>& candidates,
                                        const listen_options& options);
+  listener* claim_inherited_inet_locked(network n, const std::vector<socket_address>& candidates,
+                                        const listen_options& options);
+  result<listener*> bind_inet_locked(network n, const std::vector<socket_address>& candidates,
+                                     const listen_options& options);
   result<listener*> listen_unix_locked(network n, std::string_view path,
                                        const listen_options& options);
 

@@ -140,6 +140,7 @@ connection* server::open_connection(int fd) {
     return nullptr;
   }
   connections_.insert(c);
+  count_ = connections_.size();
   rc = info_.is_unix ? uv_pipe_open(&c->handle_.handle.pipe, fd) : uv_tcp_open(&c->handle_.handle.tcp, fd);
   if (rc != 0) {
     ::close(fd);
@@ -172,6 +173,7 @@ std::vector<connection*> server::connections() const {
 
 void server::release(connection* c) {
   connections_.erase(c);
+  count_ = connections_.size();
   delete c;
   if (on_connection_closed) on_connection_closed();
 }

@@ -1,10 +1,12 @@
 #include "grace/uv/upgrader.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "../failure.hpp"
@@ -15,6 +17,7 @@
 #include "pidfile_writer.hpp"
 #include "service_notifier.hpp"
 #include "takeover_server.hpp"
+#include "upgrader_internals.hpp"
 
 namespace grace::uv {
 namespace {
@@ -62,6 +65,7 @@ struct upgrader::handles {
   detail::owned_handle<uv_signal_t> usr2, term, interrupt, hup;
   detail::owned_handle<uv_poll_t> ready_poll, exit_poll, successor_poll;
   detail::owned_handle<uv_timer_t> ready_timer, drain_timer, progress_timer, successor_watch_timer;
+  detail::owned_handle<uv_async_t> wake;  // from workers: a connection closed, a task ran
 };
 
 struct upgrader::reaping {
@@ -79,6 +83,11 @@ upgrader::upgrader(uv_loop_t* loop, grace::net& net, upgrader_options options)
       generation_(grace::generation()),
       handles_(std::make_unique<handles>()),
       migration_(std::make_unique<detail::migration_state>()) {
+  loop_thread_ = std::this_thread::get_id();
+  handles_->wake.init([&](uv_async_t* a) {
+    return uv_async_init(loop_, a, [](uv_async_t* woken) { static_cast<upgrader*>(woken->data)->on_wake(); });
+  }, this);
+  uv_unref(reinterpret_cast<uv_handle_t*>(handles_->wake.get()));
   notifier_ = std::make_unique<detail::service_notifier>(
       loop_, [this](const std::string& message) { log(event_kind::warning, message); });
   if (!options_.pidfile.empty())
@@ -102,6 +111,9 @@ upgrader::upgrader(uv_loop_t* loop, grace::net& net, upgrader_options options)
 }
 
 upgrader::~upgrader() {
+  // Servers on workers go on their own threads, after whatever was posted to them.
+  for (auto& each : servers_)
+    if (each.group != nullptr) each.group->run(each.worker, [&each] { each.s.reset(); });
   migration_.reset();
   takeover_.reset();
   handles_.reset();
@@ -137,9 +149,86 @@ result<server*> upgrader::serve(grace::listener* l, server::accept_callback on_a
   if (!s) return tl::unexpected(s.error());
   (*s)->on_connection_closed = [this] { check_drained(); };
   if (state_ == state::draining || state_ == state::exiting) (*s)->stop_accepting();
-  servers_.push_back(std::move(*s));
-  served_.push_back(l);
-  return servers_.back().get();
+  servers_.push_back(served{std::move(*s), nullptr, 0});
+  if (std::find(served_.begin(), served_.end(), l) == served_.end()) served_.push_back(l);
+  return servers_.back().s.get();
+}
+
+result<server*> upgrader::serve(grace::listener* l, server::accept_callback on_accept, worker_group& workers,
+                                unsigned worker) {
+  if (l == nullptr) return grace::detail::fail(errc::invalid_argument, "serve: no listener");
+  if (worker >= workers.size())
+    return grace::detail::fail(errc::invalid_argument, "serve " + l->address() + ": no worker " +
+                                                           std::to_string(worker) + " in a group of " +
+                                                           std::to_string(workers.size()));
+  result<std::unique_ptr<server>> s = grace::detail::fail(errc::invalid_argument, "serve: the worker stopped");
+  const bool stopped = state_ == state::draining || state_ == state::exiting;
+  workers.run(worker, [&] {
+    s = server::open(workers.loop(worker), *l, std::move(on_accept));
+    if (!s) return;
+    (*s)->on_connection_closed = [this] { wake(); };
+    if (stopped) (*s)->stop_accepting();
+  });
+  if (!s) return tl::unexpected(s.error());
+  // This loop has nothing of its own to keep it running while workers serve.
+  uv_ref(reinterpret_cast<uv_handle_t*>(handles_->wake.get()));
+  servers_.push_back(served{std::move(*s), &workers, worker});
+  if (std::find(served_.begin(), served_.end(), l) == served_.end()) served_.push_back(l);
+  return servers_.back().s.get();
+}
+
+result<std::vector<server*>> upgrader::serve(const listener_group& group, server::accept_callback on_accept,
+                                            worker_group& workers) {
+  if (group.members.empty() || group.steered == 0 || group.steered > group.members.size())
+    return grace::detail::fail(errc::invalid_argument, "serve: an empty or malformed listener group");
+  std::vector<server*> out;
+  auto add = [&](grace::listener* l, unsigned worker) -> result<void> {
+    auto s = serve(l, on_accept, workers, worker);
+    if (!s) return tl::unexpected(s.error());
+    out.push_back(*s);
+    return {};
+  };
+  const auto steered = static_cast<unsigned>(group.steered);
+  for (unsigned k = 0; k < workers.size(); ++k)
+    if (auto ok = add(group.members[k % steered], k); !ok) return tl::unexpected(ok.error());
+  // A steered member no worker took (more sockets than workers) and the extra members.
+  for (std::size_t j = 0; j < group.members.size(); ++j)
+    if (j >= workers.size() || j >= steered)
+      if (auto ok = add(group.members[j], static_cast<unsigned>(j % workers.size())); !ok)
+        return tl::unexpected(ok.error());
+  return out;
+}
+
+void upgrader::on_loop_of(served& each, std::function<void(server&)> fn) {
+  if (each.group == nullptr) return fn(*each.s);
+  server* s = each.s.get();
+  ++worker_tasks_;
+  const bool posted = each.group->post(each.worker, [this, s, fn = std::move(fn)] {
+    fn(*s);
+    --worker_tasks_;
+    wake();
+  });
+  if (!posted) --worker_tasks_;
+}
+
+upgrader::served* upgrader::served_by(const server* s) {
+  for (auto& each : servers_)
+    if (each.s.get() == s) return &each;
+  return nullptr;
+}
+
+void upgrader::wake() noexcept { uv_async_send(handles_->wake.get()); }
+
+// On this loop, after a worker ran a task, closed a connection or migrated one.
+void upgrader::on_wake() {
+  std::vector<detail::handed_connection> arrived;
+  {
+    std::lock_guard<std::mutex> lock(inbox_mutex_);
+    arrived.swap(inbox_);
+  }
+  for (auto& each : arrived) queue_migration(each.fd.release(), std::move(each.state), each.from);
+  report_exports();
+  check_drained();
 }
 
 void upgrader::on_drain(std::function<void()> hook) { drain_hook_ = std::move(hook); }
@@ -148,7 +237,7 @@ void upgrader::on_resume(std::function<void()> hook) { resume_hook_ = std::move(
 
 std::size_t upgrader::connection_count() const noexcept {
   std::size_t n = 0;
-  for (const auto& s : servers_) n += s->connection_count();
+  for (const auto& each : servers_) n += each.s->connection_count();
   return n;
 }
 
@@ -173,15 +262,20 @@ result<void> upgrader::ready() {
   if (takeover_) takeover_->start_accepting();
   if (options_.fd_store) keep_listeners_in_fd_store();
   std::string addresses;
-  for (const auto& s : servers_) {
-    const auto& l = s->listener();
-    addresses += (addresses.empty() ? "" : ", ") + l.address +
-                 (l.inherited ? " (inherited, name " + l.name + ")" : " (new socket)");
+  std::vector<std::pair<const worker_group*, unsigned>> workers;
+  for (const auto& each : servers_) {
+    const std::pair<const worker_group*, unsigned> where(each.group, each.worker);
+    if (each.group != nullptr && std::find(workers.begin(), workers.end(), where) == workers.end())
+      workers.push_back(where);
   }
+  for (const grace::listener* l : served_)
+    addresses += (addresses.empty() ? "" : ", ") + l->address() +
+                 (l->inherited() ? " (inherited, name " + l->name() + ")" : " (new socket)");
   for (const grace::listener* l : net_.active_listeners())
     if (socket_type(l->network()) == SOCK_DGRAM)
       addresses += (addresses.empty() ? "udp " : ", udp ") + l->address() +
                    (l->inherited() ? " (inherited)" : " (new socket)");
+  if (!workers.empty()) addresses += " on " + std::to_string(workers.size()) + " worker(s)";
   if (takeover_) addresses += "; hand-over socket " + takeover_->address();
   log(event_kind::serving, "serving " + addresses + " as pid " + std::to_string(getpid()));
   return {};
@@ -423,7 +517,7 @@ void upgrader::resume_after_takeover(pid_t successor, int status) {
   state_ = state::serving;
   handles_->drain_timer.reset();
   handles_->progress_timer.reset();
-  for (auto& s : servers_) s->resume_accepting();
+  for (auto& each : servers_) on_loop_of(each, [](server& s) { s.resume_accepting(); });
   if (takeover_) takeover_->start_accepting();
   drain_hook_ran_ = false;
   if (resume_hook_) resume_hook_();
@@ -444,7 +538,7 @@ void upgrader::shutdown() {
     }
     const std::size_t forced = connection_count();
     stop_migrating("asked again to stop", false);
-    for (auto& s : servers_) s->close_all_connections();
+    for (auto& each : servers_) on_loop_of(each, [](server& s) { s.close_all_connections(); });
     log(event_kind::forced_close, "asked again to stop: closed " + std::to_string(forced) + " connection(s) now",
         0, forced);
     finish();
@@ -463,7 +557,7 @@ void upgrader::shutdown() {
 }
 
 void upgrader::stop_accepting() {
-  for (auto& s : servers_) s->stop_accepting();
+  for (auto& each : servers_) on_loop_of(each, [](server& s) { s.stop_accepting(); });
   if (takeover_) takeover_->stop_accepting();
   // The listening sockets stay open in the net: connections queue there for the next generation.
 }
@@ -471,7 +565,7 @@ void upgrader::stop_accepting() {
 void upgrader::close_listeners() {
   // Stopping for good: new clients are refused at once instead of waiting in a queue nobody
   // will accept from. (A socket activated by systemd stays open in systemd.)
-  for (auto& s : servers_) s->close_listening_socket();
+  for (auto& each : servers_) on_loop_of(each, [](server& s) { s.close_listening_socket(); });
   takeover_.reset();
   if (handover_) served_.push_back(std::exchange(handover_, nullptr));
   for (grace::listener* l : served_)
@@ -502,8 +596,9 @@ void upgrader::begin_drain(const std::string& why, bool defer_hook) {
                  [](uv_timer_t* t) {
                    auto* self = static_cast<upgrader*>(t->data);
                    self->stop_migrating("the drain deadline passed", false);
-                   std::size_t forced = 0;
-                   for (auto& s : self->servers_) forced += s->close_all_connections();
+                   const std::size_t forced = self->connection_count();
+                   for (auto& each : self->servers_)
+                     self->on_loop_of(each, [](server& s) { s.close_all_connections(); });
                    self->log(event_kind::forced_close,
                              "drain deadline passed: closed " + std::to_string(forced) + " connection(s) by force",
                              0, forced);
@@ -523,8 +618,10 @@ void upgrader::begin_drain(const std::string& why, bool defer_hook) {
 }
 
 void upgrader::check_drained() {
-  // Drained, and no longer watching over the generation it handed over to.
-  if (state_ == state::draining && connection_count() == 0 && !handles_->successor_watch_timer) finish();
+  // Drained (every worker has stopped accepting, and no connection is on its way to the new
+  // generation), and no longer watching over the generation it handed over to.
+  if (state_ != state::draining || handles_->successor_watch_timer) return;
+  if (worker_tasks_.load() == 0 && moving_.load() == 0 && connection_count() == 0) finish();
 }
 
 void upgrader::finish() {

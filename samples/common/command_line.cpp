@@ -12,7 +12,7 @@ void print_usage(std::FILE* out, const char* name) {
   std::fprintf(out,
                "usage: %s ADDRESS [--pidfile FILE] [--drain-timeout SECONDS] [--ready-timeout SECONDS]\n"
                "                  [--max-generations N] [--successor-watch SECONDS] [--handover-socket PATH]\n"
-               "                  [--no-migrate] [--fd-store]\n"
+               "                  [--no-migrate] [--fd-store] [--workers N] [--reuse-port]\n"
                "  ADDRESS: 127.0.0.1:8080, [::1]:8080, :8080 or unix:/path/to.sock\n"
                "  SIGUSR2 upgrades to a new process without losing a connection; SIGTERM drains and exits;\n"
                "  SIGHUP is logged and ignored.\n"
@@ -21,7 +21,9 @@ void print_usage(std::FILE* out, const char* name) {
                "  --no-migrate: keep connections in the old generation at a hand-over (they end there as\n"
                "  a drain ends them) instead of moving the idle ones to the new generation.\n"
                "  --fd-store: keep the listeners in systemd's fd store (FDSTORE=1), so that even a crash or\n"
-               "  a restart of the whole service gets them back.\n",
+               "  a restart of the whole service gets them back.\n"
+               "  --workers N: serve on N threads, one event loop each (grace-http, grace-udp-echo); with\n"
+               "  --reuse-port each has a socket of its own (SO_REUSEPORT), else all accept from one.\n",
                name);
 }
 
@@ -42,6 +44,14 @@ std::chrono::milliseconds seconds_arg(const char* name, const std::string& optio
   return std::chrono::milliseconds(static_cast<long long>(seconds * 1000));
 }
 
+unsigned workers_arg(const char* name, const char* text) {
+  char* end = nullptr;
+  const unsigned long value = std::strtoul(text, &end, 10);
+  if (end == text || *end != '\0' || text[0] < '0' || text[0] > '9' || value < 1 || value > 64)
+    usage(name, std::string("--workers needs a whole number from 1 to 64, not \"") + text + "\"");
+  return static_cast<unsigned>(value);
+}
+
 unsigned generations_arg(const char* name, const char* text) {
   char* end = nullptr;
   const unsigned long value = std::strtoul(text, &end, 10);
@@ -58,7 +68,7 @@ command_line parse_command_line(int argc, char** argv, const char* name) {
     const std::string arg = argv[i];
     const bool takes_value = arg == "--pidfile" || arg == "--drain-timeout" || arg == "--ready-timeout" ||
                              arg == "--max-generations" || arg == "--successor-watch" ||
-                             arg == "--handover-socket";
+                             arg == "--handover-socket" || arg == "--workers";
     if (takes_value && i + 1 >= argc) usage(name, arg + " needs a value");
     if (arg == "--pidfile") c.pidfile = argv[++i];
     else if (arg == "--drain-timeout") c.drain_timeout = seconds_arg(name, arg, argv[++i], true);
@@ -71,6 +81,8 @@ command_line parse_command_line(int argc, char** argv, const char* name) {
     }
     else if (arg == "--no-migrate") c.migrate = false;
     else if (arg == "--fd-store") c.fd_store = true;
+    else if (arg == "--workers") c.workers = workers_arg(name, argv[++i]);
+    else if (arg == "--reuse-port") c.reuse_port = true;
     else if (arg == "-h" || arg == "--help") {
       print_usage(stdout, name);
       std::exit(0);
@@ -79,12 +91,19 @@ command_line parse_command_line(int argc, char** argv, const char* name) {
     else usage(name, "unexpected argument \"" + arg + "\"");
   }
   if (c.address.empty()) usage(name, "missing ADDRESS");
+  if (c.reuse_port && c.workers == 0) usage(name, "--reuse-port needs --workers");
   return c;
 }
 
 void refuse_upgrader_options(const command_line& c, const char* name) {
+  refuse_workers(c, name);
   if (c.handover_socket.empty() && !c.fd_store && c.migrate) return;
   usage(name, "--handover-socket, --fd-store and --no-migrate need the libuv upgrader (grace-http, grace-echo)");
+}
+
+void refuse_workers(const command_line& c, const char* name) {
+  if (c.workers == 0) return;
+  usage(name, "--workers is for grace-http and grace-udp-echo");
 }
 
 grace::listener* open_listener(grace::net& net, const std::string& address, const char* name) {

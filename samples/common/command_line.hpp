@@ -4,7 +4,7 @@
 //
 //   NAME ADDRESS [--pidfile FILE] [--drain-timeout SECONDS] [--ready-timeout SECONDS]
 //                [--max-generations N] [--successor-watch SECONDS] [--handover-socket PATH]
-//                [--no-migrate] [--fd-store]
+//                [--no-migrate] [--fd-store] [--workers N] [--reuse-port]
 //   ADDRESS: 127.0.0.1:8080, [::1]:8080, :8080, or unix:/path/to.sock
 #include <chrono>
 #include <string>
@@ -23,13 +23,17 @@ struct command_line {
   std::string handover_socket;  // libuv samples only
   bool migrate = true;          // libuv samples only: move idle connections at a hand-over
   bool fd_store = false;        // libuv samples only: keep the listeners in systemd's fd store
+  unsigned workers = 0;         // grace-http, grace-udp-echo: 0 serves on the main loop alone
+  bool reuse_port = false;      // with workers: a socket per worker (SO_REUSEPORT), not one shared
 };
 
 // Exits with a usage message (status 2) on a bad command line, with the help (0) for --help.
 command_line parse_command_line(int argc, char** argv, const char* name);
 // For samples without grace's libuv upgrader: exits (status 2) when the command line asks for
-// what only the upgrader does (--handover-socket, --fd-store, --no-migrate).
+// what only the upgrader does (--handover-socket, --fd-store, --no-migrate, --workers).
 void refuse_upgrader_options(const command_line& c, const char* name);
+// For samples without worker groups: exits (status 2) when the command line asks for them.
+void refuse_workers(const command_line& c, const char* name);
 // "unix:/path" is a unix socket, anything else TCP. Exits (status 1) with the reason on failure.
 grace::listener* open_listener(grace::net& net, const std::string& address, const char* name);
 

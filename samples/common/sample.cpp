@@ -19,6 +19,8 @@ config parse_uv_command_line(int argc, char** argv, const char* name) {
   c.upgrade.handover_socket = line.handover_socket;
   c.migrate = line.migrate;
   c.upgrade.fd_store = line.fd_store;
+  c.workers = line.workers;
+  c.reuse_port = line.reuse_port;
   return c;
 }
 
@@ -32,6 +34,24 @@ void take_over_if_asked(grace::net& net, const config& c, const char* name) {
   if (taken->what == grace::takeover_result::outcome::took_over)
     std::fprintf(stderr, "%s[%d]: took %zu listener(s) over from pid %d\n", name, static_cast<int>(getpid()),
                  taken->listeners, static_cast<int>(taken->from));
+}
+
+grace::listener_group open_listener_group(grace::net& net, const config& c, const char* name) {
+  if (c.address.rfind("unix:", 0) == 0) {
+    if (c.reuse_port) {
+      std::fprintf(stderr, "%s: --reuse-port is for TCP addresses; unix:%s has one socket\n", name, c.address.c_str() + 5);
+      std::exit(2);
+    }
+    return grace::listener_group{{open_listener(net, c.address, name)}, 1};
+  }
+  grace::listen_options options;
+  options.reuse_port = c.reuse_port;
+  auto group = net.listen_group("tcp", c.address, c.reuse_port ? c.workers : 1, options);
+  if (!group) {
+    std::fprintf(stderr, "%s: cannot listen on %s: %s\n", name, c.address.c_str(), group.error().message().c_str());
+    std::exit(1);
+  }
+  return *group;
 }
 
 }  // namespace sample

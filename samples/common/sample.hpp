@@ -11,11 +11,16 @@ struct config {
   std::string address;
   grace::uv::upgrader_options upgrade;
   bool migrate = true;
+  unsigned workers = 0;
+  bool reuse_port = false;
 };
 
 config parse_uv_command_line(int argc, char** argv, const char* name);
 // With --handover-socket: takes the listeners over from the process serving it, if one does
 // (before the listeners are opened). Exits (status 1) with the reason when that process refuses.
 void take_over_if_asked(grace::net& net, const config& c, const char* name);
+// The sockets for c.workers workers (grace::net::listen_group): one shared socket, or with
+// --reuse-port one per worker; a unix address has one socket. Exits (status 1) on failure.
+grace::listener_group open_listener_group(grace::net& net, const config& c, const char* name);
 
 }  // namespace sample

@@ -79,6 +79,10 @@ void import_connection(grace::uv::connection& c, std::string) {
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   auto config = sample::parse_uv_command_line(argc, argv, "grace-echo");
+  if (config.workers > 0) {
+    std::fprintf(stderr, "grace-echo: --workers is for grace-http and grace-udp-echo\n");
+    return 2;
+  }
   grace::net net;
   sample::take_over_if_asked(net, config, "grace-echo");
   grace::listener* listener = sample::open_listener(net, config.address, "grace-echo");

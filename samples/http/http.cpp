@@ -9,8 +9,10 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -25,9 +27,17 @@ struct http_connection {
   unsigned writes_in_flight = 0;
 };
 
-bool g_draining = false;
+std::atomic<bool> g_draining{false};
 std::string g_who;  // the body of GET /: which process and generation answered
+bool g_name_worker = false;  // with --workers: and which worker
 grace::uv::upgrader* g_upgrader = nullptr;
+
+const std::string& who() {
+  if (!g_name_worker) return g_who;
+  thread_local const std::string with_worker =
+      g_who.substr(0, g_who.size() - 1) + " worker=" + std::to_string(grace::uv::worker_group::current()) + "\n";
+  return with_worker;
+}
 
 // Between requests, with nothing being written: it can move to the next generation.
 bool idle(const http_connection& st) { return st.writes_in_flight == 0 && !st.close_after_write; }
@@ -57,7 +67,7 @@ void answer_requests(grace::uv::connection& c) {
   auto* state = static_cast<http_connection*>(c.user_data);
   std::string output;
   bool close = false;
-  while (!close && http_protocol::answer_one(state->input, output, close, g_draining, g_who)) {
+  while (!close && http_protocol::answer_one(state->input, output, close, g_draining.load(), who())) {
   }
   state->close_after_write = close;
   if (!output.empty()) send(c, std::move(output));
@@ -126,10 +136,21 @@ int main(int argc, char** argv) {
 #endif
   grace::net net;
   sample::take_over_if_asked(net, config, name);
-  grace::listener* listener = sample::open_listener(net, config.address, name);
+  const grace::listener_group sockets = sample::open_listener_group(net, config, name);
+  // Declared before the upgrader, which serves on it: it must outlive the upgrader.
+  std::unique_ptr<grace::uv::worker_group> workers;
+  if (config.workers > 0) {
+    auto started = grace::uv::worker_group::start(config.workers);
+    if (!started) {
+      std::fprintf(stderr, "%s: %s\n", name, started.error().message().c_str());
+      return 1;
+    }
+    workers = std::move(*started);
+  }
   uv_loop_t* loop = uv_default_loop();
   grace::uv::upgrader upgrader(loop, net, config.upgrade);
   g_who = "pid=" + std::to_string(getpid()) + " generation=" + std::to_string(upgrader.generation()) + "\n";
+  g_name_worker = workers != nullptr;
   // Connections that are mid-request or idle keep going; each answers its next request with
   // "Connection: close" and then ends.
   upgrader.on_drain([] { g_draining = true; });
@@ -140,8 +161,10 @@ int main(int argc, char** argv) {
     upgrader.on_export(export_idle);
     upgrader.on_import(import_connection);
   }
-  if (!upgrader.serve(listener, serve_http)) {
-    std::fprintf(stderr, "%s: cannot serve %s\n", name, listener->address().c_str());
+  const bool served = workers ? upgrader.serve(sockets, serve_http, *workers).has_value()
+                               : sockets.members.size() == 1 && upgrader.serve(sockets.members.front(), serve_http);
+  if (!served) {
+    std::fprintf(stderr, "%s: cannot serve %s\n", name, sockets.members.front()->address().c_str());
     return 1;
   }
   if (auto ready = upgrader.ready(); !ready) {

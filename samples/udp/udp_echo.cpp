@@ -1,83 +1,143 @@
-// grace-udp-echo: a UDP echo server on libuv, upgraded without losing a datagram. The socket is
+// grace-udp-echo: a UDP echo server on libuv, upgraded without losing a datagram. The sockets are
 // the same in every generation (inherited, or taken over), so datagrams that arrive while one
-// generation hands over to the next wait in its queue; the old generation stops reading as it
-// drains, and the new one reads on. See samples/common/sample.hpp for the command line.
+// generation hands over to the next wait in their queues; the old generation stops reading as it
+// drains, and the new one reads on. With --workers N it reads on N threads: from one shared
+// socket, or with --reuse-port from a socket each (an SO_REUSEPORT group, as QUIC servers do).
+// See samples/common/sample.hpp for the command line.
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include <cstdio>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "../common/sample.hpp"
 
 namespace {
-
-uv_udp_t g_socket;
 
 struct send_request {
   uv_udp_send_t req;
   char* data;
 };
 
-void start_echoing() {
-  uv_udp_recv_start(
-      &g_socket,
-      [](uv_handle_t*, size_t suggested, uv_buf_t* buf) {
-        *buf = uv_buf_init(new char[suggested], static_cast<unsigned>(suggested));
-      },
-      [](uv_udp_t* socket, ssize_t nread, const uv_buf_t* buf, const sockaddr* from, unsigned) {
-        if (nread < 0 || from == nullptr) {
-          delete[] buf->base;
-          return;
-        }
-        auto* send = new send_request{{}, buf->base};
-        const uv_buf_t out = uv_buf_init(buf->base, static_cast<unsigned>(nread));
-        if (uv_udp_send(&send->req, socket, &out, 1, from, [](uv_udp_send_t* r, int) {
-              auto* done = reinterpret_cast<send_request*>(r);
-              delete[] done->data;
-              delete done;
-            }) != 0) {
-          delete[] send->data;
-          delete send;
-        }
-      });
-}
+// One socket of the group read on one loop.
+struct echoer {
+  uv_udp_t handle{};
+  grace::uv::worker_group* group = nullptr;  // null: the main loop
+  unsigned worker = 0;
+
+  void start() {
+    uv_udp_recv_start(
+        &handle,
+        [](uv_handle_t*, size_t suggested, uv_buf_t* buf) {
+          *buf = uv_buf_init(new char[suggested], static_cast<unsigned>(suggested));
+        },
+        [](uv_udp_t* socket, ssize_t nread, const uv_buf_t* buf, const sockaddr* from, unsigned) {
+          if (nread < 0 || from == nullptr) {
+            delete[] buf->base;
+            return;
+          }
+          auto* send = new send_request{{}, buf->base};
+          const uv_buf_t out = uv_buf_init(buf->base, static_cast<unsigned>(nread));
+          if (uv_udp_send(&send->req, socket, &out, 1, from, [](uv_udp_send_t* r, int) {
+                auto* done = reinterpret_cast<send_request*>(r);
+                delete[] done->data;
+                delete done;
+              }) != 0) {
+            delete[] send->data;
+            delete send;
+          }
+        });
+  }
+  void stop() { uv_udp_recv_stop(&handle); }
+  // Runs fn on this echoer's loop; `wait` blocks until it has run.
+  void on_loop(std::function<void()> fn, bool wait) {
+    if (group == nullptr) return fn();
+    if (wait) group->run(worker, fn);
+    else group->post(worker, std::move(fn));
+  }
+};
+
+std::vector<std::unique_ptr<echoer>> g_echoers;
 
 }  // namespace
 
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
-  auto config = sample::parse_uv_command_line(argc, argv, "grace-udp-echo");
+  const char* name = "grace-udp-echo";
+  auto config = sample::parse_uv_command_line(argc, argv, name);
   grace::net net;
-  sample::take_over_if_asked(net, config, "grace-udp-echo");
-  auto socket = net.listen_udp("udp", config.address);
-  if (!socket) {
-    std::fprintf(stderr, "grace-udp-echo: %s\n", socket.error().message().c_str());
+  sample::take_over_if_asked(net, config, name);
+  grace::listen_options options;
+  options.reuse_port = config.reuse_port;
+  // Every socket of the address, inherited ones included, even when fewer are wanted now.
+  auto sockets = net.listen_group("udp", config.address, config.reuse_port ? config.workers : 1, options);
+  if (!sockets) {
+    std::fprintf(stderr, "%s: %s\n", name, sockets.error().message().c_str());
     return 1;
+  }
+  std::unique_ptr<grace::uv::worker_group> workers;
+  if (config.workers > 0) {
+    auto started = grace::uv::worker_group::start(config.workers);
+    if (!started) {
+      std::fprintf(stderr, "%s: %s\n", name, started.error().message().c_str());
+      return 1;
+    }
+    workers = std::move(*started);
   }
   uv_loop_t* loop = uv_default_loop();
   grace::uv::upgrader upgrader(loop, net, config.upgrade);
-  // libuv owns what it is given: it gets a duplicate, and the net keeps the socket for the next
-  // generation.
-  uv_udp_init(loop, &g_socket);
-  if (uv_udp_open(&g_socket, fcntl((*socket)->fd(), F_DUPFD_CLOEXEC, 3)) != 0) {
-    std::fprintf(stderr, "grace-udp-echo: cannot use %s\n", (*socket)->address().c_str());
-    return 1;
+  // As upgrader::serve places a group: worker k reads member k (modulo the steered ones), and
+  // the members past them are read in turn, so what queued there is answered.
+  const unsigned loops = workers ? workers->size() : 1;
+  std::vector<std::pair<grace::listener*, unsigned>> placement;
+  for (unsigned k = 0; k < loops; ++k) placement.emplace_back(sockets->members[k % sockets->steered], k);
+  for (std::size_t j = 0; j < sockets->members.size(); ++j)
+    if (j >= loops || j >= sockets->steered) placement.emplace_back(sockets->members[j], static_cast<unsigned>(j % loops));
+  for (const auto& [socket, k] : placement) {
+    auto e = std::make_unique<echoer>();
+    e->group = workers.get();
+    e->worker = k;
+    bool opened = false;
+    // libuv owns what it is given: it gets a duplicate, and the net keeps the socket for the next
+    // generation.
+    e->on_loop([&, socket = socket] {
+      uv_udp_init(workers ? workers->loop(e->worker) : loop, &e->handle);
+      opened = uv_udp_open(&e->handle, fcntl(socket->fd(), F_DUPFD_CLOEXEC, 3)) == 0;
+      if (opened) e->start();
+    }, true);
+    if (!opened) {
+      std::fprintf(stderr, "%s: cannot use %s\n", name, socket->address().c_str());
+      return 1;
+    }
+    g_echoers.push_back(std::move(e));
   }
   // Stop reading once the next generation serves: what arrives from then on is its to read.
-  upgrader.on_drain([] { uv_udp_recv_stop(&g_socket); });
-  upgrader.on_resume(start_echoing);
-  start_echoing();
-  std::fprintf(stderr, "grace-udp-echo[%d]: echoing on udp %s (%s)\n", static_cast<int>(getpid()),
-               (*socket)->address().c_str(), (*socket)->inherited() ? "inherited" : "new socket");
+  upgrader.on_drain([] {
+    for (auto& e : g_echoers) e->on_loop([p = e.get()] { p->stop(); }, false);
+  });
+  upgrader.on_resume([] {
+    for (auto& e : g_echoers) e->on_loop([p = e.get()] { p->start(); }, false);
+  });
+  std::fprintf(stderr, "%s[%d]: echoing on udp %s: %zu socket(s) (%s), %u loop(s)\n", name,
+               static_cast<int>(getpid()), sockets->members.front()->address().c_str(), sockets->members.size(),
+               sockets->members.front()->inherited() ? "inherited" : "new", loops);
   if (auto ready = upgrader.ready(); !ready) {
-    std::fprintf(stderr, "grace-udp-echo: cannot report readiness: %s\n", ready.error().message().c_str());
+    std::fprintf(stderr, "%s: cannot report readiness: %s\n", name, ready.error().message().c_str());
     return 1;
   }
   const int status = upgrader.run();
-  uv_close(reinterpret_cast<uv_handle_t*>(&g_socket), nullptr);
+  // Each loop finishes the datagram it is answering before its socket closes.
+  for (auto& e : g_echoers)
+    e->on_loop([p = e.get()] {
+      p->stop();
+      uv_close(reinterpret_cast<uv_handle_t*>(&p->handle), nullptr);
+    }, true);
   uv_run(loop, UV_RUN_NOWAIT);
+  for (auto& e : g_echoers) e->on_loop([] {}, true);  // the close callbacks ran
+  g_echoers.clear();
   return status;
 }

@@ -3,6 +3,7 @@
 // tracked, so that a drain knows when the last one has finished and can close what remains.
 #include <uv.h>
 
+#include <atomic>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -83,7 +84,8 @@ class GRACE_API server {
   // Stops accepting for good and closes the server's own duplicate of the listening socket.
   void close_listening_socket();
   bool accepting() const noexcept { return accepting_; }
-  std::size_t connection_count() const noexcept { return connections_.size(); }
+  // Thread-safe (a worker's server is counted from the upgrader's loop).
+  std::size_t connection_count() const noexcept { return count_.load(); }
   // Closes every open connection; returns how many there were.
   std::size_t close_all_connections();
   // The open connections, in no particular order.
@@ -111,6 +113,7 @@ class GRACE_API server {
   uv_timer_t* retry_ = nullptr; // after EMFILE: accept again once fds may be free
   bool accepting_ = false;
   std::unordered_set<connection*> connections_;
+  std::atomic<std::size_t> count_{0};  // connections_.size()
 };
 
 }  // namespace grace::uv

@@ -21,12 +21,15 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <list>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "grace/error.hpp"
@@ -35,6 +38,7 @@
 #include "grace/net.hpp"
 #include "grace/readiness.hpp"
 #include "grace/uv/server.hpp"
+#include "grace/uv/worker_group.hpp"
 
 namespace grace::uv {
 
@@ -43,6 +47,7 @@ class service_notifier;
 class pidfile_writer;
 class takeover_server;
 struct migration_state;
+struct handed_connection;
 template <typename Handle>
 class owned_handle;
 }  // namespace detail
@@ -117,6 +122,21 @@ class GRACE_API upgrader {
 
   // Serves a listener of `net` on the loop; its connections count for the drain.
   [[nodiscard]] result<server*> serve(grace::listener* l, server::accept_callback on_accept);
+  // Serves it on worker k of `workers` instead: the server lives on that worker's loop, and its
+  // accept, connection, export and import callbacks run on that worker's thread. Serve one
+  // listener on several workers (one shared socket) or each member of a listener_group on its
+  // own (SO_REUSEPORT); every member of a group must be served. Blocks until the worker has
+  // opened the server; the group must outlive this upgrader. The drain, reload and resume
+  // hooks still run on this upgrader's loop: the application tells its workers itself.
+  [[nodiscard]] result<server*> serve(grace::listener* l, server::accept_callback on_accept, worker_group& workers,
+                                      unsigned worker);
+  // Serves every member of `group` (net::listen_group) on `workers`: with one steered socket,
+  // every worker accepts from it; with a group, worker k takes member k (modulo the steered
+  // members when there are fewer of them than workers). Members past `steered`, inherited from a
+  // generation that ran more workers, are served by the workers in turn, so that what queued on
+  // them is accepted. The servers, in the order they were opened.
+  [[nodiscard]] result<std::vector<server*>> serve(const listener_group& group, server::accept_callback on_accept,
+                                                   worker_group& workers);
   // Runs once, when this process starts draining: the application's chance to finish work
   // (an HTTP server answers the next request on each connection with "Connection: close").
   void on_drain(std::function<void()> hook);
@@ -141,12 +161,13 @@ class GRACE_API upgrader {
   // New side: a connection handed over with its bytes; set it up and read from it. Also runs in
   // the old process for a connection whose move failed (the new generation died): it stays.
   void on_import(std::function<void(connection&, std::string)> hook);
-  // A newer generation takes connections now.
+  // A newer generation takes connections now. Thread-safe.
   bool can_migrate() const noexcept;
-  // Moves `c` (reading stopped, no write in flight) to the newer generation with `state`. False
-  // when none takes connections (the caller ends it its own way). The application must not touch
-  // `c` afterwards: it is closed here once the new generation has it, or given back through the
-  // import hook.
+  // Moves `c` (no write in flight) to the newer generation with `state`; call it on the thread of
+  // the loop `c` is served on. False when none takes connections (the caller ends it its own
+  // way). `c` is closed at once (on_closed runs) while a copy of its socket travels: the
+  // application must not touch `c` afterwards. If the new generation cannot take it, it comes
+  // back as a new connection through the import hook, on the same loop.
   bool migrate(connection& c, std::string bytes);
   // This generation is ready: tells the parent that started it, or (first start, or a parent
   // that died meanwhile) takes charge itself: pid file and READY=1/MAINPID. Call after opening
@@ -164,12 +185,20 @@ class GRACE_API upgrader {
   unsigned generation() const noexcept { return generation_; }
   bool draining() const noexcept { return state_ == state::draining; }
   bool upgrading() const noexcept { return pending_.has_value(); }
+  // Thread-safe.
   std::size_t connection_count() const noexcept;
 
  private:
   enum class state { starting, serving, draining, exiting, done };
   struct handles;
   struct reaping;
+  struct served;
+  // Runs fn on the thread of the loop `s` is served on: here at once, or posted to its worker
+  // (counted in worker_tasks_ until it has run).
+  void on_loop_of(served& s, std::function<void(server&)> fn);
+  served* served_by(const server* s);
+  void on_wake();
+  void wake() noexcept;
   void log(event_kind kind, std::string message, pid_t child = 0, std::size_t count = 0);
   void notify(const std::string& message);
   void write_pidfile(pid_t pid);
@@ -183,6 +212,10 @@ class GRACE_API upgrader {
   void offer_connections(const pending_child& successor);
   void on_outbound(result<parcel> p);
   void export_all();
+  void export_from(server& s);
+  void report_exports();
+  void queue_migration(int fd, std::string bytes, server* from);
+  void give_back(int fd, std::string bytes, server* from);
   void flush_migrations();
   void stop_migrating(const std::string& why, bool give_back);
   // New side.
@@ -210,7 +243,19 @@ class GRACE_API upgrader {
   std::optional<error> options_error_;
   unsigned generation_ = 1;
   state state_ = state::starting;
-  std::vector<std::unique_ptr<server>> servers_;
+  std::vector<served> servers_;
+  std::thread::id loop_thread_;
+  // Work posted to workers and not run yet: a drain is over only when every worker has stopped.
+  std::atomic<int> worker_tasks_{0};
+  // Connections between migrate() and the new generation's ack (or their return here).
+  std::atomic<std::size_t> moving_{0};
+  std::atomic<bool> migration_open_{false};
+  std::mutex inbox_mutex_;
+  std::vector<detail::handed_connection> inbox_;  // connections migrated on workers, for this loop to send
+  std::atomic<int> exports_running_{0};
+  std::atomic<std::size_t> exported_{0};
+  std::atomic<std::size_t> kept_{0};  // busy when the exports ran: they finish here first
+  bool export_report_due_ = false;
   std::vector<grace::listener*> served_;  // in net_, closed there when this process stops for good
   std::function<void()> drain_hook_;
   std::function<void()> reload_hook_;
