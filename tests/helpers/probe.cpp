@@ -10,6 +10,10 @@
 //   grace-test-probe serve-http ADDRESS N
 //     a socket-activated HTTP server: takes its listener from LISTEN_FDS by address, answers N
 //     requests (one per connection, "pid=<pid>"), and exits.
+//   GRACE_PROBE_MODE=group (GRACE_PROBE_ADDRESS, _COUNT, _QUEUED, _NEW, _REPORT_FD)
+//     listen_group(ADDRESS, COUNT) on the sockets it inherited; reports "members M steered S",
+//     accepts QUEUED connections from whichever members have them ("queued a,b,c": per member),
+//     says "steered", then accepts NEW more ("new a,b,c"), each line on REPORT_FD.
 //   grace-test-probe reexec NETWORK ADDRESS
 //     generation 1 listens, waits for "go" on stdin, start_process()es itself, closes its
 //     listener and waits for the child; generation 2 inherits, reports, serves one connection.
@@ -197,6 +201,57 @@ int run_upgrade_child(const std::string& mode) {
   return serve_one((*l)->fd());
 }
 
+// Accepts `want` connections from any member (10 s at most); how many came from each.
+std::vector<int> accept_from_members(const grace::listener_group& g, int want) {
+  std::vector<int> per_member(g.members.size(), 0);
+  std::vector<pollfd> polls;
+  for (auto* l : g.members) polls.push_back(pollfd{l->fd(), POLLIN, 0});
+  for (int got = 0; got < want;) {
+    if (poll(polls.data(), polls.size(), 10000) <= 0) break;
+    for (std::size_t i = 0; i < polls.size(); ++i) {
+      if (!(polls[i].revents & POLLIN)) continue;
+      const int conn = accept4(polls[i].fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (conn < 0) continue;
+      close(conn);
+      ++per_member[i];
+      ++got;
+    }
+  }
+  return per_member;
+}
+
+std::string joined(const std::vector<int>& counts) {
+  std::string out;
+  for (int n : counts) out += (out.empty() ? "" : ",") + std::to_string(n);
+  return out;
+}
+
+int run_group() {
+  auto env = [](const char* name) {
+    const char* v = std::getenv(name);
+    return std::string(v != nullptr ? v : "");
+  };
+  const int report = std::atoi(env("GRACE_PROBE_REPORT_FD").c_str());
+  auto tell = [report](const std::string& line) {
+    const std::string out = line + "\n";
+    ssize_t ignored = write(report, out.data(), out.size());
+    (void)ignored;
+  };
+  grace::net net;
+  grace::listen_options options;
+  options.reuse_port = true;
+  auto g = net.listen_group("tcp", env("GRACE_PROBE_ADDRESS"), std::stoul(env("GRACE_PROBE_COUNT")), options);
+  if (!g) {
+    tell("error " + g.error().message());
+    return 1;
+  }
+  tell("members " + std::to_string(g->members.size()) + " steered " + std::to_string(g->steered));
+  tell("queued " + joined(accept_from_members(*g, std::atoi(env("GRACE_PROBE_QUEUED").c_str()))));
+  tell("steered");
+  tell("new " + joined(accept_from_members(*g, std::atoi(env("GRACE_PROBE_NEW").c_str()))));
+  return 0;
+}
+
 int run_serve_http(int argc, char** argv) {
   if (argc != 4) return 2;
   grace::net net;
@@ -262,6 +317,7 @@ int run_takeover(int argc, char** argv) {
 int main(int argc, char** argv) {
   const char* mode = std::getenv("GRACE_PROBE_MODE");
   if (mode != nullptr && std::string(mode) == "describe") return run_describe();
+  if (mode != nullptr && std::string(mode) == "group") return run_group();
   if (mode != nullptr) return run_upgrade_child(mode);
   if (argc >= 2 && std::string(argv[1]) == "listen") return run_listen(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "reexec") return run_reexec(argc, argv);
