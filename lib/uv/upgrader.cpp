@@ -171,7 +171,7 @@ result<server*> upgrader::serve(grace::listener* l, server::accept_callback on_a
   });
   if (!s) return tl::unexpected(s.error());
   // This loop has nothing of its own to keep it running while workers serve.
-  uv_ref(reinterpret_cast<uv_handle_t*>(handles_->wake.get()));
+  serving_elsewhere();
   servers_.push_back(served{std::move(*s), &workers, worker});
   if (std::find(served_.begin(), served_.end(), l) == served_.end()) served_.push_back(l);
   return servers_.back().s.get();
@@ -198,6 +198,8 @@ result<std::vector<server*>> upgrader::serve(const listener_group& group, server
         return tl::unexpected(ok.error());
   return out;
 }
+
+void upgrader::serving_elsewhere() { uv_ref(reinterpret_cast<uv_handle_t*>(handles_->wake.get())); }
 
 void upgrader::on_loop_of(served& each, std::function<void(server&)> fn) {
   if (each.group == nullptr) return fn(*each.s);

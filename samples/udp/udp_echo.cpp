@@ -9,7 +9,9 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <chrono>
 #include <cstdio>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,9 +20,12 @@
 
 namespace {
 
+struct echoer;
+
 struct send_request {
   uv_udp_send_t req;
   char* data;
+  echoer* from;
 };
 
 // One socket of the group read on one loop.
@@ -28,6 +33,10 @@ struct echoer {
   uv_udp_t handle{};
   grace::uv::worker_group* group = nullptr;  // null: the main loop
   unsigned worker = 0;
+  // An echo libuv could not send at once waits in its queue; closing the handle would drop it.
+  std::size_t sends_in_flight = 0;
+  bool closing = false;
+  std::promise<void> closed;
 
   void start() {
     uv_udp_recv_start(
@@ -40,19 +49,34 @@ struct echoer {
             delete[] buf->base;
             return;
           }
-          auto* send = new send_request{{}, buf->base};
+          auto* self = static_cast<echoer*>(socket->data);
+          auto* send = new send_request{{}, buf->base, self};
           const uv_buf_t out = uv_buf_init(buf->base, static_cast<unsigned>(nread));
           if (uv_udp_send(&send->req, socket, &out, 1, from, [](uv_udp_send_t* r, int) {
                 auto* done = reinterpret_cast<send_request*>(r);
+                echoer* e = done->from;
                 delete[] done->data;
                 delete done;
+                if (--e->sends_in_flight == 0 && e->closing) e->close();
               }) != 0) {
             delete[] send->data;
             delete send;
+            return;
           }
+          ++self->sends_in_flight;
         });
   }
   void stop() { uv_udp_recv_stop(&handle); }
+  // Stops reading, and closes once every echo already read has gone out.
+  void finish() {
+    stop();
+    closing = true;
+    if (sends_in_flight == 0) close();
+  }
+  void close() {
+    uv_close(reinterpret_cast<uv_handle_t*>(&handle),
+             [](uv_handle_t* h) { static_cast<echoer*>(h->data)->closed.set_value(); });
+  }
   // Runs fn on this echoer's loop; `wait` blocks until it has run.
   void on_loop(std::function<void()> fn, bool wait) {
     if (group == nullptr) return fn();
@@ -106,6 +130,7 @@ int main(int argc, char** argv) {
     // generation.
     e->on_loop([&, socket = socket] {
       uv_udp_init(workers ? workers->loop(e->worker) : loop, &e->handle);
+      e->handle.data = e.get();
       opened = uv_udp_open(&e->handle, fcntl(socket->fd(), F_DUPFD_CLOEXEC, 3)) == 0;
       if (opened) e->start();
     }, true);
@@ -115,6 +140,7 @@ int main(int argc, char** argv) {
     }
     g_echoers.push_back(std::move(e));
   }
+  if (workers) upgrader.serving_elsewhere();
   // Stop reading once the next generation serves: what arrives from then on is its to read.
   upgrader.on_drain([] {
     for (auto& e : g_echoers) e->on_loop([p = e.get()] { p->stop(); }, false);
@@ -130,14 +156,21 @@ int main(int argc, char** argv) {
     return 1;
   }
   const int status = upgrader.run();
-  // Each loop finishes the datagram it is answering before its socket closes.
-  for (auto& e : g_echoers)
-    e->on_loop([p = e.get()] {
-      p->stop();
-      uv_close(reinterpret_cast<uv_handle_t*>(&p->handle), nullptr);
-    }, true);
-  uv_run(loop, UV_RUN_NOWAIT);
-  for (auto& e : g_echoers) e->on_loop([] {}, true);  // the close callbacks ran
+  // Every datagram read is answered before its socket closes (at most 1 s more).
+  for (auto& e : g_echoers) e->on_loop([p = e.get()] { p->finish(); }, true);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  for (auto& e : g_echoers) {
+    auto closed = e->closed.get_future();
+    while (closed.wait_for(std::chrono::seconds(0)) != std::future_status::ready &&
+           std::chrono::steady_clock::now() < deadline) {
+      if (workers) closed.wait_until(deadline);
+      else uv_run(loop, UV_RUN_NOWAIT);
+    }
+    if (closed.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      std::fprintf(stderr, "%s: echoes still unsent after 1 s; exiting without them\n", name);
+      return status;  // the handles are still in use: leave them to the exit
+    }
+  }
   g_echoers.clear();
   return status;
 }

@@ -15,10 +15,10 @@ namespace harness {
 
 class connection_owners {
  public:
-  explicit connection_owners(const grace::socket_address& target) : target_(target) {}
+  connection_owners(const grace::socket_address& target, bool datagrams) : target_(target), datagrams_(datagrams) {}
   // False for targets this cannot follow (an abstract unix socket): the referee falls back on
   // the pid file and pid hints.
-  bool supported() const noexcept { return !target_.is_abstract(); }
+  bool supported() const noexcept { return !target_.is_abstract() && !datagrams_; }
   // One look: our connection's key -> the pid among `tree` holding the server side of that
   // connection right now. Connections the server has already closed are not in it. A socket
   // can change hands (a server that migrates connections to its next generation): `recheck`
@@ -28,6 +28,7 @@ class connection_owners {
 
  private:
   grace::socket_address target_;
+  bool datagrams_ = false;  // UDP has no connections to follow
   std::map<unsigned long, pid_t> owner_by_inode_;
 };
 

@@ -13,11 +13,13 @@
 
 namespace harness {
 
-enum class load_mode { http_keepalive, http_close, echo };
+enum class load_mode { http_keepalive, http_close, echo, udp_echo };
+inline bool is_http(load_mode m) { return m == load_mode::http_keepalive || m == load_mode::http_close; }
 
 struct options {
   std::string target_text;
   grace::socket_address target;
+  bool udp = false;  // udp://HOST:PORT
   unsigned clients = 32;
   load_mode mode = load_mode::http_keepalive;
   unsigned restarts = 10;

@@ -35,6 +35,10 @@ class client {
  private:
   void connect();
   void send_request();
+  // udp-echo: a connected UDP socket per client, a datagram per request.
+  void open_udp();
+  void send_datagram();
+  void on_datagram(ssize_t nread, const uv_buf_t* buf);
   void on_read(ssize_t nread, const uv_buf_t* buf);
   void finish(outcome o, pid_t served_by, bool keep_connection);
   void close_connection();
@@ -47,6 +51,8 @@ class client {
   load_generator& gen_;
   uv_timer_t timer_{};
   uv_any_handle* conn_ = nullptr;
+  uv_udp_t* udp_ = nullptr;
+  std::uint64_t sequence_ = 0;  // udp-echo: the number in the datagram now outstanding
   uv_connect_t connect_req_{};
   bool outstanding_ = false;
   bool reused_ = false;  // the request went out on a connection that had carried an answer
@@ -107,8 +113,68 @@ void client::begin() {
                    self->finish(outcome::timeout, 0, false);
                  },
                  static_cast<std::uint64_t>(gen_.options_.timeout_s * 1000), 0);
+  if (gen_.options_.mode == load_mode::udp_echo) {
+    if (udp_ == nullptr) open_udp();
+    if (udp_ != nullptr) send_datagram();
+    return;
+  }
   if (conn_ == nullptr) connect();
   else send_request();
+}
+
+void client::open_udp() {
+  udp_ = new uv_udp_t;
+  uv_udp_init(gen_.loop_, udp_);
+  udp_->data = this;
+  if (uv_udp_connect(udp_, gen_.options_.target.data()) != 0) {
+    close_connection();
+    return finish(outcome::refused, 0, false);
+  }
+  uv_udp_recv_start(
+      udp_,
+      [](uv_handle_t*, size_t, uv_buf_t* buf) {
+        static thread_local char chunk[65536];
+        *buf = uv_buf_init(chunk, sizeof chunk);
+      },
+      [](uv_udp_t* handle, ssize_t nread, const uv_buf_t* buf, const sockaddr*, unsigned) {
+        static_cast<client*>(handle->data)->on_datagram(nread, buf);
+      });
+}
+
+void client::send_datagram() {
+  // The sequence number first, so that a late answer to a datagram given up on is told apart.
+  ++sequence_;
+  std::uniform_int_distribution<int> length(1, 512), byte(0, 255);
+  sent_.assign(reinterpret_cast<const char*>(&sequence_), sizeof sequence_);
+  sent_.resize(sizeof sequence_ + static_cast<std::size_t>(length(gen_.random_)));
+  for (std::size_t i = sizeof sequence_; i < sent_.size(); ++i) sent_[i] = static_cast<char>(byte(gen_.random_));
+  const uv_buf_t buf = uv_buf_init(sent_.data(), static_cast<unsigned>(sent_.size()));
+  // Loopback datagrams go out at once or not at all; one that cannot is lost by a timeout.
+  if (uv_udp_try_send(udp_, &buf, 1, nullptr) < 0) {
+    auto* req = new uv_udp_send_t;
+    auto* copy = new std::string(sent_);
+    req->data = copy;
+    const uv_buf_t again = uv_buf_init(copy->data(), static_cast<unsigned>(copy->size()));
+    if (uv_udp_send(req, udp_, &again, 1, nullptr, [](uv_udp_send_t* r, int) {
+          delete static_cast<std::string*>(r->data);
+          delete r;
+        }) != 0) {
+      delete copy;
+      delete req;
+    }
+  }
+}
+
+void client::on_datagram(ssize_t nread, const uv_buf_t* buf) {
+  if (nread == 0 || !outstanding_) return;  // nothing, or a late answer to one given up on
+  if (nread < 0) {
+    // ECONNREFUSED: an ICMP port unreachable, nobody has the socket.
+    if (nread == UV_ECONNREFUSED) finish(outcome::refused, 0, false);
+    return;
+  }
+  const std::string got(buf->base, static_cast<std::size_t>(nread));
+  if (got.size() >= sizeof sequence_ && got.compare(0, sizeof sequence_, sent_, 0, sizeof sequence_) != 0) return;
+  finish(got == sent_ ? outcome::ok : outcome::wrong, 0, got == sent_);
 }
 
 void client::connect() {
@@ -251,6 +317,10 @@ void client::finish(outcome o, pid_t served_by, bool keep_connection) {
 }
 
 void client::close_connection() {
+  if (udp_ != nullptr) {
+    uv_close(reinterpret_cast<uv_handle_t*>(udp_), [](uv_handle_t* h) { delete reinterpret_cast<uv_udp_t*>(h); });
+    udp_ = nullptr;
+  }
   if (conn_ == nullptr) return;
   uv_close(&conn_->handle, [](uv_handle_t* h) { delete reinterpret_cast<uv_any_handle*>(h); });
   conn_ = nullptr;

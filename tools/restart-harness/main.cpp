@@ -5,6 +5,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <poll.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <set>
@@ -30,7 +32,21 @@ std::uint64_t now_us() {
 
 namespace {
 
+// UDP: a datagram comes back within 100 ms.
+bool target_echoes(const options& o) {
+  const int fd = socket(o.target.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  bool ok = fd >= 0 && connect(fd, o.target.data(), o.target.size()) == 0 && send(fd, "probe", 5, 0) == 5;
+  if (ok) {
+    pollfd p{fd, POLLIN, 0};
+    char back[8];
+    ok = poll(&p, 1, 100) == 1 && recv(fd, back, sizeof back, 0) == 5;
+  }
+  if (fd >= 0) close(fd);
+  return ok;
+}
+
 bool target_accepts(const options& o) {
+  if (o.udp) return target_echoes(o);
   const int fd = socket(o.target.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
   const bool ok = fd >= 0 && connect(fd, o.target.data(), o.target.size()) == 0;
   if (fd >= 0) close(fd);
@@ -283,7 +299,7 @@ class referee {
   void (*then_)(referee*) = nullptr;
   std::uint64_t startup_deadline_ = 0;
   std::uint64_t answered_at_takeover_ = 0;
-  connection_owners owners_{options_.target};
+  connection_owners owners_{options_.target, options_.udp};
   uv_timer_t owner_timer_{};
   std::vector<pid_t> tree_;
   std::uint64_t tree_at_us_ = 0;

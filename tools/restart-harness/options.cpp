@@ -21,12 +21,15 @@ usage: restart-harness [options] -- SERVER COMMAND AND ARGS
        restart-harness [options] --attach-pid PID | --pidfile FILE
 
 Load
-  --target URL         tcp://127.0.0.1:8080, tcp://[::1]:8080 or unix:/path/to.sock (required)
+  --target URL         tcp://127.0.0.1:8080, tcp://[::1]:8080, unix:/path/to.sock, or
+                         udp://127.0.0.1:8080 for udp-echo (required)
   --mode MODE          http-keepalive (default): reuse connections; a connection the server closes
                          while the client thinks (between requests) is reopened, which is not a
                          loss; one it closes as the next request goes out is (retryable)
                        http-close: a new connection per request
                        echo: random payloads that must come back byte for byte
+                       udp-echo: datagrams (a sequence number and a random payload) that must
+                         come back byte for byte; one unanswered within --timeout is lost
   --clients N          concurrent clients (default 32)
   --requests-per-connection N
                        answers after which a client opens a new connection (default: never for
@@ -130,13 +133,19 @@ grace::socket_address parse_target(const std::string& text) {
     if (!a) usage_error("--target " + text + ": " + a.error().message());
     return *a;
   }
+  if (text.rfind("udp://", 0) == 0) {
+    auto a = grace::resolve_tcp(grace::network::udp, text.substr(6));
+    if (!a) usage_error("--target " + text + ": " + a.error().message());
+    if (a->front().is_wildcard()) usage_error("--target " + text + ": name a host to send to, not a wildcard");
+    return a->front();
+  }
   if (text.rfind("tcp://", 0) == 0) {
     auto a = grace::resolve_tcp(grace::network::tcp, text.substr(6));
     if (!a) usage_error("--target " + text + ": " + a.error().message());
     if (a->front().is_wildcard()) usage_error("--target " + text + ": name a host to connect to, not a wildcard");
     return a->front();
   }
-  usage_error("--target \"" + text + "\" must start with tcp:// or unix:");
+  usage_error("--target \"" + text + "\" must start with tcp://, udp:// or unix:");
 }
 
 int signal_by_name(const std::string& name) {
@@ -173,13 +182,15 @@ options parse_options(int argc, char** argv) {
     if (arg == "--target") {
       o.target_text = value;
       o.target = parse_target(value);
+      o.udp = std::string(value).rfind("udp://", 0) == 0;
       have_target = true;
     } else if (arg == "--mode") {
       const std::string m = value;
       if (m == "http-keepalive") o.mode = load_mode::http_keepalive;
       else if (m == "http-close") o.mode = load_mode::http_close;
       else if (m == "echo") o.mode = load_mode::echo;
-      else usage_error("--mode must be http-keepalive, http-close or echo, not \"" + m + "\"");
+      else if (m == "udp-echo") o.mode = load_mode::udp_echo;
+      else usage_error("--mode must be http-keepalive, http-close, echo or udp-echo, not \"" + m + "\"");
     } else if (arg == "--clients") {
       o.clients = static_cast<unsigned>(number(arg, value));
       if (o.clients == 0 || o.clients > 10000) usage_error("--clients must be 1 to 10000");
@@ -216,6 +227,9 @@ options parse_options(int argc, char** argv) {
   for (; i < argc; ++i) o.server_command.emplace_back(argv[i]);
   if (!have_target) usage_error("--target is required");
   o.signal_number = signal_by_name(o.signal_name);
+  if (o.udp != (o.mode == load_mode::udp_echo))
+    usage_error(o.udp ? "--target " + o.target_text + " is UDP: it needs --mode udp-echo"
+                      : "--mode udp-echo needs a udp://HOST:PORT target, not " + o.target_text);
   if (!o.requests_per_connection_set && o.mode == load_mode::echo) o.requests_per_connection = 100;
   const bool has_server = !o.server_command.empty() || o.attach_pid > 0 || !o.pidfile.empty();
   if (!has_server) usage_error("name the server: a command after --, --attach-pid PID or --pidfile FILE");

@@ -117,7 +117,10 @@ std::string rate(std::uint64_t n, std::uint64_t span_us) {
 }
 
 const char* mode_name(load_mode m) {
-  return m == load_mode::http_keepalive ? "http-keepalive" : m == load_mode::http_close ? "http-close" : "echo";
+  return m == load_mode::http_keepalive ? "http-keepalive"
+         : m == load_mode::http_close   ? "http-close"
+         : m == load_mode::echo         ? "echo"
+                                        : "udp-echo";
 }
 
 }  // namespace
@@ -155,7 +158,7 @@ const char* outcome_key(outcome o) {
 }
 
 bool retryable(outcome o, load_mode mode) {
-  return mode != load_mode::echo && (o == outcome::reused_closed || o == outcome::reused_reset);
+  return is_http(mode) && (o == outcome::reused_closed || o == outcome::reused_reset);
 }
 
 verdict summarize(const options& o, const run_record& r, std::string& table) {
@@ -174,7 +177,7 @@ verdict summarize(const options& o, const run_record& r, std::string& table) {
   for (std::size_t i = 0; i < all.by_outcome.size(); ++i)
     out << row(outcome_name(static_cast<outcome>(i)), num(steady.by_outcome[i]), num(restart.by_outcome[i]), num(all.by_outcome[i]));
   out << row("lost", num(steady.lost()), num(restart.lost()), num(all.lost()));
-  if (o.mode != load_mode::echo)
+  if (is_http(o.mode))
     out << row("lost to a retrying client (RFC 9112)", num(steady.lost() - steady.retryable_lost(o.mode)),
                num(restart.lost() - restart.retryable_lost(o.mode)), num(all.lost() - all.retryable_lost(o.mode)));
   out << row("stalled > " + std::to_string(static_cast<int>(o.stall_ms)) + " ms (answered)", num(steady.stalled), num(restart.stalled), num(all.stalled));

@@ -137,6 +137,9 @@ class GRACE_API upgrader {
   // them is accepted. The servers, in the order they were opened.
   [[nodiscard]] result<std::vector<server*>> serve(const listener_group& group, server::accept_callback on_accept,
                                                    worker_group& workers);
+  // The application serves on worker threads with handles of its own (UDP sockets): run() then
+  // returns only once this process has drained, even with nothing left on this loop.
+  void serving_elsewhere();
   // Runs once, when this process starts draining: the application's chance to finish work
   // (an HTTP server answers the next request on each connection with "Connection: close").
   void on_drain(std::function<void()> hook);
