@@ -9,11 +9,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
 #include "grace/activation.hpp"
 #include "grace/net.hpp"
+#include "support/harness_run.hpp"
 #include "support/process.hpp"
 #include "support/service.hpp"
 #include "support/sockets.hpp"
@@ -133,4 +136,59 @@ TEST_CASE("a UDP socket passed in LISTEN_FDS is taken by address") {
   int status = 0;
   REQUIRE(waitpid(*pid, &status, 0) == *pid);
   close(socket_fd);
+}
+
+TEST_CASE("the referee: grace-udp-echo alone, and on 2 workers in both strategies: PASS across 20 restarts") {
+  for (const char* workers : {"", "--workers 2", "--workers 2 --reuse-port"}) {
+    CAPTURE(workers);
+    temp_dir dir;
+    const std::string address = free_address(), pidfile = dir.file("udp.pid");
+    auto run = run_harness({"--target", "udp://" + address, "--mode", "udp-echo", "--clients", "16", "--restarts", "20",
+                            "--pidfile", pidfile, "--", "/bin/sh", "-c",
+                            "exec " + helper_path("GRACE_UDP_ECHO") + " " + address + " --pidfile " + pidfile + " " +
+                                workers},
+                           dir);
+    check_pass(run, 20);
+  }
+}
+
+TEST_CASE("the referee: a reuseport UDP group whose size changes at every takeover (2, 1, 3, ...) loses nothing") {
+  temp_dir dir;
+  const std::string address = free_address();
+  const std::string common = address + " --pidfile " + dir.file("server.pid") + " --handover-socket " +
+                             dir.file("handover.sock") + " --reuse-port";
+  const std::string script = dir.file("next.sh");
+  std::ofstream(script) << "c=$(cat " << dir.file("count") << " 2>/dev/null || echo 0); c=$((c + 1)); echo $c > "
+                        << dir.file("count") << "\n"
+                        << "case $((c % 3)) in 1) n=1;; 2) n=3;; *) n=2;; esac\n"
+                        << helper_path("GRACE_UDP_ECHO") << " " << common << " --workers $n 2>>" << dir.file("takers.log")
+                        << " &\n";
+  auto run = run_harness({"--target", "udp://" + address, "--mode", "udp-echo", "--clients", "16", "--restarts", "9",
+                          "--pidfile", dir.file("server.pid"), "--restart-cmd", "/bin/sh " + script, "--", "/bin/sh",
+                          "-c", "exec " + helper_path("GRACE_UDP_ECHO") + " " + common + " --workers 2"},
+                         dir);
+  check_pass(run, 9);
+  std::ifstream in(dir.file("takers.log"));
+  const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  INFO(log);
+  // After a three-socket generation, a one-worker one still reads all three (inherited).
+  CHECK(log.find("3 socket(s) (inherited), 1 loop(s)") != std::string::npos);
+}
+
+TEST_CASE("the referee refuses a UDP target without udp-echo, and udp-echo without a UDP target") {
+  auto usage_error = [](const std::vector<std::string>& args) {
+    spawn_options o;
+    o.argv = {helper_path("GRACE_HARNESS")};
+    o.argv.insert(o.argv.end(), args.begin(), args.end());
+    child_process harness(o);
+    auto status = harness.wait(10s);
+    REQUIRE(status);
+    CHECK(WIFEXITED(*status));
+    CHECK(WEXITSTATUS(*status) == 2);
+    return harness.stderr_text();
+  };
+  CHECK(usage_error({"--target", "udp://127.0.0.1:9", "--mode", "echo", "--", "true"}).find("needs --mode udp-echo") !=
+        std::string::npos);
+  CHECK(usage_error({"--target", "tcp://127.0.0.1:9", "--mode", "udp-echo", "--", "true"})
+            .find("needs a udp://HOST:PORT target") != std::string::npos);
 }
