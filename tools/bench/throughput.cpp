@@ -1,6 +1,8 @@
 // grace-bench-throughput: steady-state requests/s of grace-http beside the same protocol on bare
 // libuv (grace-bench-bare-http), measured by restart-harness with no restarts, alternating the
-// two servers round by round so that both see the same machine. The ratio is the figure.
+// servers round by round so that all see the same machine. The ratio is the figure. Then
+// grace-http on worker groups: --workers 1, --workers 2 (one shared socket) and --workers 2
+// --reuse-port, beside grace-http on its main loop alone.
 //
 //   grace-bench-throughput RESTART_HARNESS BARE_HTTP GRACE_HTTP [SECONDS_PER_ROUND] [ROUNDS]
 #include <arpa/inet.h>
@@ -38,7 +40,8 @@ double number_after(const std::string& text, const std::string& key) {
 }
 
 // Requests per second that one run of the harness measured against `server`.
-double measure(const std::string& harness, const std::string& server, const std::string& seconds) {
+double measure(const std::string& harness, const std::string& server, const std::string& seconds,
+               const std::vector<std::string>& server_args = {}) {
   const std::string address = "127.0.0.1:" + std::to_string(free_port());
   const std::string json = "/tmp/grace-bench-throughput-" + std::to_string(getpid()) + ".json";
   const pid_t pid = fork();
@@ -46,9 +49,13 @@ double measure(const std::string& harness, const std::string& server, const std:
     const int devnull = open("/dev/null", O_WRONLY);
     dup2(devnull, STDOUT_FILENO);
     dup2(devnull, STDERR_FILENO);
-    execl(harness.c_str(), harness.c_str(), "--target", ("tcp://" + address).c_str(), "--clients", "32", "--restarts",
-          "0", "--duration", seconds.c_str(), "--settle", "0", "--json", json.c_str(), "--", server.c_str(),
-          address.c_str(), static_cast<char*>(nullptr));
+    std::vector<std::string> args = {harness, "--target", "tcp://" + address, "--clients", "32", "--restarts", "0",
+                                     "--duration", seconds, "--settle", "0", "--json", json, "--", server, address};
+    args.insert(args.end(), server_args.begin(), server_args.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(harness.c_str(), argv.data());
     _exit(127);
   }
   int status = 0;
@@ -75,13 +82,18 @@ int main(int argc, char** argv) {
   }
   const std::string seconds = argc > 4 ? argv[4] : "3";
   const int rounds = argc > 5 ? std::atoi(argv[5]) : 5;
-  std::vector<double> bare, grace;
+  std::vector<double> bare, grace, one, two, two_reuse;
   for (int i = 0; i < rounds; ++i) {
     bare.push_back(measure(argv[1], argv[2], seconds));
     grace.push_back(measure(argv[1], argv[3], seconds));
+    one.push_back(measure(argv[1], argv[3], seconds, {"--workers", "1"}));
+    two.push_back(measure(argv[1], argv[3], seconds, {"--workers", "2"}));
+    two_reuse.push_back(measure(argv[1], argv[3], seconds, {"--workers", "2", "--reuse-port"}));
   }
-  const double b = median(bare), g = median(grace);
+  const double b = median(bare), g = median(grace), w1 = median(one), w2 = median(two), w2r = median(two_reuse);
   std::printf("steady-state requests/s, 32 keep-alive clients, median of %d rounds of %s s: bare libuv %.0f | "
               "grace-http %.0f | ratio %.3f\n", rounds, seconds.c_str(), b, g, b > 0 ? g / b : 0);
-  return b > 0 && g > 0 ? 0 : 1;
+  std::printf("worker groups: 1 worker %.0f | 2 workers, one shared socket %.0f (%.2fx) | 2 workers, SO_REUSEPORT "
+              "%.0f (%.2fx)\n", w1, w2, w1 > 0 ? w2 / w1 : 0, w2r, w1 > 0 ? w2r / w1 : 0);
+  return b > 0 && g > 0 && w1 > 0 && w2 > 0 && w2r > 0 ? 0 : 1;
 }
