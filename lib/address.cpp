@@ -292,6 +292,52 @@ std::string normalize_absolute_path(std::string_view base_dir, std::string_view 
   return out.empty() ? "/" : out;
 }
 
+endpoint endpoint_of(const socket_address& address) {
+  endpoint e;
+  if (address.family() == AF_UNIX) {
+    e.is_unix = true;
+    const auto* un = reinterpret_cast<const sockaddr_un*>(address.data());
+    const std::size_t len = address.size() > offsetof(sockaddr_un, sun_path) ? address.size() - offsetof(sockaddr_un, sun_path) : 0;
+    e.path.assign(un->sun_path, len > 0 && un->sun_path[0] == '\0' ? len : strnlen(un->sun_path, len));
+    return e;
+  }
+  e.port = address.port();
+  if (address.is_wildcard()) {
+    e.wildcard = true;
+    return e;
+  }
+  if (address.family() == AF_INET) {
+    e.ip[10] = e.ip[11] = 0xff;
+    std::memcpy(e.ip + 12, &reinterpret_cast<const sockaddr_in*>(address.data())->sin_addr, 4);
+    return e;
+  }
+  const auto* in6 = reinterpret_cast<const sockaddr_in6*>(address.data());
+  std::memcpy(e.ip, &in6->sin6_addr, 16);
+  if (!address.is_v4_mapped()) e.scope = in6->sin6_scope_id;
+  return e;
+}
+
+std::uint64_t endpoint::hash() const noexcept {
+  // FNV-1a over what tells endpoints apart.
+  std::uint64_t h = 1469598103934665603ULL;
+  auto mix = [&h](const void* bytes, std::size_t n) {
+    const auto* b = static_cast<const unsigned char*>(bytes);
+    for (std::size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ULL;
+  };
+  const unsigned char flags = static_cast<unsigned char>((is_unix ? 1 : 0) | (wildcard ? 2 : 0));
+  mix(&flags, 1);
+  mix(&port, sizeof port);
+  mix(&scope, sizeof scope);
+  mix(ip, sizeof ip);
+  mix(path.data(), path.size());
+  return h;
+}
+
+bool endpoint::operator==(const endpoint& o) const noexcept {
+  return is_unix == o.is_unix && wildcard == o.wildcard && port == o.port && scope == o.scope &&
+         std::memcmp(ip, o.ip, sizeof ip) == 0 && path == o.path;
+}
+
 std::string match_key(int type, const socket_address& address) {
   const std::string where = address.is_wildcard() ? ":" + std::to_string(address.port()) : address.text();
   return std::to_string(type) + (address.family() == AF_UNIX ? "|unix|" : "|inet|") + where;

@@ -13,6 +13,20 @@ namespace grace::detail {
 // address as its IPv4 form.
 std::string match_key(int type, const socket_address& address);
 
+// The same rule without the socket type, in a form that costs no allocation for an inet address:
+// what an inherited socket is filed under, and what a listen call looks for.
+struct endpoint {
+  bool is_unix = false;
+  bool wildcard = false;
+  std::uint16_t port = 0;
+  std::uint32_t scope = 0;
+  std::uint8_t ip[16] = {};  // IPv4 as its v4-mapped IPv6 form
+  std::string path;          // unix: the path, or "\0name" for an abstract socket
+  std::uint64_t hash() const noexcept;
+  bool operator==(const endpoint& other) const noexcept;
+};
+endpoint endpoint_of(const socket_address& address);
+
 struct host_port {
   std::string_view host;  // empty for ":port"; without the brackets of "[v6]:port"
   std::string_view port;  // not checked yet

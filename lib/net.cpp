@@ -74,19 +74,29 @@ result<void> net::inherit_locked() {
     if (!sockets) {
       inherit_error_ = sockets.error();
     } else {
+      inherited_source_ = "LISTEN_FDS=" + std::to_string(sockets->size());
       inherited_.reserve(sockets->size());
       inherited_by_key_.reserve(sockets->size());
-      for (auto& s : *sockets) add_inherited_locked(s);
+      for (auto& s : *sockets) add_inherited_locked(std::move(s));
     }
   }
   if (inherit_error_) return tl::unexpected(*inherit_error_);
   return {};
 }
 
-void net::add_inherited_locked(const detail::inherited_socket& s) {
-  const socket_address address = canonical(s.address);
-  inherited_by_key_.emplace(detail::match_key(s.type, address), inherited_.size());
-  inherited_.push_back(std::unique_ptr<listener>(new listener(s.fd, network_of(s), address, address.text(), s.name, true)));
+void net::add_inherited_locked(detail::inherited_socket s) {
+  detail::inherited_slot slot;
+  slot.socket = std::move(s);
+  if (slot.socket.family == AF_UNIX) slot.socket.address = canonical(slot.socket.address);
+  slot.where = detail::endpoint_of(slot.socket.address);
+  inherited_by_key_.emplace(slot.where.hash(), inherited_.size());
+  inherited_.push_back(std::move(slot));
+}
+
+std::unique_ptr<listener> net::show_inherited_locked(detail::inherited_slot& slot) const {
+  detail::inherited_socket& s = slot.socket;
+  if (s.type == 0) s.type = detail::socket_type_of(s.fd);
+  return std::unique_ptr<listener>(new listener(s.fd, network_of(s), s.address, s.address.text(), s.name, true));
 }
 
 result<void> net::prepare_listen_locked(const listen_options& options) {
@@ -99,25 +109,32 @@ result<void> net::prepare_listen_locked(const listen_options& options) {
   return inherit_locked();
 }
 
-listener* net::take_inherited_locked(const std::string& key, network n, int family, bool wildcard) {
-  auto [first, last] = inherited_by_key_.equal_range(key);
+result<listener*> net::take_inherited_locked(const detail::endpoint& where, network n, int family, bool wildcard) {
+  auto [first, last] = inherited_by_key_.equal_range(where.hash());
   // Of equal candidates the one inherited first, so that a group is claimed in its order.
   auto chosen = last;
   bool chosen_family_matches = false;
   for (auto it = first; it != last; ++it) {
-    const int candidate_family = inherited_[it->second]->local_address().family();
+    detail::inherited_slot& slot = inherited_[it->second];
+    if (!(slot.where == where)) continue;
+    const int candidate_family = slot.socket.family;
     if (wildcard && (n == network::tcp4 || n == network::udp4) && candidate_family != AF_INET) continue;
     if (wildcard && (n == network::tcp6 || n == network::udp6) && candidate_family != AF_INET6) continue;
     const bool family_matches = candidate_family == family;
     const bool better = chosen == last || (family_matches && !chosen_family_matches) ||
                         (family_matches == chosen_family_matches && it->second < chosen->second);
-    if (better) {
-      chosen = it;
-      chosen_family_matches = family_matches;
-    }
+    if (!better) continue;
+    // Its kind is checked only now, for the sockets actually used.
+    auto fits = detail::claimable_as(slot.socket, n, inherited_source_);
+    if (!fits) return tl::unexpected(fits.error());
+    if (!*fits) continue;
+    chosen = it;
+    chosen_family_matches = family_matches;
   }
   if (chosen == last) return nullptr;
-  std::unique_ptr<listener> taken = std::move(inherited_[chosen->second]);
+  detail::inherited_slot& slot = inherited_[chosen->second];
+  std::unique_ptr<listener> taken = slot.shown ? std::move(slot.shown) : show_inherited_locked(slot);
+  slot.socket.fd = -1;
   inherited_by_key_.erase(chosen);
   taken->network_ = n;
   return activate_locked(std::move(taken));
@@ -174,21 +191,23 @@ result<listener*> net::listen_unix(std::string_view network_text, std::string_vi
 result<listener*> net::listen_inet_locked(network n, const std::vector<socket_address>& candidates,
                                           const listen_options& options) {
   if (auto ready = prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
-  if (listener* l = claim_inherited_inet_locked(n, candidates, options)) return l;
+  auto claimed = claim_inherited_inet_locked(n, candidates, options);
+  if (!claimed || *claimed != nullptr) return claimed;
   return bind_inet_locked(n, candidates, options);
 }
 
-listener* net::claim_inherited_inet_locked(network n, const std::vector<socket_address>& candidates,
-                                           const listen_options& options) {
+result<listener*> net::claim_inherited_inet_locked(network n, const std::vector<socket_address>& candidates,
+                                                   const listen_options& options) {
   // An ephemeral port is by definition a new socket.
-  if (candidates.front().port() == 0) return nullptr;
-  const int type = socket_type(n);
+  if (candidates.front().port() == 0 || inherited_by_key_.empty()) return nullptr;
   for (const auto& candidate : candidates) {
-    if (listener* l = take_inherited_locked(detail::match_key(type, candidate), n, candidate.family(),
-                                            candidate.is_wildcard())) {
-      if (!options.name.empty()) l->name_ = options.name;
-      return l;
+    auto l = take_inherited_locked(detail::endpoint_of(candidate), n, candidate.family(), candidate.is_wildcard());
+    if (!l || *l == nullptr) {
+      if (!l) return l;
+      continue;
     }
+    if (!options.name.empty()) (*l)->name_ = options.name;
+    return l;
   }
   return nullptr;
 }
@@ -233,7 +252,12 @@ result<listener_group> net::listen_group(std::string_view network_text, std::str
   if (auto ready = prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
   const std::string where = "listen_group " + std::string(address);
   listener_group group;
-  while (listener* l = claim_inherited_inet_locked(*n, *candidates, options)) group.members.push_back(l);
+  for (;;) {
+    auto l = claim_inherited_inet_locked(*n, *candidates, options);
+    if (!l) return tl::unexpected(l.error());
+    if (*l == nullptr) break;
+    group.members.push_back(*l);
+  }
   listen_options fresh = options;
   fresh.reuse_port = options.reuse_port || count > 1;
   // An inherited socket bound without SO_REUSEPORT is the only one that address can have.
@@ -271,7 +295,9 @@ result<listener*> net::listen_unix_locked(network n, std::string_view path, cons
   auto address = resolve_unix(path, detail::startup_cwd());
   if (!address) return tl::unexpected(address.error());
   const int type = socket_type(n);
-  if (listener* l = take_inherited_locked(detail::match_key(type, *address), n, AF_UNIX, false)) {
+  auto inherited = take_inherited_locked(detail::endpoint_of(*address), n, AF_UNIX, false);
+  if (!inherited) return inherited;
+  if (listener* l = *inherited) {
     if (!options.name.empty()) l->name_ = options.name;
     return l;
   }
@@ -297,18 +323,19 @@ std::vector<listener*> net::active_listeners() const {
 std::vector<const listener*> net::unused_inherited() const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<const listener*> out;
-  for (const auto& l : inherited_)
-    if (l) out.push_back(l.get());
+  for (auto& slot : inherited_) {
+    if (!slot.open()) continue;
+    if (!slot.shown) slot.shown = show_inherited_locked(slot);
+    out.push_back(slot.shown.get());
+  }
   return out;
 }
 
 std::size_t net::close_unused_inherited() {
   std::lock_guard<std::mutex> lock(mutex_);
   std::size_t closed = 0;
-  for (auto& l : inherited_) {
-    if (l) ++closed;
-    l.reset();
-  }
+  for (auto& slot : inherited_) closed += slot.open() ? 1 : 0;
+  inherited_.clear();  // each slot closes what it still holds
   inherited_by_key_.clear();
   return closed;
 }

@@ -146,7 +146,7 @@ result<takeover_result> net::take_over(std::string_view path, const takeover_opt
     std::lock_guard<std::mutex> lock(mutex_);
     (void)inherit_locked();  // LISTEN_FDS first (a malformed one stays reported to the listen calls)
     for (std::size_t i = 0; i < sockets.size(); ++i) {
-      add_inherited_locked(sockets[i]);
+      add_inherited_locked(std::move(sockets[i]));
       offer->fds[i].fd.release();  // the net owns it now
     }
   }

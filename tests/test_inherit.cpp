@@ -199,7 +199,6 @@ TEST_CASE("every malformed environment is a clear error naming the variable and 
       {{{"LISTEN_FDS", "1000000"}}, {}, malformed, "LISTEN_FDS=1000000 is more fds than this process may open"},
       {{{"LISTEN_FDS", "2"}}, {listening}, bad_fd, "LISTEN_FDS=2: fd 4 is not open"},
       {{{"LISTEN_FDS", "1"}}, {pipe_fds[0]}, bad_fd, "LISTEN_FDS=1: fd 3 is not a socket"},
-      {{{"LISTEN_FDS", "1"}}, {not_listening}, bad_fd, "fd 3 is a connection-oriented socket that is not listening"},
       {{{"LISTEN_FDS", "1"}}, {netlink}, bad_fd, "fd 3 is a socket of address family 16"},
       {{{"LISTEN_FDS", "1"}, {"LISTEN_PID", "abc"}}, {listening}, malformed, "LISTEN_PID=\"abc\" is not a process id"},
       {{{"LISTEN_FDS", "1"}, {"LISTEN_PID", "-5"}}, {listening}, malformed, "LISTEN_PID=\"-5\""},
@@ -216,6 +215,23 @@ TEST_CASE("every malformed environment is a clear error naming the variable and 
     CHECK(report.env == all_unset);
   }
   for (int fd : {listening, not_listening, pipe_fds[0], pipe_fds[1], netlink}) close(fd);
+}
+
+TEST_CASE("an inherited socket is checked in full when it is claimed: a TCP socket that does not listen") {
+  int port = 0;
+  const int not_listening = raw_tcp_unlistening(port);
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  // Claimed by its address: the error names the fd and what is wrong with it.
+  auto claimed = run_probe({not_listening}, {{"LISTEN_FDS", "1"}}, {"tcp", address}, true);
+  REQUIRE(claimed.results.size() == 1);
+  CHECK(claimed.results[0].rfind("error grace:4 ", 0) == 0);
+  CHECK(contains(claimed.results[0], "LISTEN_FDS=1: fd 3 is a TCP socket that is not listening"));
+  // Not claimed: start-up does not pay for checking it, and it is left unused.
+  auto unclaimed = run_probe({not_listening}, {{"LISTEN_FDS", "1"}}, {"tcp", "127.0.0.1:0"}, true);
+  REQUIRE(unclaimed.results.size() == 1);
+  CHECK(contains(unclaimed.results[0], "inherited=0"));
+  CHECK(unclaimed.unused == "unused 1 tcp:" + address);
+  close(not_listening);
 }
 
 TEST_CASE("an empty LISTEN_FDS means nothing is inherited") {

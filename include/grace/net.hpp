@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -24,6 +25,8 @@ namespace grace {
 
 namespace detail {
 struct inherited_socket;
+struct inherited_slot;
+struct endpoint;
 }
 
 struct listen_options {
@@ -145,14 +148,17 @@ class GRACE_API net {
 
  private:
   result<void> inherit_locked();
-  void add_inherited_locked(const detail::inherited_socket& s);
+  void add_inherited_locked(detail::inherited_socket s);
   result<void> prepare_listen_locked(const listen_options& options);
-  listener* take_inherited_locked(const std::string& key, network n, int family, bool wildcard);
+  // The first inherited socket filed under `where` that is a socket of `n` (family rules as for
+  // a wildcard), or null; an error when one of its kind cannot serve.
+  result<listener*> take_inherited_locked(const detail::endpoint& where, network n, int family, bool wildcard);
   listener* activate_locked(std::unique_ptr<listener> l);
   result<listener*> listen_inet_locked(network n, const std::vector<socket_address>& candidates,
                                        const listen_options& options);
-  listener* claim_inherited_inet_locked(network n, const std::vector<socket_address>& candidates,
-                                        const listen_options& options);
+  result<listener*> claim_inherited_inet_locked(network n, const std::vector<socket_address>& candidates,
+                                                const listen_options& options);
+  std::unique_ptr<listener> show_inherited_locked(detail::inherited_slot& slot) const;
   result<listener*> bind_inet_locked(network n, const std::vector<socket_address>& candidates,
                                      const listen_options& options);
   result<listener*> listen_unix_locked(network n, std::string_view path,
@@ -161,8 +167,9 @@ class GRACE_API net {
   mutable std::mutex mutex_;
   bool inherited_read_ = false;
   std::optional<error> inherit_error_;
-  std::vector<std::unique_ptr<listener>> inherited_;  // slots become null once claimed
-  std::unordered_multimap<std::string, std::size_t> inherited_by_key_;
+  std::string inherited_source_;  // "LISTEN_FDS=N", for errors about an inherited fd
+  mutable std::vector<detail::inherited_slot> inherited_;
+  std::unordered_multimap<std::uint64_t, std::size_t> inherited_by_key_;  // endpoint hash -> slot
   std::vector<std::unique_ptr<listener>> active_;
 };
 
