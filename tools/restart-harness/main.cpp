@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -19,6 +20,7 @@
 #include "process_tree.hpp"
 #include "harness.hpp"
 #include "load.hpp"
+#include "owner_sampler.hpp"
 #include "report.hpp"
 #include "server_control.hpp"
 
@@ -75,6 +77,12 @@ class referee {
     record_.start_us = now_us();
     log_path_ = "/tmp/restart-harness-" + std::to_string(getpid()) + ".log";
     if (auto started = server_.start(log_path_); !started) return fail_early(started.error().message());
+    if (owners_.supported()) {
+      const bool ours = server_.started_by_us();
+      sampler_ = std::make_unique<owner_sampler>(loop_, owners_, ours ? getpid() : options_.attach_pid,
+                                                 !ours && options_.attach_pid > 0,
+                                                 [this](owner_sample s) { apply_owners(std::move(s)); });
+    }
     uv_timer_start(&cap_timer_, [](uv_timer_t* t) {
       auto* self = static_cast<referee*>(t->data);
       self->record_.notes.push_back("hard cap of " + std::to_string(static_cast<int>(self->options_.hard_cap_s)) + " s reached");
@@ -135,12 +143,18 @@ class referee {
       after(remaining, [](referee* self) { self->finish(); });
       return;
     }
+    // Who serves right now, and who exists: only a process born after the signal can be the
+    // new generation (an old worker that had not been seen serving yet is still old). The
+    // signal goes out once that look is back.
+    if (!sampler_) return signal_restart();
+    awaiting_ = sample_owners(true);
+    then_sampled_ = [](referee* self) { self->signal_restart(); };
+  }
+
+  void signal_restart() {
     restart_record rs;
     rs.index = static_cast<unsigned>(record_.restarts.size() + 1);
     rs.old_pid = server_.main_pid();
-    // Who serves right now, and who exists: only a process born after the signal can be the
-    // new generation (an old worker that had not been seen serving yet is still old).
-    sample_owners(true);
     served_before_ = ever_served_;
     for (pid_t pid : tree_) served_before_.insert(pid);
     for (pid_t pid : ever_served_)
@@ -169,25 +183,20 @@ class referee {
     rs.new_answer_us = elapsed();
   }
 
-  // The server's processes: what we started and its descendants, or the attached tree.
-  const std::vector<pid_t>& server_tree(bool fresh) {
-    const std::uint64_t now = now_us();
-    if (fresh || now - tree_at_us_ > 10000) {
-      tree_ = server_.started_by_us() ? descendants_of(getpid()) : descendants_of(options_.attach_pid);
-      if (!server_.started_by_us() && options_.attach_pid > 0) tree_.push_back(options_.attach_pid);
-      tree_at_us_ = now;
-    }
-    return tree_;
+  // Asks which process holds the server side of each of our connections now (owner_sampler:
+  // off this loop); 0 when that cannot be known. fresh_tree: list the server's processes anew.
+  std::uint64_t sample_owners(bool fresh_tree) {
+    if (!sampler_ || finishing_) return 0;
+    const bool watching = !record_.restarts.empty() && !record_.restarts.back().completed;
+    return sampler_->request(fresh_tree, watching || fresh_tree);
   }
 
-  // Which process holds the server side of each of our connections now. During a restart, one
-  // that did not serve before is the new generation, and the answer on that connection is its
-  // first (or, if it came before this look, the time it came).
-  void sample_owners(bool fresh_tree) {
-    if (!owners_.supported()) return;
+  // During a restart, a process that did not serve before is the new generation, and the answer
+  // on a connection it holds is its first (or, if it came before this look, the time it came).
+  void apply_owners(owner_sample s) {
+    tree_ = std::move(s.tree);
     const bool watching = !record_.restarts.empty() && !record_.restarts.back().completed && !finishing_;
-    const auto owners = owners_.sample(server_tree(fresh_tree), watching || fresh_tree);
-    for (const auto& [port, pid] : owners) {
+    for (const auto& [port, pid] : s.owners) {
       owner_by_port_[port] = pid;
       ever_served_.insert(pid);
       if (!watching || served_before_.count(pid) != 0) continue;
@@ -199,6 +208,7 @@ class referee {
           (rs.new_answer_us == 0 || answered->second < rs.new_answer_us))
         rs.new_answer_us = answered->second;
     }
+    if (then_sampled_ && s.sequence >= awaiting_ && !finishing_) std::exchange(then_sampled_, nullptr)(this);
   }
 
   void answered_at_port(connection_key port) {
@@ -287,6 +297,7 @@ class referee {
     std::printf("%s\n", v.line.c_str());
     std::fflush(stdout);
     exit_status_ = v.pass ? 0 : 1;
+    if (sampler_) sampler_->stop();
     uv_walk(loop_, [](uv_handle_t* h, void*) { if (!uv_is_closing(h)) uv_close(h, nullptr); }, nullptr);
   }
 
@@ -301,8 +312,10 @@ class referee {
   std::uint64_t answered_at_takeover_ = 0;
   connection_owners owners_{options_.target, options_.udp};
   uv_timer_t owner_timer_{};
-  std::vector<pid_t> tree_;
-  std::uint64_t tree_at_us_ = 0;
+  std::unique_ptr<owner_sampler> sampler_;
+  std::uint64_t awaiting_ = 0;                  // the look the next restart waits for
+  void (*then_sampled_)(referee*) = nullptr;    // what runs once it is back
+  std::vector<pid_t> tree_;                     // the server's processes, as last looked at
   std::set<pid_t> ever_served_, served_before_;
   std::unordered_set<connection_key> new_ports_;
   std::unordered_map<connection_key, std::uint64_t> last_answer_at_;
