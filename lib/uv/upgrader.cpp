@@ -182,20 +182,11 @@ result<std::vector<server*>> upgrader::serve(const listener_group& group, server
   if (group.members.empty() || group.steered == 0 || group.steered > group.members.size())
     return grace::detail::fail(errc::invalid_argument, "serve: an empty or malformed listener group");
   std::vector<server*> out;
-  auto add = [&](grace::listener* l, unsigned worker) -> result<void> {
-    auto s = serve(l, on_accept, workers, worker);
+  for (const auto& [member, worker] : place_group(group, workers.size())) {
+    auto s = serve(member, on_accept, workers, worker);
     if (!s) return tl::unexpected(s.error());
     out.push_back(*s);
-    return {};
-  };
-  const auto steered = static_cast<unsigned>(group.steered);
-  for (unsigned k = 0; k < workers.size(); ++k)
-    if (auto ok = add(group.members[k % steered], k); !ok) return tl::unexpected(ok.error());
-  // A steered member no worker took (more sockets than workers) and the extra members.
-  for (std::size_t j = 0; j < group.members.size(); ++j)
-    if (j >= workers.size() || j >= steered)
-      if (auto ok = add(group.members[j], static_cast<unsigned>(j % workers.size())); !ok)
-        return tl::unexpected(ok.error());
+  }
   return out;
 }
 

@@ -141,4 +141,14 @@ bool worker_group::run(unsigned k, const std::function<void()>& fn) {
 
 int worker_group::current() noexcept { return current_worker; }
 
+std::vector<std::pair<grace::listener*, unsigned>> place_group(const listener_group& group, unsigned workers) {
+  std::vector<std::pair<grace::listener*, unsigned>> out;
+  if (group.members.empty() || group.steered == 0 || workers == 0) return out;
+  const auto steered = static_cast<unsigned>(group.steered);
+  for (unsigned k = 0; k < workers; ++k) out.emplace_back(group.members[k % steered], k);
+  for (std::size_t j = 0; j < group.members.size(); ++j)
+    if (j >= workers || j >= steered) out.emplace_back(group.members[j], static_cast<unsigned>(j % workers));
+  return out;
+}
+
 }  // namespace grace::uv

@@ -36,6 +36,16 @@ void take_over_if_asked(grace::net& net, const config& c, const char* name) {
                  taken->listeners, static_cast<int>(taken->from));
 }
 
+std::unique_ptr<grace::uv::worker_group> start_workers(const config& c, const char* name) {
+  if (c.workers == 0) return nullptr;
+  auto started = grace::uv::worker_group::start(c.workers);
+  if (!started) {
+    std::fprintf(stderr, "%s: %s\n", name, started.error().message().c_str());
+    std::exit(1);
+  }
+  return std::move(*started);
+}
+
 grace::listener_group open_listener_group(grace::net& net, const config& c, const char* name) {
   if (c.address.rfind("unix:", 0) == 0) {
     if (c.reuse_port) {

@@ -138,15 +138,7 @@ int main(int argc, char** argv) {
   sample::take_over_if_asked(net, config, name);
   const grace::listener_group sockets = sample::open_listener_group(net, config, name);
   // Declared before the upgrader, which serves on it: it must outlive the upgrader.
-  std::unique_ptr<grace::uv::worker_group> workers;
-  if (config.workers > 0) {
-    auto started = grace::uv::worker_group::start(config.workers);
-    if (!started) {
-      std::fprintf(stderr, "%s: %s\n", name, started.error().message().c_str());
-      return 1;
-    }
-    workers = std::move(*started);
-  }
+  std::unique_ptr<grace::uv::worker_group> workers = sample::start_workers(config, name);
   uv_loop_t* loop = uv_default_loop();
   grace::uv::upgrader upgrader(loop, net, config.upgrade);
   g_who = "pid=" + std::to_string(getpid()) + " generation=" + std::to_string(upgrader.generation()) + "\n";

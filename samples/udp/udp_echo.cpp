@@ -103,25 +103,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s: %s\n", name, sockets.error().message().c_str());
     return 1;
   }
-  std::unique_ptr<grace::uv::worker_group> workers;
-  if (config.workers > 0) {
-    auto started = grace::uv::worker_group::start(config.workers);
-    if (!started) {
-      std::fprintf(stderr, "%s: %s\n", name, started.error().message().c_str());
-      return 1;
-    }
-    workers = std::move(*started);
-  }
+  std::unique_ptr<grace::uv::worker_group> workers = sample::start_workers(config, name);
   uv_loop_t* loop = uv_default_loop();
   grace::uv::upgrader upgrader(loop, net, config.upgrade);
-  // As upgrader::serve places a group: worker k reads member k (modulo the steered ones), and
-  // the members past them are read in turn, so what queued there is answered.
+  // Every member is read, those past the steered ones too, so what queued there is answered.
   const unsigned loops = workers ? workers->size() : 1;
-  std::vector<std::pair<grace::listener*, unsigned>> placement;
-  for (unsigned k = 0; k < loops; ++k) placement.emplace_back(sockets->members[k % sockets->steered], k);
-  for (std::size_t j = 0; j < sockets->members.size(); ++j)
-    if (j >= loops || j >= sockets->steered) placement.emplace_back(sockets->members[j], static_cast<unsigned>(j % loops));
-  for (const auto& [socket, k] : placement) {
+  for (const auto& [socket, k] : grace::uv::place_group(*sockets, loops)) {
     auto e = std::make_unique<echoer>();
     e->group = workers.get();
     e->worker = k;

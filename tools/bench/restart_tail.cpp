@@ -7,34 +7,14 @@
 // moving connections costs or saves.
 //
 //   grace-bench-restart-tail RESTART_HARNESS GRACE_HTTP [ROUNDS] [RESTARTS]
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
-namespace {
+#include "harness_runs.hpp"
 
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in in{};
-  in.sin_family = AF_INET;
-  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&in), sizeof in);
-  socklen_t len = sizeof in;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&in), &len);
-  close(fd);
-  return ntohs(in.sin_port);
-}
+namespace {
 
 // The number after `key` that follows `section` in the harness's JSON.
 double number_in(const std::string& json, const std::string& section, const std::string& key) {
@@ -51,42 +31,20 @@ struct tail {
 
 tail run_once(const std::string& harness, const std::string& server, const std::string& mode, bool migrate,
               const std::string& restarts) {
-  const std::string address = "127.0.0.1:" + std::to_string(free_port());
+  const std::string address = "127.0.0.1:" + std::to_string(bench::free_port());
   const std::string pidfile = "/tmp/grace-bench-tail-" + std::to_string(getpid()) + ".pid";
-  const std::string json = "/tmp/grace-bench-tail-" + std::to_string(getpid()) + ".json";
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int devnull = open("/dev/null", O_WRONLY);
-    dup2(devnull, STDOUT_FILENO);
-    dup2(devnull, STDERR_FILENO);
-    std::vector<std::string> args = {harness, "--target", "tcp://" + address, "--mode", mode, "--clients", "32",
-                                     "--restarts", restarts, "--pidfile", pidfile, "--json", json, "--", server,
-                                     address, "--pidfile", pidfile};
-    if (!migrate) args.push_back("--no-migrate");
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(harness.c_str(), argv.data());
-    _exit(127);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  std::ifstream in(json);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  unlink(json.c_str());
+  std::vector<std::string> args = {"--target", "tcp://" + address, "--mode", mode, "--clients", "32", "--restarts",
+                                   restarts, "--pidfile", pidfile, "--", server, address, "--pidfile", pidfile};
+  if (!migrate) args.push_back("--no-migrate");
+  const auto run = bench::run_harness(harness, args);
   unlink(pidfile.c_str());
   tail t;
-  t.passed = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-  t.steady_p99 = number_in(text, "steady", "p99");
-  t.steady_p999 = number_in(text, "steady", "p999");
-  t.restart_p99 = number_in(text, "restart_windows", "p99");
-  t.restart_p999 = number_in(text, "restart_windows", "p999");
+  t.passed = run.passed;
+  t.steady_p99 = number_in(run.json, "steady", "p99");
+  t.steady_p999 = number_in(run.json, "steady", "p999");
+  t.restart_p99 = number_in(run.json, "restart_windows", "p99");
+  t.restart_p999 = number_in(run.json, "restart_windows", "p999");
   return t;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
 }
 
 }  // namespace
@@ -118,8 +76,8 @@ int main(int argc, char** argv) {
       rp999.push_back(t.restart_p999);
       ratio.push_back(t.steady_p999 > 0 ? t.restart_p999 / t.steady_p999 : 0);
     }
-    std::printf("%-28s %6.2f / %6.2f | %6.2f / %6.2f | %.2f\n", v.label, median(sp99), median(sp999), median(rp99),
-                median(rp999), median(ratio));
+    std::printf("%-28s %6.2f / %6.2f | %6.2f / %6.2f | %.2f\n", v.label, bench::median(sp99),
+                bench::median(sp999), bench::median(rp99), bench::median(rp999), bench::median(ratio));
   }
   if (!all_passed) std::printf("a run did not PASS: its figures are not comparable\n");
   return all_passed ? 0 : 1;

@@ -5,34 +5,14 @@
 // --reuse-port, beside grace-http on its main loop alone.
 //
 //   grace-bench-throughput RESTART_HARNESS BARE_HTTP GRACE_HTTP [SECONDS_PER_ROUND] [ROUNDS]
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
-namespace {
+#include "harness_runs.hpp"
 
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in in{};
-  in.sin_family = AF_INET;
-  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&in), sizeof in);
-  socklen_t len = sizeof in;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&in), &len);
-  close(fd);
-  return ntohs(in.sin_port);
-}
+namespace {
 
 double number_after(const std::string& text, const std::string& key) {
   const auto at = text.find(key);
@@ -42,35 +22,14 @@ double number_after(const std::string& text, const std::string& key) {
 // Requests per second that one run of the harness measured against `server`.
 double measure(const std::string& harness, const std::string& server, const std::string& seconds,
                const std::vector<std::string>& server_args = {}) {
-  const std::string address = "127.0.0.1:" + std::to_string(free_port());
-  const std::string json = "/tmp/grace-bench-throughput-" + std::to_string(getpid()) + ".json";
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int devnull = open("/dev/null", O_WRONLY);
-    dup2(devnull, STDOUT_FILENO);
-    dup2(devnull, STDERR_FILENO);
-    std::vector<std::string> args = {harness, "--target", "tcp://" + address, "--clients", "32", "--restarts", "0",
-                                     "--duration", seconds, "--settle", "0", "--json", json, "--", server, address};
-    args.insert(args.end(), server_args.begin(), server_args.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(harness.c_str(), argv.data());
-    _exit(127);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  std::ifstream in(json);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  unlink(json.c_str());
-  const double requests = number_after(text, "\"requests\": ");
-  const double ms = number_after(text, "\"duration_ms\": ");
-  return ms > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? requests * 1000 / ms : 0;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
+  const std::string address = "127.0.0.1:" + std::to_string(bench::free_port());
+  std::vector<std::string> args = {"--target", "tcp://" + address, "--clients", "32", "--restarts", "0",
+                                   "--duration", seconds, "--settle", "0", "--", server, address};
+  args.insert(args.end(), server_args.begin(), server_args.end());
+  const auto run = bench::run_harness(harness, args);
+  const double requests = number_after(run.json, "\"requests\": ");
+  const double ms = number_after(run.json, "\"duration_ms\": ");
+  return ms > 0 && run.passed ? requests * 1000 / ms : 0;
 }
 
 }  // namespace
@@ -90,7 +49,8 @@ int main(int argc, char** argv) {
     two.push_back(measure(argv[1], argv[3], seconds, {"--workers", "2"}));
     two_reuse.push_back(measure(argv[1], argv[3], seconds, {"--workers", "2", "--reuse-port"}));
   }
-  const double b = median(bare), g = median(grace), w1 = median(one), w2 = median(two), w2r = median(two_reuse);
+  const double b = bench::median(bare), g = bench::median(grace), w1 = bench::median(one), w2 = bench::median(two),
+               w2r = bench::median(two_reuse);
   std::printf("steady-state requests/s, 32 keep-alive clients, median of %d rounds of %s s: bare libuv %.0f | "
               "grace-http %.0f | ratio %.3f\n", rounds, seconds.c_str(), b, g, b > 0 ? g / b : 0);
   std::printf("worker groups: 1 worker %.0f | 2 workers, one shared socket %.0f (%.2fx) | 2 workers, SO_REUSEPORT "

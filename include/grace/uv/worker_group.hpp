@@ -6,9 +6,12 @@
 
 #include <functional>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "grace/error.hpp"
 #include "grace/export.hpp"
+#include "grace/net.hpp"
 
 namespace grace::uv {
 
@@ -42,5 +45,12 @@ class GRACE_API worker_group {
   std::unique_ptr<worker[]> workers_;
   unsigned count_ = 0;
 };
+
+// Which worker serves which member of `group` (net::listen_group), as (member, worker) pairs:
+// worker k takes member k (modulo the steered members when there are fewer of them than
+// workers), and every member no worker took (more steered members than workers, and the
+// members past `steered`) goes to the workers in turn, so that every member is served.
+GRACE_API std::vector<std::pair<grace::listener*, unsigned>> place_group(const listener_group& group,
+                                                                          unsigned workers);
 
 }  // namespace grace::uv
