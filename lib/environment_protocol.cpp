@@ -26,7 +26,8 @@ namespace {
 
 const char* const owned_variables[] = {variable::listen_fds, variable::listen_pid,
                                        variable::listen_fdnames, variable::ready_fd,
-                                       variable::generation, variable::ancestors, variable::connections};
+                                       variable::generation, variable::ancestors, variable::connections,
+                                       variable::listen_types};
 
 // Decimal digits only: no sign, no blank, no overflow.
 template <typename Number>
@@ -57,6 +58,23 @@ std::vector<std::string> split(const std::string& text, char separator) {
     if (at == std::string::npos) return parts;
     start = at + 1;
   }
+}
+
+// The types a grace parent announced, or "" (then each claimed socket is looked at instead). Only
+// a parent that set LISTEN_PID to this very process passed them; anything else is a warning.
+std::string listen_types(const environment& env, int count, std::vector<std::string>& warnings) {
+  const std::string* types = find(env, variable::listen_types);
+  if (types == nullptr) return {};
+  std::string why;
+  if (find(env, variable::listen_pid) == nullptr)
+    why = "without LISTEN_PID";
+  else if (types->size() != static_cast<std::size_t>(count))
+    why = "has " + std::to_string(types->size()) + " letters for LISTEN_FDS=" + std::to_string(count);
+  else if (!std::all_of(types->begin(), types->end(), [](char c) { return socket_type_of_letter(c) != 0; }))
+    why = "has a letter other than s, p or d";
+  if (why.empty()) return *types;
+  warnings.push_back(std::string(variable::listen_types) + " " + why + "; checking each socket instead");
+  return {};
 }
 
 result<listen_fds> parse_listen(const environment& env, pid_t self, long max_fds,
@@ -95,6 +113,7 @@ result<listen_fds> parse_listen(const environment& env, pid_t self, long max_fds
   out.names.resize(static_cast<std::size_t>(count));
   for (auto& name : out.names)
     if (name.empty()) name = "unknown";
+  out.types = listen_types(env, out.count, warnings);
   return out;
 }
 
@@ -218,6 +237,14 @@ __attribute__((used, section(".init_array"))) void (*const capture_entry)(int, c
 
 }  // namespace
 
+char listen_type_letter(int socket_type) {
+  return socket_type == SOCK_STREAM ? 's' : socket_type == SOCK_SEQPACKET ? 'p' : socket_type == SOCK_DGRAM ? 'd' : 0;
+}
+
+int socket_type_of_letter(char letter) {
+  return letter == 's' ? SOCK_STREAM : letter == 'p' ? SOCK_SEQPACKET : letter == 'd' ? SOCK_DGRAM : 0;
+}
+
 bool valid_fd_name(const std::string& name) {
   if (name.size() > max_fd_name) return false;
   return std::all_of(name.begin(), name.end(), [](char c) { return c > ' ' && c < 127 && c != ':'; });
@@ -288,7 +315,8 @@ result<void> check_entry(const std::string& entry) {
 
 std::vector<std::string> child_environment(const std::vector<std::string>& parent,
                                            const std::vector<std::string>& extra,
-                                           const std::vector<std::string>& listener_names) {
+                                           const std::vector<std::string>& listener_names,
+                                           const std::string& listener_types) {
   std::vector<std::string> dropped;
   for (const char* name : owned_variables) dropped.push_back(std::string(name) + "=");
   for (const auto& entry : extra) dropped.push_back(name_of(entry));
@@ -305,6 +333,7 @@ std::vector<std::string> child_environment(const std::vector<std::string>& paren
     for (const auto& name : listener_names) names += (names.empty() ? "" : ":") + name;
     env.push_back(std::string(variable::listen_fds) + "=" + std::to_string(listener_names.size()));
     env.push_back(std::string(variable::listen_fdnames) + "=" + names);
+    if (!listener_types.empty()) env.push_back(std::string(variable::listen_types) + "=" + listener_types);
   }
   return env;
 }

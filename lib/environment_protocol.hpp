@@ -33,6 +33,10 @@ inline constexpr char ancestors[] = "GRACE_ANCESTORS";
 inline constexpr char notify_socket[] = "NOTIFY_SOCKET";
 // "1" when the parent hands its connections over after this process is ready (migration.hpp).
 inline constexpr char connections[] = "GRACE_CONNECTIONS";
+// One letter per LISTEN_FDS fd, from a grace parent that checked each socket's type when it
+// bound or claimed it: 's' listening stream, 'p' listening seqpacket, 'd' datagram. With it a
+// claim needs no system call to learn what the socket is.
+inline constexpr char listen_types[] = "GRACE_LISTEN_TYPES";
 }  // namespace variable
 
 inline constexpr int first_listen_fd = 3;          // SD_LISTEN_FDS_START
@@ -45,7 +49,13 @@ using environment = std::map<std::string, std::string>;
 struct listen_fds {
   int count = 0;                   // fds first_listen_fd .. first_listen_fd + count - 1
   std::vector<std::string> names;  // one per fd; "unknown" where nobody named it
+  std::string types;               // GRACE_LISTEN_TYPES, checked; empty when not told
 };
+
+// GRACE_LISTEN_TYPES's letter for a socket type (SOCK_STREAM, SOCK_SEQPACKET, SOCK_DGRAM), and back;
+// 0 for anything else.
+char listen_type_letter(int socket_type);
+int socket_type_of_letter(char letter);
 
 struct inheritance {
   result<listen_fds> listen;  // count 0 when nothing was passed to this process
@@ -90,11 +100,13 @@ result<void> check_entry(const std::string& entry);
 
 // The environment of a child started with `listener_names` at fds 3..: `parent` without any
 // variable this protocol owns (NOTIFY_SOCKET excepted), then `extra` (replacing entries of the
-// same name), then LISTEN_FDS and LISTEN_FDNAMES when there is a listener. LISTEN_PID is the
-// spawner's to add, as only the child knows its pid.
+// same name), then LISTEN_FDS and LISTEN_FDNAMES when there is a listener, and GRACE_LISTEN_TYPES
+// when `listener_types` (one letter per listener) is given. LISTEN_PID is the spawner's to add, as
+// only the child knows its pid.
 std::vector<std::string> child_environment(const std::vector<std::string>& parent,
                                            const std::vector<std::string>& extra,
-                                           const std::vector<std::string>& listener_names);
+                                           const std::vector<std::string>& listener_names,
+                                           const std::string& listener_types = {});
 
 // environ as a list of "NAME=VALUE".
 std::vector<std::string> current_environment();

@@ -61,12 +61,14 @@ result<inherited_socket> check_inherited_socket(const std::string& source, int f
 
 namespace {
 
-// Reads the local address of sockets[i] for i in [first, last): the one system call per fd.
-// The error of the lowest fd that has one, if any.
-std::optional<error> read_addresses(std::vector<inherited_socket>& sockets, std::size_t first, std::size_t last,
-                                    const std::string& source) {
+// Reads the local address of slots[base + i] (fd first_listen_fd + i) for i in [first, last): the
+// one system call per fd. The error of the lowest fd that has one, if any.
+std::optional<error> read_addresses(inherited_slot* slots, std::size_t first, std::size_t last,
+                                    const listen_fds& listen, const std::string& source) {
   for (std::size_t i = first; i < last; ++i) {
-    inherited_socket& s = sockets[i];
+    inherited_slot& slot = slots[i];
+    inherited_socket& s = slot.socket;
+    s.fd = first_listen_fd + static_cast<int>(i);
     sockaddr_storage storage{};
     socklen_t len = sizeof storage;
     if (getsockname(s.fd, reinterpret_cast<sockaddr*>(&storage), &len) != 0)
@@ -82,6 +84,10 @@ std::optional<error> read_addresses(std::vector<inherited_socket>& sockets, std:
     auto address = socket_address::from_sockaddr(reinterpret_cast<sockaddr*>(&storage), len);
     if (!address) return bad_fd(source, s.fd, "has a local address grace cannot read").value();
     s.address = *address;
+    s.name = listen.names[i];
+    if (!listen.types.empty()) s.type = socket_type_of_letter(listen.types[i]);
+    slot.where = endpoint_of(s.address);
+    slot.hash = slot.where.hash();
   }
   return std::nullopt;
 }
@@ -91,18 +97,16 @@ constexpr std::size_t parallel_from = 1024;
 
 }  // namespace
 
-result<std::vector<inherited_socket>> take_inherited_sockets() {
-  if (taken.exchange(true)) return std::vector<inherited_socket>{};
+result<void> take_inherited_sockets(std::vector<inherited_slot>& slots) {
+  if (taken.exchange(true)) return {};
   const auto& listen = startup_inheritance().listen;
   if (!listen) return tl::unexpected(listen.error());
   const std::string source = "LISTEN_FDS=" + std::to_string(listen->count);
   const auto count = static_cast<std::size_t>(listen->count);
-  std::vector<inherited_socket> sockets(count);
-  for (std::size_t i = 0; i < count; ++i) {
-    sockets[i].fd = first_listen_fd + static_cast<int>(i);
-    sockets[i].name = listen->names[i];
-  }
-  // Each look at a socket is a cache-missing walk through kernel memory (about 0.7 us on a small
+  const std::size_t base = slots.size();
+  slots.resize(base + count);
+  inherited_slot* read = slots.data() + base;
+  // Each look at a socket is a cache-missing walk through kernel memory (about 0.5 us on a small
   // VM): thousands of them go faster on two cores.
   std::optional<error> second_half;
   std::size_t split = count;
@@ -110,21 +114,25 @@ result<std::vector<inherited_socket>> take_inherited_sockets() {
   if (count >= parallel_from && std::thread::hardware_concurrency() > 1) {
     split = count / 2;
     try {
-      helper = std::thread([&] { second_half = read_addresses(sockets, split, count, source); });
+      helper = std::thread([&] { second_half = read_addresses(read, split, count, *listen, source); });
     } catch (const std::system_error&) {
       split = count;  // no thread: all on this one
     }
   }
-  auto first_half = read_addresses(sockets, 0, split, source);
+  auto first_half = read_addresses(read, 0, split, *listen, source);
   if (helper.joinable()) helper.join();
-  if (first_half) return tl::unexpected(*first_half);
-  if (second_half) return tl::unexpected(*second_half);
-  return sockets;
+  if (first_half || second_half) {
+    // A malformed inheritance is not adopted: its fds stay as they are, closed by nobody here.
+    for (std::size_t i = 0; i < count; ++i) read[i].socket.fd = -1;
+    slots.resize(base);
+    return tl::unexpected(first_half ? *first_half : *second_half);
+  }
+  return {};
 }
 
 result<bool> claimable_as(inherited_socket& s, network n, const std::string& source) {
   const int want = socket_type(n);
-  if (s.type != 0) return s.type == want;  // checked in full when it arrived
+  if (s.type != 0) return s.type == want;  // checked when it arrived, here or by the grace parent
   if (is_tcp(n)) {
     // One call says both "TCP" and "listening".
     tcp_info info{};
@@ -157,7 +165,7 @@ int socket_type_of(int fd) {
 }
 
 inherited_slot::inherited_slot(inherited_slot&& other) noexcept
-    : socket(std::move(other.socket)), where(std::move(other.where)), shown(std::move(other.shown)) {
+    : socket(std::move(other.socket)), where(std::move(other.where)), hash(other.hash), shown(std::move(other.shown)) {
   other.socket.fd = -1;
 }
 

@@ -13,18 +13,23 @@ namespace grace::detail {
 
 struct inherited_socket {
   int fd = -1;
-  int type = 0;    // SOCK_STREAM, SOCK_SEQPACKET or SOCK_DGRAM; 0 until checked
+  // SOCK_STREAM, SOCK_SEQPACKET or SOCK_DGRAM: once checked here, or as the grace parent that
+  // checked it said (GRACE_LISTEN_TYPES); 0 until then.
+  int type = 0;
   int family = 0;  // AF_INET, AF_INET6 or AF_UNIX
   socket_address address;
   std::string name;
 };
 
-// The sockets this process inherited (systemd's protocol, captured at start-up), handed out to
-// the first caller only. A start-up reads thousands of them, so each costs one system call here
-// (its local address: an fd that is not open, not a socket, or of another family is an error
-// that names the variable and the fd); the rest is checked when a listen call claims it
-// (claimable_as). A malformed environment is an error that names the variable.
-result<std::vector<inherited_socket>> take_inherited_sockets();
+struct inherited_slot;
+// Appends the sockets this process inherited (systemd's protocol, captured at start-up) to
+// `slots`, for the first caller only. A start-up reads thousands of them, so each costs one
+// system call here (its local address: an fd that is not open, not a socket, or of another
+// family is an error that names the variable and the fd); the rest is checked when a listen call
+// claims it (claimable_as), unless the grace parent said what it is (GRACE_LISTEN_TYPES). A
+// malformed environment is an error that names the variable. A unix socket's endpoint is its path
+// as bound: the caller makes a relative one absolute.
+result<void> take_inherited_sockets(std::vector<inherited_slot>& slots);
 // Checks one socket handed over by `source` (named in the error) in full: a listening stream or
 // seqpacket socket, or a datagram socket, of AF_INET, AF_INET6 or AF_UNIX.
 result<inherited_socket> check_inherited_socket(const std::string& source, int fd);
@@ -39,6 +44,7 @@ int socket_type_of(int fd);
 struct inherited_slot {
   inherited_socket socket;  // fd -1 once claimed
   endpoint where;
+  std::uint64_t hash = 0;           // where.hash()
   std::unique_ptr<listener> shown;  // made by net::unused_inherited(); owns the fd then
   inherited_slot() = default;
   inherited_slot(inherited_slot&& other) noexcept;

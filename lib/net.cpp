@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "canonical_address.hpp"
+#include "endpoint_index.hpp"
 #include "environment_protocol.hpp"
 #include "inherit.hpp"
 #include "printable.hpp"
@@ -57,7 +58,7 @@ result<network> parse_network_of_kind(std::string_view text, kind k) {
 
 }  // namespace
 
-net::net() = default;
+net::net() : inherited_index_(std::make_unique<detail::endpoint_index>()) {}
 net::~net() = default;
 
 const std::string& net::startup_directory() { return detail::startup_cwd(); }
@@ -70,14 +71,13 @@ result<void> net::inherit() {
 result<void> net::inherit_locked() {
   if (!inherited_read_) {
     inherited_read_ = true;
-    auto sockets = detail::take_inherited_sockets();
-    if (!sockets) {
-      inherit_error_ = sockets.error();
+    const std::size_t first = inherited_.size();
+    if (auto read = detail::take_inherited_sockets(inherited_); !read) {
+      inherit_error_ = read.error();
     } else {
-      inherited_source_ = "LISTEN_FDS=" + std::to_string(sockets->size());
-      inherited_.reserve(sockets->size());
-      inherited_by_key_.reserve(sockets->size());
-      for (auto& s : *sockets) add_inherited_locked(std::move(s));
+      inherited_source_ = "LISTEN_FDS=" + std::to_string(inherited_.size() - first);
+      inherited_index_->reserve(inherited_.size());
+      for (std::size_t i = first; i < inherited_.size(); ++i) file_inherited_locked(i);
     }
   }
   if (inherit_error_) return tl::unexpected(*inherit_error_);
@@ -87,10 +87,21 @@ result<void> net::inherit_locked() {
 void net::add_inherited_locked(detail::inherited_socket s) {
   detail::inherited_slot slot;
   slot.socket = std::move(s);
-  if (slot.socket.family == AF_UNIX) slot.socket.address = canonical(slot.socket.address);
-  slot.where = detail::endpoint_of(slot.socket.address);
-  inherited_by_key_.emplace(slot.where.hash(), inherited_.size());
   inherited_.push_back(std::move(slot));
+  file_inherited_locked(inherited_.size() - 1);
+}
+
+void net::file_inherited_locked(std::size_t index) {
+  detail::inherited_slot& slot = inherited_[index];
+  if (slot.socket.family == AF_UNIX) {
+    slot.socket.address = canonical(slot.socket.address);
+    slot.where = detail::endpoint_of(slot.socket.address);
+    slot.hash = slot.where.hash();
+  } else if (slot.hash == 0) {
+    slot.where = detail::endpoint_of(slot.socket.address);
+    slot.hash = slot.where.hash();
+  }
+  inherited_index_->add(slot.hash, static_cast<std::uint32_t>(index));
 }
 
 std::unique_ptr<listener> net::show_inherited_locked(detail::inherited_slot& slot) const {
@@ -110,32 +121,35 @@ result<void> net::prepare_listen_locked(const listen_options& options) {
 }
 
 result<listener*> net::take_inherited_locked(const detail::endpoint& where, network n, int family, bool wildcard) {
-  auto [first, last] = inherited_by_key_.equal_range(where.hash());
-  // Of equal candidates the one inherited first, so that a group is claimed in its order.
-  auto chosen = last;
+  // Of equal candidates the one inherited first, so that a group is claimed in its order: the
+  // index visits them in that order.
+  detail::inherited_slot* chosen = nullptr;
   bool chosen_family_matches = false;
-  for (auto it = first; it != last; ++it) {
-    detail::inherited_slot& slot = inherited_[it->second];
-    if (!(slot.where == where)) continue;
+  std::optional<error> unfit;
+  inherited_index_->for_each(where.hash(), [&](std::uint32_t index) {
+    detail::inherited_slot& slot = inherited_[index];
+    if (!slot.open() || !(slot.where == where)) return true;
     const int candidate_family = slot.socket.family;
-    if (wildcard && (n == network::tcp4 || n == network::udp4) && candidate_family != AF_INET) continue;
-    if (wildcard && (n == network::tcp6 || n == network::udp6) && candidate_family != AF_INET6) continue;
+    if (wildcard && (n == network::tcp4 || n == network::udp4) && candidate_family != AF_INET) return true;
+    if (wildcard && (n == network::tcp6 || n == network::udp6) && candidate_family != AF_INET6) return true;
     const bool family_matches = candidate_family == family;
-    const bool better = chosen == last || (family_matches && !chosen_family_matches) ||
-                        (family_matches == chosen_family_matches && it->second < chosen->second);
-    if (!better) continue;
+    if (chosen != nullptr && (chosen_family_matches || !family_matches)) return true;
     // Its kind is checked only now, for the sockets actually used.
     auto fits = detail::claimable_as(slot.socket, n, inherited_source_);
-    if (!fits) return tl::unexpected(fits.error());
-    if (!*fits) continue;
-    chosen = it;
-    chosen_family_matches = family_matches;
-  }
-  if (chosen == last) return nullptr;
-  detail::inherited_slot& slot = inherited_[chosen->second];
-  std::unique_ptr<listener> taken = slot.shown ? std::move(slot.shown) : show_inherited_locked(slot);
-  slot.socket.fd = -1;
-  inherited_by_key_.erase(chosen);
+    if (!fits) {
+      unfit = fits.error();
+      return false;
+    }
+    if (*fits) {
+      chosen = &slot;
+      chosen_family_matches = family_matches;
+    }
+    return !chosen_family_matches;  // the first that fits in family too is the one
+  });
+  if (unfit) return tl::unexpected(*unfit);
+  if (chosen == nullptr) return nullptr;
+  std::unique_ptr<listener> taken = chosen->shown ? std::move(chosen->shown) : show_inherited_locked(*chosen);
+  chosen->socket.fd = -1;
   taken->network_ = n;
   return activate_locked(std::move(taken));
 }
@@ -199,7 +213,7 @@ result<listener*> net::listen_inet_locked(network n, const std::vector<socket_ad
 result<listener*> net::claim_inherited_inet_locked(network n, const std::vector<socket_address>& candidates,
                                                    const listen_options& options) {
   // An ephemeral port is by definition a new socket.
-  if (candidates.front().port() == 0 || inherited_by_key_.empty()) return nullptr;
+  if (candidates.front().port() == 0 || inherited_index_->empty()) return nullptr;
   for (const auto& candidate : candidates) {
     auto l = take_inherited_locked(detail::endpoint_of(candidate), n, candidate.family(), candidate.is_wildcard());
     if (!l || *l == nullptr) {
@@ -336,7 +350,7 @@ std::size_t net::close_unused_inherited() {
   std::size_t closed = 0;
   for (auto& slot : inherited_) closed += slot.open() ? 1 : 0;
   inherited_.clear();  // each slot closes what it still holds
-  inherited_by_key_.clear();
+  inherited_index_->clear();
   return closed;
 }
 
@@ -372,15 +386,17 @@ result<pid_t> net::start_process(const process_options& options) {
   if (request.argv.empty()) request.argv.push_back(executable);
   request.directory = detail::startup_cwd();
   std::vector<std::string> names;
+  std::string types;  // checked when each was bound or claimed, so the child need not look again
   for (const auto& l : active_) {
     names.push_back(l->name());
+    types += detail::listen_type_letter(socket_type(l->network_));
     request.fds.push_back(l->fd());
   }
   request.set_listen_pid = !active_.empty();
   request.fds.insert(request.fds.end(), options.extra_fds.begin(), options.extra_fds.end());
   std::vector<std::string> extra_env = options.extra_env;
   if (options.offer_connections) extra_env.push_back(detail::connections_entry());
-  request.environment = detail::child_environment(detail::current_environment(), extra_env, names);
+  request.environment = detail::child_environment(detail::current_environment(), extra_env, names, types);
 
   auto pid = detail::spawn_process(request);
   if (!pid) return fail(pid.error().code(), "start_process: " + pid.error().message());

@@ -3,6 +3,8 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <sys/socket.h>
+
 #include <string>
 #include <vector>
 
@@ -79,6 +81,33 @@ TEST_CASE("LISTEN_FDNAMES: a name LISTEN_FDNAMES cannot carry is served as \"unk
   CHECK(contains(parsed.warnings[1], "\\x01"));
 }
 
+TEST_CASE("GRACE_LISTEN_TYPES: taken from a grace parent only as one s, p or d per fd; otherwise a warning") {
+  auto told = parse_inheritance({{"LISTEN_FDS", "3"}, {"LISTEN_PID", "4242"}, {"GRACE_LISTEN_TYPES", "sdp"}}, self, max_fds);
+  REQUIRE(told.listen);
+  CHECK(told.listen->types == "sdp");
+  CHECK(told.warnings.empty());
+  CHECK(grace::detail::socket_type_of_letter(told.listen->types[1]) == SOCK_DGRAM);
+  CHECK(grace::detail::listen_type_letter(SOCK_SEQPACKET) == 'p');
+  CHECK(grace::detail::listen_type_letter(SOCK_RAW) == 0);
+
+  struct bad_case {
+    environment env;
+    const char* why;
+  };
+  const bad_case bad[] = {
+      {{{"LISTEN_FDS", "2"}, {"LISTEN_PID", "4242"}, {"GRACE_LISTEN_TYPES", "s"}}, "has 1 letters for LISTEN_FDS=2"},
+      {{{"LISTEN_FDS", "2"}, {"LISTEN_PID", "4242"}, {"GRACE_LISTEN_TYPES", "sx"}}, "has a letter other than s, p or d"},
+      {{{"LISTEN_FDS", "1"}, {"GRACE_LISTEN_TYPES", "s"}}, "without LISTEN_PID"},
+  };
+  for (const auto& c : bad) {
+    auto parsed = parse_inheritance(c.env, self, max_fds);
+    REQUIRE(parsed.listen);  // the sockets are still taken, each looked at when claimed
+    CHECK(parsed.listen->types.empty());
+    REQUIRE(parsed.warnings.size() == 1);
+    CHECK(contains(parsed.warnings[0], std::string("GRACE_LISTEN_TYPES ") + c.why));
+  }
+}
+
 TEST_CASE("GRACE_READY_FD: after the listeners and below the fd limit") {
   CHECK(*parse_inheritance({}, self, max_fds).ready_fd == -1);
   CHECK(*parse_inheritance({{"GRACE_READY_FD", "3"}}, self, max_fds).ready_fd == 3);
@@ -132,6 +161,9 @@ TEST_CASE("the child's environment: protocol variables replaced, NOTIFY_SOCKET k
   const std::vector<std::string> expected = {"PATH=/bin", "NOTIFY_SOCKET=/run/notify", "APP=new", "LISTEN_FDS=2",
                                              "LISTEN_FDNAMES=web:admin"};
   CHECK(env == expected);
+  auto typed = grace::detail::child_environment({"GRACE_LISTEN_TYPES=ddd"}, {}, {"web", "dns"}, "sd");
+  const std::vector<std::string> expected_typed = {"LISTEN_FDS=2", "LISTEN_FDNAMES=web:dns", "GRACE_LISTEN_TYPES=sd"};
+  CHECK(typed == expected_typed);
   // start_process() with no listener: nothing its own inherit() would reject.
   auto bare = grace::detail::child_environment(parent, {}, {});
   const std::vector<std::string> expected_bare = {"PATH=/bin", "NOTIFY_SOCKET=/run/notify", "APP=old"};

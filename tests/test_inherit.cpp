@@ -3,9 +3,12 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -56,7 +59,8 @@ bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
-const std::string all_unset = "env LISTEN_FDS=<unset> LISTEN_PID=<unset> LISTEN_FDNAMES=<unset>";
+const std::string all_unset =
+    "env LISTEN_FDS=<unset> LISTEN_PID=<unset> LISTEN_FDNAMES=<unset> GRACE_LISTEN_TYPES=<unset>";
 
 }  // namespace
 
@@ -232,6 +236,31 @@ TEST_CASE("an inherited socket is checked in full when it is claimed: a TCP sock
   CHECK(contains(unclaimed.results[0], "inherited=0"));
   CHECK(unclaimed.unused == "unused 1 tcp:" + address);
   close(not_listening);
+}
+
+TEST_CASE("GRACE_LISTEN_TYPES from a grace parent: each claim takes the type it was told, TCP and UDP on one port") {
+  int port = 0;
+  const int udp = raw_udp_socket(port);
+  // A TCP listener on the UDP socket's port: one endpoint, two sockets told apart by type only.
+  const int tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in where{};
+  where.sin_family = AF_INET;
+  where.sin_port = htons(static_cast<std::uint16_t>(port));
+  where.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(tcp, reinterpret_cast<sockaddr*>(&where), sizeof where) == 0);
+  REQUIRE(listen(tcp, 16) == 0);
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  for (const char* types : {"ds", "dx"}) {  // told, then malformed (each socket looked at instead)
+    CAPTURE(types);
+    auto report = run_probe({udp, tcp}, {{"LISTEN_FDS", "2"}, {"GRACE_LISTEN_TYPES", types}}, {"tcp", address, "udp", address});
+    REQUIRE(report.results.size() == 2);
+    CHECK(report.results[0] == "ok tcp " + address + " inherited=1 name=unknown ino=" + std::to_string(socket_inode(tcp)) + " fd=4");
+    CHECK(contains(report.results[1], "ok udp " + address + " inherited=1"));
+    CHECK(contains(report.results[1], "fd=3"));
+    CHECK(contains(report.env, "GRACE_LISTEN_TYPES=<unset>"));
+  }
+  close(udp);
+  close(tcp);
 }
 
 TEST_CASE("an empty LISTEN_FDS means nothing is inherited") {

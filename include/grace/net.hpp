@@ -12,7 +12,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "grace/address.hpp"
@@ -26,6 +25,7 @@ namespace grace {
 namespace detail {
 struct inherited_socket;
 struct inherited_slot;
+class endpoint_index;
 struct endpoint;
 }
 
@@ -149,6 +149,7 @@ class GRACE_API net {
  private:
   result<void> inherit_locked();
   void add_inherited_locked(detail::inherited_socket s);
+  void file_inherited_locked(std::size_t index);  // into inherited_index_
   result<void> prepare_listen_locked(const listen_options& options);
   // The first inherited socket filed under `where` that is a socket of `n` (family rules as for
   // a wildcard), or null; an error when one of its kind cannot serve.
@@ -169,7 +170,7 @@ class GRACE_API net {
   std::optional<error> inherit_error_;
   std::string inherited_source_;  // "LISTEN_FDS=N", for errors about an inherited fd
   mutable std::vector<detail::inherited_slot> inherited_;
-  std::unordered_multimap<std::uint64_t, std::size_t> inherited_by_key_;  // endpoint hash -> slot
+  std::unique_ptr<detail::endpoint_index> inherited_index_;  // endpoint hash -> slot
   std::vector<std::unique_ptr<listener>> active_;
 };
 

@@ -76,7 +76,8 @@ int run_listen(int argc, char** argv) {
   std::string list;
   for (const auto* l : unused) list += " " + std::string(grace::network_name(l->network())) + ":" + l->address();
   say("unused " + std::to_string(unused.size()) + list);
-  say("env " + env_text("LISTEN_FDS") + " " + env_text("LISTEN_PID") + " " + env_text("LISTEN_FDNAMES"));
+  say("env " + env_text("LISTEN_FDS") + " " + env_text("LISTEN_PID") + " " + env_text("LISTEN_FDNAMES") + " " +
+      env_text("GRACE_LISTEN_TYPES"));
   say("fds " + open_fds());
   say("end");
   return 0;

@@ -3,17 +3,20 @@
 // The parent opens N TCP listeners on 127.0.0.1 and start_process()es itself; the child times
 // reading LISTEN_FDS and claiming every listener by address (in reverse order, the worst case
 // for a linear scan), and, side by side, the same claims done gracenet's way: a linear scan
-// of the inherited list per listen call.
+// of the inherited list per listen call, and the floor: a child that only looks at each fd once.
 //
 //   grace-bench-inherit [N ...]        (default: 1000 10000)
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "grace/grace.hpp"
@@ -26,6 +29,27 @@ double ms_since(clock_type::time_point start) {
   return std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
 }
 
+// What no inheritance can go below: one getsockname per fd, split over two threads as grace
+// splits it, in a child of its own so that neither run warms the other's caches.
+int run_floor_child() {
+  const char* count_text = std::getenv("GRACE_BENCH_COUNT");  // LISTEN_FDS is grace's, unset before main
+  const int count = count_text != nullptr ? std::atoi(count_text) : 0;
+  const auto start = clock_type::now();
+  auto look = [](int first, int last) {
+    for (int fd = first; fd < last; ++fd) {
+      sockaddr_storage storage{};
+      socklen_t len = sizeof storage;
+      getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &len);
+    }
+  };
+  const int split = count >= 1024 ? count / 2 : count;
+  std::thread helper([&] { look(3 + split, 3 + count); });
+  look(3, 3 + split);
+  helper.join();
+  std::printf("%6d listeners: one getsockname per fd, nothing else (the floor) %7.2f ms\n", count, ms_since(start));
+  return 0;
+}
+
 int run_child() {
   grace::net net;
   const auto start = clock_type::now();
@@ -36,6 +60,15 @@ int run_child() {
   const double inherit_ms = ms_since(start);
   std::vector<std::string> addresses;
   for (const auto* l : net.unused_inherited()) addresses.push_back(l->address());
+
+  // Claimed right after the read, as a program does, in reverse order.
+  const auto match_start = clock_type::now();
+  std::size_t inherited = 0;
+  for (auto it = addresses.rbegin(); it != addresses.rend(); ++it) {
+    auto l = net.listen_tcp("tcp", *it);
+    if (l && (*l)->inherited()) ++inherited;
+  }
+  const double match_ms = ms_since(match_start);
 
   // gracenet's ListenTCP: scan the inherited list for each request.
   std::vector<std::string> scan_list = addresses;
@@ -50,19 +83,11 @@ int run_child() {
         break;
       }
   const double scan_ms = ms_since(scan_start);
-
-  const auto match_start = clock_type::now();
-  std::size_t inherited = 0;
-  for (auto it = addresses.rbegin(); it != addresses.rend(); ++it) {
-    auto l = net.listen_tcp("tcp", *it);
-    if (l && (*l)->inherited()) ++inherited;
-  }
-  const double match_ms = ms_since(match_start);
   std::printf("%6zu listeners: read LISTEN_FDS %7.2f ms | claim all by address %7.2f ms "
-              "(%.2f us each, %zu inherited) | gracenet-style linear scan %8.2f ms (%zu)\n",
+              "(%.2f us each, %zu inherited) | read+claim %7.2f ms | gracenet-style linear scan %8.2f ms (%zu)\n",
               addresses.size(), inherit_ms, match_ms,
-              addresses.empty() ? 0.0 : match_ms * 1000 / static_cast<double>(addresses.size()), inherited, scan_ms,
-              scanned_matches);
+              addresses.empty() ? 0.0 : match_ms * 1000 / static_cast<double>(addresses.size()), inherited,
+              inherit_ms + match_ms, scan_ms, scanned_matches);
   return inherited == addresses.size() ? 0 : 1;
 }
 
@@ -76,21 +101,24 @@ int run_parent(std::size_t count) {
   }
   grace::process_options options;
   options.executable = grace::process_options::executable_source::proc_self_exe;
-  options.extra_env.push_back("GRACE_BENCH_CHILD=1");
-  auto child = net.start_process(options);
-  if (!child) {
-    std::fprintf(stderr, "start_process: %s\n", child.error().message().c_str());
-    return 1;
+  for (const char* mode : {"GRACE_BENCH_CHILD=floor", "GRACE_BENCH_CHILD=grace"}) {
+    options.extra_env = {mode, "GRACE_BENCH_COUNT=" + std::to_string(count)};
+    auto child = net.start_process(options);
+    if (!child) {
+      std::fprintf(stderr, "start_process: %s\n", child.error().message().c_str());
+      return 1;
+    }
+    int status = 0;
+    waitpid(*child, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return 1;
   }
-  int status = 0;
-  waitpid(*child, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+  return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (std::getenv("GRACE_BENCH_CHILD") != nullptr) return run_child();
+  if (const char* mode = std::getenv("GRACE_BENCH_CHILD")) return std::strcmp(mode, "floor") == 0 ? run_floor_child() : run_child();
   rlimit limit{};
   getrlimit(RLIMIT_NOFILE, &limit);
   limit.rlim_cur = limit.rlim_max;

@@ -255,6 +255,52 @@ std::vector<interval> restart_spans(const run_record& r) {
 }
 
 constexpr std::size_t max_failures_listed = 100000;
+constexpr std::size_t slowest_listed = 20;
+
+// Where the restart windows' tail came from: the answers there slower than the steady state's
+// p99.9, by who answered (the generation signalled, its successor, or no pid in the answer) and
+// by when they were sent (before the new generation's first answer, until the old one was gone,
+// after), with the slowest listed. What a restart costs is found here, not guessed.
+nlohmann::json restart_tail_json(const run_record& r, double steady_p999_us) {
+  const auto windows = restart_windows(r);
+  const auto threshold = static_cast<std::uint64_t>(steady_p999_us);
+  std::map<std::string, std::uint64_t> by_server, by_phase;
+  struct slow {
+    std::uint32_t latency_us;
+    std::size_t restart;
+    std::uint64_t sent_after_signal_us;
+    const char* server;
+  };
+  std::vector<slow> slowest;
+  for (const auto& q : r.requests) {
+    if (q.result != outcome::ok || q.latency_us <= threshold || !inside(windows, q.end_us)) continue;
+    const std::uint64_t sent = q.end_us >= q.latency_us ? q.end_us - q.latency_us : 0;
+    // The restart it belongs to: the last signalled before it was sent (or the first).
+    std::size_t k = 0;
+    while (k + 1 < r.restarts.size() && r.restarts[k + 1].signal_us <= sent) ++k;
+    if (r.restarts.empty()) break;
+    const auto& rs = r.restarts[k];
+    const char* server = q.served_by == 0           ? "unknown"
+                         : q.served_by == rs.old_pid ? "old"
+                         : q.served_by == rs.new_pid ? "new"
+                                                     : "other";
+    const char* phase = rs.new_answer_us == 0 || sent < rs.new_answer_us ? "before_new_answers"
+                        : rs.old_exit_us == 0 || sent < rs.old_exit_us   ? "until_old_gone"
+                                                                          : "after_old_gone";
+    ++by_server[server];
+    ++by_phase[phase];
+    slowest.push_back({q.latency_us, k, sent > rs.signal_us ? sent - rs.signal_us : 0, server});
+  }
+  const std::size_t listed = std::min(slowest.size(), slowest_listed);
+  std::partial_sort(slowest.begin(), slowest.begin() + static_cast<long>(listed), slowest.end(),
+                    [](const slow& a, const slow& b) { return a.latency_us > b.latency_us; });
+  nlohmann::json list = nlohmann::json::array();
+  for (std::size_t i = 0; i < listed; ++i)
+    list.push_back({{"restart", slowest[i].restart + 1}, {"sent_ms_after_signal", to_ms(slowest[i].sent_after_signal_us)},
+                    {"latency_ms", slowest[i].latency_us / 1000.0}, {"served_by", slowest[i].server}});
+  return {{"threshold_ms", steady_p999_us / 1000.0}, {"above", slowest.size()}, {"by_server", by_server},
+          {"by_phase", by_phase}, {"slowest", list}};
+}
 
 }  // namespace
 
@@ -268,8 +314,10 @@ grace::result<void> write_json(const options& o, const run_record& r, const verd
   j["clients"] = o.clients;
   j["duration_ms"] = to_ms(r.end_us);
   j["requests"] = r.requests.size();
+  const double steady_p999_us = percentile(steady.latencies, 0.999);
   j["steady"] = window_json(steady, o.mode);
   j["restart_windows"] = window_json(restart, o.mode);
+  j["restart_window_tail"] = restart_tail_json(r, steady_p999_us);
 
   const auto spans = restart_spans(r);
   std::vector<std::map<std::string, std::uint64_t>> losses(spans.size());
