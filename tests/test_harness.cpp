@@ -285,6 +285,32 @@ TEST_CASE("the JSON: per-restart losses, failures with their time, generations; 
   }
   CHECK(json["failures"].empty());
   CHECK(json["summary"].get<std::string>().rfind("PASS", 0) == 0);
+  // Where the restart windows' tail came from: every answer slower than the steady p99.9 there,
+  // counted once by who answered and once by when it was sent, the slowest listed first.
+  const auto& tail = json["restart_window_tail"];
+  CHECK(tail["threshold_ms"].get<double>() == doctest::Approx(json["steady"]["latency_ms"]["p999"].get<double>()));
+  std::uint64_t by_server = 0, by_phase = 0;
+  for (const auto& [who, n] : tail["by_server"].items()) {
+    CHECK((who == "old" || who == "new" || who == "other" || who == "unknown"));
+    by_server += n.get<std::uint64_t>();
+  }
+  for (const auto& [when, n] : tail["by_phase"].items()) {
+    CHECK((when == "before_new_answers" || when == "until_old_gone" || when == "after_old_gone"));
+    by_phase += n.get<std::uint64_t>();
+  }
+  CHECK(by_server == tail["above"].get<std::uint64_t>());
+  CHECK(by_phase == tail["above"].get<std::uint64_t>());
+  const auto& slowest = tail["slowest"];
+  CHECK(slowest.size() == std::min<std::uint64_t>(20, tail["above"].get<std::uint64_t>()));
+  double previous = 1e9;
+  for (const auto& one : slowest) {
+    const double latency = one["latency_ms"].get<double>();
+    CHECK(latency > tail["threshold_ms"].get<double>());
+    CHECK(latency <= previous);
+    previous = latency;
+    CHECK(one["restart"].get<unsigned>() >= 1);
+    CHECK(one["restart"].get<unsigned>() <= 3);
+  }
   const auto log_at = run.output.find("server log: ");
   REQUIRE(log_at != std::string::npos);
   const std::string log_path = run.output.substr(log_at + 12, run.output.find('\n', log_at) - log_at - 12);
