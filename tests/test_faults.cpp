@@ -163,3 +163,28 @@ TEST_CASE("the new generation dies right after it took over: the old one serves 
   CHECK(json["restart_windows"]["refused"] == 0);
   CHECK(json["steady"]["ok"].get<std::uint64_t>() > 1000);
 }
+
+TEST_CASE("a pid file that cannot be written: a warning names it, and the hand-over completes anyway") {
+  temp_dir dir;
+  const std::string run_dir = dir.file("run");
+  std::filesystem::create_directory(run_dir);
+  const std::string pidfile = run_dir + "/http.pid";
+  const int port = free_port();
+  service http(helper_path("GRACE_HTTP"), {"127.0.0.1:" + std::to_string(port), "--pidfile", pidfile});
+  REQUIRE(http.wait_for("(new socket) as pid"));
+  const pid_t first = http.first_pid();
+  REQUIRE(wait_pidfile(pidfile, [&](pid_t p) { return p == first; }) == first);
+  // The directory is gone by the time the old generation writes its successor's pid.
+  std::filesystem::remove_all(run_dir);
+  REQUIRE(kill(first, SIGUSR2) == 0);
+  REQUIRE(http.wait_for("started generation 2 as pid "));
+  const pid_t second = http.number_after("started generation 2 as pid ");
+  CHECK(http.wait_for("pid file " + pidfile));  // the write's error, on the loop, in the log
+  // The old generation does not wait for a write that failed: it exits, and the new one serves.
+  CHECK(wait_exited(first));
+  const int c = connect_tcp("127.0.0.1", port);
+  CHECK(http_body_of(c) == expected_body(second, 2));
+  close(c);
+  kill(second, SIGTERM);
+  CHECK(wait_exited(second));
+}

@@ -1,11 +1,16 @@
 #pragma once
-// Pid file writes off the event loop, on libuv's thread pool: a hung file system stalls a worker
-// thread, never the server. Writes happen one at a time in order; a pid asked for while one is
-// being written is written next (only the newest waits).
+// Pid file writes off the event loop, on a thread of the writer's own, started with it: a hung
+// file system stalls that thread, never the server. It is not libuv's thread pool because that
+// pool starts four threads at its first use, which for a generation is the moment it hands over:
+// the one moment a restart must cost nothing. Writes happen one at a time in order; a pid asked
+// for while one is being written is written next (only the newest waits).
 #include <uv.h>
 
 #include <functional>
+#include <memory>
 #include <string>
+
+#include "handle.hpp"
 
 namespace grace::uv::detail {
 
@@ -21,13 +26,12 @@ class pidfile_writer {
   bool idle() const noexcept;
 
  private:
-  struct job;
-  void start(pid_t pid);
-  uv_loop_t* loop_;
-  std::string path_;
+  struct shared;  // between the loop and the writing thread, which may outlive this writer
+  void deliver();
+  std::shared_ptr<shared> shared_;
+  owned_handle<uv_async_t> done_;
   std::function<void(pid_t, const std::string&)> on_result_;
-  job* running_ = nullptr;
-  pid_t next_ = 0;
+  std::string no_thread_;  // why writes cannot happen, when the thread could not start
 };
 
 }  // namespace grace::uv::detail
