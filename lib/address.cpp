@@ -317,6 +317,35 @@ endpoint endpoint_of(const socket_address& address) {
   return e;
 }
 
+socket_address address_of(const endpoint& where, int family) {
+  sockaddr_storage storage{};
+  socklen_t len = 0;
+  if (family == AF_UNIX) {
+    auto* un = reinterpret_cast<sockaddr_un*>(&storage);
+    un->sun_family = AF_UNIX;
+    const std::size_t n = std::min(where.path.size(), sizeof un->sun_path - 1);
+    std::memcpy(un->sun_path, where.path.data(), n);
+    // A path's length counts its terminating NUL, as getsockname gives it; an abstract name's does not.
+    const bool path = n > 0 && where.path.front() != '\0';
+    len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + n + (path ? 1 : 0));
+  } else if (family == AF_INET) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&storage);
+    in->sin_family = AF_INET;
+    in->sin_port = htons(where.port);
+    if (!where.wildcard) std::memcpy(&in->sin_addr, where.ip + 12, 4);
+    len = sizeof *in;
+  } else {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&storage);
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(where.port);
+    if (!where.wildcard) std::memcpy(&in6->sin6_addr, where.ip, 16);
+    in6->sin6_scope_id = where.scope;
+    len = sizeof *in6;
+  }
+  auto address = socket_address::from_sockaddr(reinterpret_cast<const sockaddr*>(&storage), len);
+  return address ? *address : socket_address{};
+}
+
 std::uint64_t endpoint::hash() const noexcept {
   // FNV-1a over what tells endpoints apart.
   std::uint64_t h = 1469598103934665603ULL;

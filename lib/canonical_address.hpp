@@ -26,6 +26,8 @@ struct endpoint {
   bool operator==(const endpoint& other) const noexcept;
 };
 endpoint endpoint_of(const socket_address& address);
+// The address an endpoint was made from, for a socket of `family` (AF_INET, AF_INET6 or AF_UNIX).
+socket_address address_of(const endpoint& where, int family);
 
 struct host_port {
   std::string_view host;  // empty for ":port"; without the brackets of "[v6]:port"

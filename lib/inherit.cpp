@@ -55,7 +55,7 @@ result<inherited_socket> check_inherited_socket(const std::string& source, int f
   out.fd = fd;
   out.type = type;
   out.family = family;
-  out.address = *address;
+  out.where = endpoint_of(*address);
   return out;
 }
 
@@ -83,11 +83,10 @@ std::optional<error> read_addresses(inherited_slot* slots, std::size_t first, st
           .value();
     auto address = socket_address::from_sockaddr(reinterpret_cast<sockaddr*>(&storage), len);
     if (!address) return bad_fd(source, s.fd, "has a local address grace cannot read").value();
-    s.address = *address;
+    s.where = endpoint_of(*address);
     s.name = listen.names[i];
     if (!listen.types.empty()) s.type = socket_type_of_letter(listen.types[i]);
-    slot.where = endpoint_of(s.address);
-    slot.hash = slot.where.hash();
+    slot.hash = s.where.hash();
   }
   return std::nullopt;
 }
@@ -165,7 +164,7 @@ int socket_type_of(int fd) {
 }
 
 inherited_slot::inherited_slot(inherited_slot&& other) noexcept
-    : socket(std::move(other.socket)), where(std::move(other.where)), hash(other.hash), shown(std::move(other.shown)) {
+    : socket(std::move(other.socket)), hash(other.hash), shown(std::move(other.shown)) {
   other.socket.fd = -1;
 }
 

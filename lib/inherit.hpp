@@ -17,7 +17,7 @@ struct inherited_socket {
   // checked it said (GRACE_LISTEN_TYPES); 0 until then.
   int type = 0;
   int family = 0;  // AF_INET, AF_INET6 or AF_UNIX
-  socket_address address;
+  endpoint where;  // its local address, as matched (address_of() gives it back)
   std::string name;
 };
 
@@ -43,8 +43,7 @@ int socket_type_of(int fd);
 // An inherited socket in its net: owned (closed with the slot) until a listen call claims it.
 struct inherited_slot {
   inherited_socket socket;  // fd -1 once claimed
-  endpoint where;
-  std::uint64_t hash = 0;           // where.hash()
+  std::uint64_t hash = 0;   // socket.where.hash()
   std::unique_ptr<listener> shown;  // made by net::unused_inherited(); owns the fd then
   inherited_slot() = default;
   inherited_slot(inherited_slot&& other) noexcept;

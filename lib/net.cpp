@@ -94,20 +94,18 @@ void net::add_inherited_locked(detail::inherited_socket s) {
 void net::file_inherited_locked(std::size_t index) {
   detail::inherited_slot& slot = inherited_[index];
   if (slot.socket.family == AF_UNIX) {
-    slot.socket.address = canonical(slot.socket.address);
-    slot.where = detail::endpoint_of(slot.socket.address);
-    slot.hash = slot.where.hash();
-  } else if (slot.hash == 0) {
-    slot.where = detail::endpoint_of(slot.socket.address);
-    slot.hash = slot.where.hash();
+    slot.socket.where = detail::endpoint_of(canonical(detail::address_of(slot.socket.where, AF_UNIX)));
+    slot.hash = 0;
   }
+  if (slot.hash == 0) slot.hash = slot.socket.where.hash();
   inherited_index_->add(slot.hash, static_cast<std::uint32_t>(index));
 }
 
 std::unique_ptr<listener> net::show_inherited_locked(detail::inherited_slot& slot) const {
   detail::inherited_socket& s = slot.socket;
   if (s.type == 0) s.type = detail::socket_type_of(s.fd);
-  return std::unique_ptr<listener>(new listener(s.fd, network_of(s), s.address, s.address.text(), s.name, true));
+  const socket_address address = detail::address_of(s.where, s.family);
+  return std::unique_ptr<listener>(new listener(s.fd, network_of(s), address, address.text(), s.name, true));
 }
 
 result<void> net::prepare_listen_locked(const listen_options& options) {
@@ -128,7 +126,7 @@ result<listener*> net::take_inherited_locked(const detail::endpoint& where, netw
   std::optional<error> unfit;
   inherited_index_->for_each(where.hash(), [&](std::uint32_t index) {
     detail::inherited_slot& slot = inherited_[index];
-    if (!slot.open() || !(slot.where == where)) return true;
+    if (!slot.open() || !(slot.socket.where == where)) return true;
     const int candidate_family = slot.socket.family;
     if (wildcard && (n == network::tcp4 || n == network::udp4) && candidate_family != AF_INET) return true;
     if (wildcard && (n == network::tcp6 || n == network::udp6) && candidate_family != AF_INET6) return true;

@@ -239,16 +239,23 @@ TEST_CASE("an inherited socket is checked in full when it is claimed: a TCP sock
 }
 
 TEST_CASE("GRACE_LISTEN_TYPES from a grace parent: each claim takes the type it was told, TCP and UDP on one port") {
-  int port = 0;
-  const int udp = raw_udp_socket(port);
-  // A TCP listener on the UDP socket's port: one endpoint, two sockets told apart by type only.
-  const int tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in where{};
-  where.sin_family = AF_INET;
-  where.sin_port = htons(static_cast<std::uint16_t>(port));
-  where.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(tcp, reinterpret_cast<sockaddr*>(&where), sizeof where) == 0);
-  REQUIRE(listen(tcp, 16) == 0);
+  // A UDP socket on a TCP listener's port: one endpoint, two sockets told apart by type only.
+  // (Ports are taken TCP first: a free UDP port may still be held by a TCP socket in TIME_WAIT.)
+  int port = 0, tcp = -1, udp = -1;
+  for (int attempt = 0; attempt < 20 && udp < 0; ++attempt) {
+    if (tcp >= 0) close(tcp);
+    tcp = raw_tcp_listener("127.0.0.1", port);
+    udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in where{};
+    where.sin_family = AF_INET;
+    where.sin_port = htons(static_cast<std::uint16_t>(port));
+    where.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(udp, reinterpret_cast<sockaddr*>(&where), sizeof where) != 0) {
+      close(udp);
+      udp = -1;
+    }
+  }
+  REQUIRE(udp >= 0);
   const std::string address = "127.0.0.1:" + std::to_string(port);
   for (const char* types : {"ds", "dx"}) {  // told, then malformed (each socket looked at instead)
     CAPTURE(types);
