@@ -61,8 +61,8 @@ result<inherited_socket> check_inherited_socket(const std::string& source, int f
 
 namespace {
 
-// Reads the local address of slots[base + i] (fd first_listen_fd + i) for i in [first, last): the
-// one system call per fd. The error of the lowest fd that has one, if any.
+// Reads the local address of slots[i] (fd first_listen_fd + i) for i in [first, last): the one
+// system call per fd. The error of the lowest fd that has one, if any.
 std::optional<error> read_addresses(inherited_slot* slots, std::size_t first, std::size_t last,
                                     const listen_fds& listen, const std::string& source) {
   for (std::size_t i = first; i < last; ++i) {

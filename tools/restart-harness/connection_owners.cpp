@@ -38,6 +38,52 @@ std::vector<std::pair<connection_key, unsigned long>> tcp_server_sockets(const g
   return out;
 }
 
+// (client port, inode) of the server side of each of our connections, each found by its four
+// addresses: the server's end is local `target`, remote `ours.local` at the client's port. Empty
+// when none is found (a dual-stack server whose end of an IPv4 connection is an IPv6 socket is
+// filed under the other family): the caller dumps instead.
+std::vector<std::pair<connection_key, unsigned long>> tcp_server_sockets_of(const grace::socket_address& target,
+                                                                            const client_ports& ours) {
+  std::vector<std::pair<connection_key, unsigned long>> out;
+  const int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) return out;
+  struct {
+    nlmsghdr header;
+    inet_diag_req_v2 request;
+  } query{};
+  query.header.nlmsg_len = sizeof query;
+  query.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  query.header.nlmsg_flags = NLM_F_REQUEST;
+  query.request.sdiag_family = static_cast<std::uint8_t>(target.family());
+  query.request.sdiag_protocol = IPPROTO_TCP;
+  query.request.idiag_states = held_states;
+  query.request.id.idiag_cookie[0] = query.request.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  query.request.id.idiag_sport = htons(target.port());
+  if (target.family() == AF_INET) {
+    std::memcpy(query.request.id.idiag_src, &reinterpret_cast<const sockaddr_in*>(target.data())->sin_addr, 4);
+    std::memcpy(query.request.id.idiag_dst, &reinterpret_cast<const sockaddr_in*>(ours.local->data())->sin_addr, 4);
+  } else {
+    std::memcpy(query.request.id.idiag_src, &reinterpret_cast<const sockaddr_in6*>(target.data())->sin6_addr, 16);
+    std::memcpy(query.request.id.idiag_dst, &reinterpret_cast<const sockaddr_in6*>(ours.local->data())->sin6_addr, 16);
+  }
+  alignas(nlmsghdr) char answer[8192];
+  for (const connection_key port : ours.ports) {
+    query.request.id.idiag_dport = htons(static_cast<std::uint16_t>(port));
+    if (send(fd, &query, sizeof query, 0) != static_cast<ssize_t>(sizeof query)) break;
+    const ssize_t n = recv(fd, answer, sizeof answer, 0);
+    if (n <= 0) break;
+    auto len = static_cast<unsigned>(n);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(answer); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;  // NLMSG_ERROR: not there (any more)
+      const auto* msg = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
+      if ((held_states & (1U << msg->idiag_state)) != 0 && msg->idiag_inode != 0)
+        out.emplace_back(port, msg->idiag_inode);
+    }
+  }
+  close(fd);
+  return out;
+}
+
 // (client socket inode, server socket inode) of every connected unix socket pair: the dump
 // lists both ends, each with its peer; the harness's own end is the key.
 std::vector<std::pair<connection_key, unsigned long>> unix_server_sockets() {
@@ -57,10 +103,19 @@ std::vector<std::pair<connection_key, unsigned long>> unix_server_sockets() {
 
 }  // namespace
 
-std::map<connection_key, pid_t> connection_owners::sample(const std::vector<pid_t>& tree, bool recheck) {
+std::map<connection_key, pid_t> connection_owners::sample(const std::vector<pid_t>& tree, bool recheck,
+                                                          const client_ports& ours) {
   std::map<connection_key, pid_t> owners;
   if (!supported()) return owners;
-  const auto sockets = target_.family() == AF_UNIX ? unix_server_sockets() : tcp_server_sockets(target_);
+  std::vector<std::pair<connection_key, unsigned long>> sockets;
+  if (target_.family() == AF_UNIX) {
+    sockets = unix_server_sockets();
+  } else {
+    const bool look_up = ours.local && ours.local->family() == target_.family() && !ours.ports.empty() &&
+                         ours.ports.size() <= max_looked_up;
+    if (look_up) sockets = tcp_server_sockets_of(target_, ours);
+    if (sockets.empty()) sockets = tcp_server_sockets(target_);
+  }
   if (!recheck) {
     std::set<pid_t> holders;
     for (const auto& entry : owner_by_inode_) holders.insert(entry.second);

@@ -6,12 +6,24 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "grace/address.hpp"
 #include "harness.hpp"
 
 namespace harness {
+
+// Our live TCP connections: with them a look asks the kernel about each one (a hash lookup)
+// instead of dumping every TCP socket of the host, whose cost grows with every socket there,
+// TIME_WAIT ones included (milliseconds of a core after a run of short connections).
+// Up to this many connections, each is looked up; beyond, one dump costs less.
+inline constexpr std::size_t max_looked_up = 1024;
+
+struct client_ports {
+  std::optional<grace::socket_address> local;  // the clients' local address (its port unused)
+  std::vector<connection_key> ports;
+};
 
 class connection_owners {
  public:
@@ -24,7 +36,7 @@ class connection_owners {
   // can change hands (a server that migrates connections to its next generation): `recheck`
   // looks at every process again rather than trusting what an earlier look found, as does
   // a look after a process that held one of them has exited.
-  std::map<connection_key, pid_t> sample(const std::vector<pid_t>& tree, bool recheck);
+  std::map<connection_key, pid_t> sample(const std::vector<pid_t>& tree, bool recheck, const client_ports& ours = {});
 
  private:
   grace::socket_address target_;

@@ -67,7 +67,8 @@ namespace {
 
 // The client's local port (TCP) or its socket's inode (unix): how the referee finds the
 // server's end of the connection.
-connection_key connection_key_of(uv_stream_t* stream, const grace::socket_address& target) {
+connection_key connection_key_of(uv_stream_t* stream, const grace::socket_address& target,
+                                 std::optional<grace::socket_address>& local_address) {
   if (target.family() == AF_UNIX) {
     uv_os_fd_t fd = -1;
     struct stat st {};
@@ -78,7 +79,9 @@ connection_key connection_key_of(uv_stream_t* stream, const grace::socket_addres
   int len = sizeof local;
   if (uv_tcp_getsockname(reinterpret_cast<uv_tcp_t*>(stream), reinterpret_cast<sockaddr*>(&local), &len) != 0) return 0;
   auto address = grace::socket_address::from_sockaddr(reinterpret_cast<sockaddr*>(&local), static_cast<socklen_t>(len));
-  return address ? address->port() : 0;
+  if (!address) return 0;
+  if (!local_address) local_address = *address;
+  return address->port();
 }
 
 std::string http_request(const options& o) {
@@ -195,7 +198,8 @@ void client::connect() {
       self->finish(refused ? outcome::refused : outcome::new_reset, 0, false);
       return;
     }
-    self->key_ = connection_key_of(req->handle, self->gen_.options_.target);
+    self->key_ = connection_key_of(req->handle, self->gen_.options_.target, self->gen_.local_);
+    if (self->key_ != 0 && self->gen_.options_.target.family() != AF_UNIX) self->gen_.live_.insert(self->key_);
     uv_read_start(
         req->handle,
         [](uv_handle_t*, size_t, uv_buf_t* buf) {
@@ -325,6 +329,7 @@ void client::close_connection() {
   uv_close(&conn_->handle, [](uv_handle_t* h) { delete reinterpret_cast<uv_any_handle*>(h); });
   conn_ = nullptr;
   answers_on_connection_ = 0;
+  if (key_ != 0) gen_.live_.erase(key_);
   if (key_ != 0 && gen_.on_port_closed) gen_.on_port_closed(key_);
   key_ = 0;
 }
@@ -333,6 +338,13 @@ load_generator::load_generator(uv_loop_t* loop, const options& o, run_record& re
     : loop_(loop), options_(o), record_(record) {}
 
 load_generator::~load_generator() = default;
+
+client_ports load_generator::live_ports() const {
+  client_ports ours;
+  ours.local = local_;
+  if (live_.size() <= max_looked_up) ours.ports.assign(live_.begin(), live_.end());  // else: a dump
+  return ours;
+}
 
 void load_generator::start() {
   request_ = http_request(options_);

@@ -4,10 +4,13 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
+#include "connection_owners.hpp"
 #include "harness.hpp"
 
 namespace harness {
@@ -32,6 +35,8 @@ class load_generator {
   std::function<pid_t(connection_key)> owner_of_port;
   // Our connection at this client port is gone: what was learnt of it no longer holds.
   std::function<void(connection_key)> on_port_closed;
+  // The TCP connections open now, for looking up who holds their server side.
+  client_ports live_ports() const;
 
  private:
   friend class client;
@@ -49,6 +54,8 @@ class load_generator {
   std::size_t idle_clients_ = 0;
   std::function<void()> on_stopped_;
   std::uint64_t answered_ = 0, lost_ = 0;
+  std::unordered_set<connection_key> live_;       // TCP client ports connected now
+  std::optional<grace::socket_address> local_;     // the clients' local address, once known
 };
 
 }  // namespace harness

@@ -147,8 +147,29 @@ class referee {
     // new generation (an old worker that had not been seen serving yet is still old). The
     // signal goes out once that look is back.
     if (!sampler_) return signal_restart();
+    looking_since_us_ = elapsed();
+    look_then_signal();
+  }
+
+  // A restart is judged by the processes seen serving before it: without any (under load a look
+  // can miss every short-lived connection), a reloading master that never exits would be taken
+  // for an old generation that never leaves. So the signal waits for a look that found one, up
+  // to a bound, and a note says so if it had to go without.
+  void look_then_signal() {
     awaiting_ = sample_owners(true);
-    then_sampled_ = [](referee* self) { self->signal_restart(); };
+    then_sampled_ = [](referee* self) {
+      const bool known = std::any_of(self->ever_served_.begin(), self->ever_served_.end(),
+                                     [](pid_t pid) { return !grace::detail::process_has_exited(pid); });
+      if (known || !self->owners_.supported()) return self->signal_restart();
+      if (self->elapsed() - self->looking_since_us_ > owners_wait_us) {
+        self->record_.notes.push_back("restart " + std::to_string(self->record_.restarts.size() + 1) +
+                                      ": no look found a process serving a connection within " +
+                                      std::to_string(owners_wait_us / 1000000) +
+                                      " s; the old generation is judged by the main pid alone");
+        return self->signal_restart();
+      }
+      self->after(0.005, [](referee* again) { again->look_then_signal(); });
+    };
   }
 
   void signal_restart() {
@@ -188,7 +209,7 @@ class referee {
   std::uint64_t sample_owners(bool fresh_tree) {
     if (!sampler_ || finishing_) return 0;
     const bool watching = !record_.restarts.empty() && !record_.restarts.back().completed;
-    return sampler_->request(fresh_tree, watching || fresh_tree);
+    return sampler_->request(fresh_tree, watching || fresh_tree, load_.live_ports());
   }
 
   // During a restart, a process that did not serve before is the new generation, and the answer
@@ -313,6 +334,8 @@ class referee {
   connection_owners owners_{options_.target, options_.udp};
   uv_timer_t owner_timer_{};
   std::unique_ptr<owner_sampler> sampler_;
+  static constexpr std::uint64_t owners_wait_us = 5000000;
+  std::uint64_t looking_since_us_ = 0;          // when the next restart began to wait for a look
   std::uint64_t awaiting_ = 0;                  // the look the next restart waits for
   void (*then_sampled_)(referee*) = nullptr;    // what runs once it is back
   std::vector<pid_t> tree_;                     // the server's processes, as last looked at

@@ -1,7 +1,5 @@
 #include "owner_sampler.hpp"
 
-#include <sched.h>
-
 #include "process_tree.hpp"
 
 namespace harness {
@@ -24,8 +22,9 @@ owner_sampler::owner_sampler(uv_loop_t* loop, connection_owners& owners, pid_t r
 
 owner_sampler::~owner_sampler() { stop(); }
 
-std::uint64_t owner_sampler::request(bool fresh_tree, bool recheck) {
+std::uint64_t owner_sampler::request(bool fresh_tree, bool recheck, client_ports ours) {
   std::lock_guard<std::mutex> lock(mutex_);
+  ours_ = std::move(ours);
   pending_ = true;
   fresh_ = fresh_ || fresh_tree;
   recheck_ = recheck_ || recheck;
@@ -46,16 +45,12 @@ void owner_sampler::stop() {
 }
 
 void owner_sampler::run() {
-  // The referee's bookkeeping takes only a core nobody else wants: at normal priority this thread
-  // preempted the server it measures (for milliseconds, with the other core idle) and showed up
-  // as restart-window latency. SCHED_IDLE needs no privilege.
-  sched_param idle{};
-  sched_setscheduler(0, SCHED_IDLE, &idle);
   std::vector<pid_t> tree;
   std::uint64_t tree_at_us = 0;
   for (;;) {
     bool fresh = false, recheck = false;
     std::uint64_t sequence = 0;
+    client_ports ours;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       asked_.wait(lock, [this] { return pending_ || stopping_; });
@@ -65,6 +60,7 @@ void owner_sampler::run() {
       fresh = fresh_;
       recheck = recheck_;
       sequence = requested_;
+      ours = ours_;
       pending_ = fresh_ = recheck_ = false;
     }
     const std::uint64_t now = now_us();
@@ -73,7 +69,7 @@ void owner_sampler::run() {
       if (include_root_) tree.push_back(root_);
       tree_at_us = now;
     }
-    owner_sample sample{sequence, tree, owners_.sample(tree, recheck)};
+    owner_sample sample{sequence, tree, owners_.sample(tree, recheck, ours)};
     {
       std::lock_guard<std::mutex> lock(mutex_);
       latest_ = std::move(sample);

@@ -40,7 +40,8 @@ class owner_sampler {
   // Asks for a look, merged with one asked for and not started yet; returns its sequence
   // number. fresh_tree: list the server's processes anew (else at most every 10 ms); recheck:
   // as connection_owners::sample.
-  std::uint64_t request(bool fresh_tree, bool recheck);
+  // `ours`: the connections to look up (connection_owners::sample), the latest asked for wins.
+  std::uint64_t request(bool fresh_tree, bool recheck, client_ports ours = {});
   // Joins the thread and closes the loop's handle; no sample is delivered afterwards.
   void stop();
 
@@ -58,6 +59,7 @@ class owner_sampler {
   bool pending_ = false, fresh_ = false, recheck_ = false, stopping_ = false;
   std::uint64_t requested_ = 0;
   std::optional<owner_sample> latest_;
+  client_ports ours_;
   std::thread thread_;
 };
 
