@@ -93,11 +93,14 @@ void net::add_inherited_locked(detail::inherited_socket s) {
 
 void net::file_inherited_locked(std::size_t index) {
   detail::inherited_slot& slot = inherited_[index];
+  // A unix path as bound may be relative: filed under its absolute form. A socket read from
+  // LISTEN_FDS comes with its hash; one handed over by a takeover does not.
   if (slot.socket.family == AF_UNIX) {
     slot.socket.where = detail::endpoint_of(canonical(detail::address_of(slot.socket.where, AF_UNIX)));
-    slot.hash = 0;
+    slot.hash = slot.socket.where.hash();
+  } else if (slot.hash == 0) {
+    slot.hash = slot.socket.where.hash();
   }
-  if (slot.hash == 0) slot.hash = slot.socket.where.hash();
   inherited_index_->add(slot.hash, static_cast<std::uint32_t>(index));
 }
 

@@ -272,13 +272,13 @@ nlohmann::json restart_tail_json(const run_record& r, double steady_p999_us) {
     const char* server;
   };
   std::vector<slow> slowest;
+  // Without a restart there is no window: inside() is false for every answer.
   for (const auto& q : r.requests) {
     if (q.result != outcome::ok || q.latency_us <= threshold || !inside(windows, q.end_us)) continue;
     const std::uint64_t sent = q.end_us >= q.latency_us ? q.end_us - q.latency_us : 0;
     // The restart it belongs to: the last signalled before it was sent (or the first).
     std::size_t k = 0;
     while (k + 1 < r.restarts.size() && r.restarts[k + 1].signal_us <= sent) ++k;
-    if (r.restarts.empty()) break;
     const auto& rs = r.restarts[k];
     const char* server = q.served_by == 0           ? "unknown"
                          : q.served_by == rs.old_pid ? "old"
