@@ -5,12 +5,15 @@
 // grace: grace-http under SIGUSR2; time from the signal to the first answer from the new
 // generation (new connections, probed back to back). Then takeovers: a new grace-http started
 // independently with the same --handover-socket; time from its fork to its first answer.
+// Beside each, the CPU the new process used until then: on a machine whose cores are full, that
+// is what a restart takes from the generation still serving, and it varies far less than wall time.
 //
 //   grace-bench-restart BENCH_ACCEPT_ONE GRACE_HTTP [ROUNDS]
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +21,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -68,12 +72,27 @@ std::string read_all(int fd) {
   return out;
 }
 
+// CPU time (ms) a live process has used, from the scheduler's precise accounting.
+double cpu_ms_of(pid_t pid) {
+  std::ifstream schedstat("/proc/" + std::to_string(pid) + "/schedstat");
+  unsigned long long on_cpu_ns = 0;
+  schedstat >> on_cpu_ns;
+  return static_cast<double>(on_cpu_ns) / 1e6;
+}
+
+double ms_of(const timeval& t) { return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_usec) / 1e3; }
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-double baseline_once(const char* accept_one) {
+struct restart_sample {
+  double wall_ms;
+  double cpu_ms;
+};
+
+restart_sample baseline_once(const char* accept_one) {
   int port = 0;
   const int listener = listener_on_loopback(port);
   const int client = connect_port(port);  // waits in the backlog
@@ -87,10 +106,12 @@ double baseline_once(const char* accept_one) {
   }
   const std::string answer = read_all(client);
   const auto end = clock_type::now();
-  waitpid(pid, nullptr, 0);
+  rusage usage{};
+  wait4(pid, nullptr, 0, &usage);
   close(client);
   close(listener);
-  return answer == "ok\n" ? ms_between(start, end) : -1;
+  if (answer != "ok\n") return {-1, -1};
+  return {ms_between(start, end), ms_of(usage.ru_utime) + ms_of(usage.ru_stime)};
 }
 
 pid_t answering_pid(int port) {
@@ -112,8 +133,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   const int rounds = argc > 3 ? std::atoi(argv[3]) : 20;
-  std::vector<double> baseline;
-  for (int i = 0; i < rounds; ++i) baseline.push_back(baseline_once(argv[1]));
+  std::vector<double> baseline, baseline_cpu;
+  for (int i = 0; i < rounds; ++i) {
+    const auto sample = baseline_once(argv[1]);
+    baseline.push_back(sample.wall_ms);
+    baseline_cpu.push_back(sample.cpu_ms);
+  }
 
   int port = 0;
   close(listener_on_loopback(port));
@@ -140,7 +165,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "grace-http did not answer on %s\n", address.c_str());
     return 1;
   }
-  std::vector<double> grace;
+  std::vector<double> grace, grace_cpu;
   for (int i = 0; i < rounds; ++i) {
     const auto start = clock_type::now();
     kill(current, SIGUSR2);
@@ -154,13 +179,14 @@ int main(int argc, char** argv) {
       return 1;
     }
     grace.push_back(ms_between(start, clock_type::now()));
+    grace_cpu.push_back(cpu_ms_of(now));
     // The old generation must be gone before the next upgrade, as a deploy would wait.
     if (current == first) waitpid(first, nullptr, 0);
     else
       while (!grace::detail::process_has_exited(current)) usleep(200);
     current = now;
   }
-  std::vector<double> takeover;
+  std::vector<double> takeover, takeover_cpu;
   for (int i = 0; i < rounds; ++i) {
     const auto start = clock_type::now();
     const pid_t taker = fork();
@@ -182,6 +208,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     takeover.push_back(ms_between(start, clock_type::now()));
+    takeover_cpu.push_back(cpu_ms_of(now));
     while (!grace::detail::process_has_exited(current)) usleep(200);
     current = now;
   }
@@ -196,5 +223,10 @@ int main(int argc, char** argv) {
               "grace-http SIGUSR2 to first answer of the new generation %.2f (ratio %.2f) | "
               "takeover, fork of an independent grace-http to its first answer %.2f (ratio %.2f)\n",
               rounds, base, ours, base > 0 ? ours / base : 0, taken, base > 0 ? taken / base : 0);
+  const double base_cpu = median(baseline_cpu), ours_cpu = median(grace_cpu), taken_cpu = median(takeover_cpu);
+  std::printf("CPU of the new process until that answer, median (ms): trivial C accept-one %.2f | "
+              "grace-http after SIGUSR2 %.2f (ratio %.2f) | takeover %.2f (ratio %.2f)\n",
+              base_cpu, ours_cpu, base_cpu > 0 ? ours_cpu / base_cpu : 0, taken_cpu,
+              base_cpu > 0 ? taken_cpu / base_cpu : 0);
   return 0;
 }
