@@ -188,3 +188,23 @@ TEST_CASE("a pid file that cannot be written: a warning names it, and the hand-o
   kill(second, SIGTERM);
   CHECK(wait_exited(second));
 }
+
+TEST_CASE("a generation that cannot become ready still writes what it logged while starting") {
+  // Until shortly after ready() the default log holds its lines (so that starting the log's
+  // thread does not delay the first answers); a start that fails must not take them along.
+  temp_dir dir;
+  spawn_options options;
+  // Nobody to take over from there, and the directory to open it in cannot be made: ready() fails.
+  options.argv = {helper_path("GRACE_HTTP"), "127.0.0.1:" + std::to_string(free_port()), "--handover-socket",
+                  dir.file("missing/deeper/handover.sock")};
+  options.env = {{"LISTEN_FDS", "0"}, {"GRACE_LISTEN_TYPES", "zz"}};  // a warning at start-up
+  options.listen_pid_is_child = true;
+  child_process server(options);
+  const auto status = server.wait();
+  REQUIRE(status);
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) == 1);
+  const std::string err = server.stderr_text();
+  CHECK(err.find("cannot report readiness") != std::string::npos);
+  CHECK(err.find("warning: GRACE_LISTEN_TYPES has 2 letters for LISTEN_FDS=0") != std::string::npos);
+}

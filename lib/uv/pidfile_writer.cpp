@@ -49,6 +49,10 @@ pidfile_writer::pidfile_writer(uv_loop_t* loop, std::string path,
   // It keeps the loop alive only while a write is under way (as a queued work request did).
   uv_unref(reinterpret_cast<uv_handle_t*>(done_.get()));
   shared_->done = done_.get();
+}
+
+void pidfile_writer::start() {
+  if (std::exchange(started_, true)) return;
   try {
     std::thread([state = shared_] { state->run(); }).detach();
   } catch (const std::system_error& e) {
@@ -72,6 +76,7 @@ bool pidfile_writer::idle() const noexcept {
 }
 
 void pidfile_writer::write(pid_t pid) {
+  start();
   if (!no_thread_.empty()) {
     if (on_result_) on_result_(pid, no_thread_);
     return;

@@ -203,6 +203,8 @@ class GRACE_API upgrader {
   void on_wake();
   void wake() noexcept;
   void log(event_kind kind, std::string message, pid_t child = 0, std::size_t count = 0);
+  void release_held_log();
+  void after_start_up();  // shortly after ready(): what start-up deferred
   void notify(const std::string& message);
   void write_pidfile(pid_t pid);
   void take_charge();
@@ -273,6 +275,9 @@ class GRACE_API upgrader {
   std::unique_ptr<handles> handles_;
   std::unique_ptr<detail::service_notifier> notifier_;
   std::unique_ptr<detail::pidfile_writer> pidfile_;
+  // The default log's lines until shortly after ready(), written together then.
+  bool holding_log_ = true;
+  std::vector<std::string> held_log_;
   grace::listener* handover_ = nullptr;  // in net_
   std::unique_ptr<detail::takeover_server> takeover_;
   std::function<std::optional<std::string>(connection&)> export_hook_;
