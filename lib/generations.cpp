@@ -1,25 +1,25 @@
 #include "generations.hpp"
 
-#include "read_file.hpp"
+#include <cstdlib>
 
-#include <sstream>
+#include "read_file.hpp"
 
 namespace grace::detail {
 
 process_identity identify(pid_t pid) {
+  // Parsed by hand: an istringstream here cost the first upgrade about 50 us of locale set-up,
+  // on the loop, between SIGUSR2 and the new generation's start.
   const std::string stat = read_small_file("/proc/" + std::to_string(pid) + "/stat").value_or("");
-  const auto paren = stat.rfind(')');
-  if (paren == std::string::npos) return {pid, 0};
-  std::istringstream fields(stat.substr(paren + 2));
-  std::string field;
-  std::string state;
-  fields >> state;  // field 3
-  if (state == "Z" || state == "X") return {pid, 0};
-  for (int i = 4; i < 22 && fields >> field; ++i) {
+  const auto paren = stat.rfind(')');  // the command name may hold spaces and parentheses
+  if (paren == std::string::npos || paren + 2 >= stat.size()) return {pid, 0};
+  const char* field = stat.c_str() + paren + 2;  // field 3, the state
+  if (*field == 'Z' || *field == 'X') return {pid, 0};
+  for (int i = 3; i < 22; ++i) {
+    while (*field != ' ' && *field != '\0') ++field;
+    if (*field == '\0') return {pid, 0};
+    ++field;
   }
-  unsigned long long start = 0;
-  fields >> start;  // field 22
-  return {pid, start};
+  return {pid, std::strtoull(field, nullptr, 10)};  // field 22, the start time
 }
 
 bool still_running(const process_identity& p) {

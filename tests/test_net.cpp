@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <sstream>
 #include <vector>
 #include <string>
 
@@ -210,6 +212,34 @@ TEST_CASE("process state from /proc: running, zombie, gone; unreadable files are
   CHECK_FALSE(grace::detail::read_small_file("/proc/" + std::to_string(child) + "/stat"));
   CHECK_FALSE(grace::detail::read_small_file("/nonexistent/file"));
   CHECK(grace::detail::read_small_file("/proc/self/stat").value_or("").find(std::to_string(getpid())) == 0);
+}
+
+TEST_CASE("a process's start time is field 22 of /proc/PID/stat, whatever its name holds") {
+  // The name sits in parentheses and may hold spaces and ") ": fields count from the last ')'.
+  const pid_t child = fork();
+  if (child == 0) {
+    prctl(PR_SET_NAME, "odd) (name 1 2");
+    pause();
+    _exit(0);
+  }
+  std::string stat;
+  for (int i = 0; i < 2000 && stat.find("odd) (name") == std::string::npos; ++i) {
+    stat = grace::detail::read_small_file("/proc/" + std::to_string(child) + "/stat").value_or("");
+    if (stat.find("odd) (name") == std::string::npos) usleep(1000);
+  }
+  REQUIRE(stat.find("odd) (name 1 2)") != std::string::npos);
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  for (int i = 3; i <= 22; ++i) fields >> field;
+  const auto identity = grace::detail::identify(child);
+  CHECK(identity.pid == child);
+  CHECK(identity.start_time == std::stoull(field));
+  CHECK(identity.start_time != 0);
+  CHECK(grace::detail::still_running(identity));
+  kill(child, SIGKILL);
+  REQUIRE(waitpid(child, nullptr, 0) == child);
+  CHECK_FALSE(grace::detail::still_running(identity));
+  CHECK(grace::detail::identify(child).start_time == 0);
 }
 
 TEST_CASE("listen_tcp from a sockaddr the application already holds") {
