@@ -25,8 +25,8 @@ namespace {
 constexpr int exit_log_flush_ms = 1000;
 // How long after ready() the start-up's deferred work waits: the log's and the pid file's threads
 // (50-100 us of CPU each here) would otherwise start ahead of the first answers this generation
-// owes the connections queued while it started. grace-bench-restart: SIGUSR2 to the new
-// generation's first answer, 1.48-1.80x a trivial fork+exec with them, 1.12-1.36x without.
+// owes the connections queued while it started. grace-bench-restart, alternating builds: SIGUSR2
+// to the new generation's first answer, 1.66-1.98x a trivial fork+exec with them, 1.35-1.60x without.
 constexpr uint64_t start_up_quiet_ms = 10;
 // Log lines held meanwhile, at most; beyond that they go out at once.
 constexpr std::size_t held_log_limit = 256;
@@ -672,6 +672,7 @@ void upgrader::maybe_stop() {
 }
 
 int upgrader::run() {
+  if (!handles_->quiet_timer) release_held_log();  // ready() was never called: nothing to wait for
   while (state_ != state::done) {
     const int alive = uv_run(loop_, UV_RUN_DEFAULT);
     if (alive == 0 && state_ != state::done) break;  // the application closed everything itself
