@@ -28,7 +28,7 @@ constexpr int exit_log_flush_ms = 1000;
 // owes the connections queued while it started. grace-bench-restart, alternating builds: SIGUSR2
 // to the new generation's first answer, 1.66-1.98x a trivial fork+exec with them, 1.35-1.60x without.
 constexpr uint64_t start_up_quiet_ms = 10;
-// Log lines held meanwhile, at most; beyond that they go out at once.
+// Log lines held meanwhile, at most; past that they all go out, in order, and holding ends.
 constexpr std::size_t held_log_limit = 256;
 
 const char* kind_name(event_kind kind) {
@@ -146,7 +146,8 @@ void upgrader::log(event_kind kind, std::string message, pid_t child, std::size_
                        kind == event_kind::exiting || kind == event_kind::drain_progress;
   std::string line = "grace[" + std::to_string(getpid()) + "] generation " + std::to_string(generation_) + ": " +
                      (routine ? "" : std::string(kind_name(kind)) + ": ") + e.message;
-  if (holding_log_ && held_log_.size() < held_log_limit) held_log_.push_back(std::move(line));
+  if (holding_log_ && held_log_.size() >= held_log_limit) release_held_log();
+  if (holding_log_) held_log_.push_back(std::move(line));
   else log_to_stderr(std::move(line));
 }
 
@@ -297,7 +298,7 @@ result<void> upgrader::ready() {
   if (!workers.empty()) addresses += " on " + std::to_string(workers.size()) + " worker(s)";
   if (takeover_) addresses += "; hand-over socket " + takeover_->address();
   log(event_kind::serving, "serving " + addresses + " as pid " + std::to_string(getpid()));
-  if (!handles_->quiet_timer) {
+  if (holding_log_ && !handles_->quiet_timer) {
     handles_->quiet_timer.init([&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, this);
     uv_timer_start(handles_->quiet_timer.get(),
                    [](uv_timer_t* t) { static_cast<upgrader*>(t->data)->after_start_up(); }, start_up_quiet_ms, 0);
@@ -672,7 +673,7 @@ void upgrader::maybe_stop() {
 }
 
 int upgrader::run() {
-  if (!handles_->quiet_timer) release_held_log();  // ready() was never called: nothing to wait for
+  if (!handles_->quiet_timer) release_held_log();  // no release pending (ready() not called): none to wait for
   while (state_ != state::done) {
     const int alive = uv_run(loop_, UV_RUN_DEFAULT);
     if (alive == 0 && state_ != state::done) break;  // the application closed everything itself
