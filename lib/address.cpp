@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cstddef>
 #include <cstring>
+#include <optional>
 
 #include "canonical_address.hpp"
 #include "failure.hpp"
@@ -187,6 +188,36 @@ std::string socket_address::text() const {
   return unix_path();
 }
 
+namespace {
+
+// An IPv4 or IPv6 literal in its plain form (no zone, none of inet_aton's short forms, which go
+// to getaddrinfo as before) that network `n` allows.
+std::optional<socket_address> numeric_address(network n, std::string_view host, std::uint16_t port) {
+  char text[INET6_ADDRSTRLEN] = {};
+  if (host.size() >= sizeof text) return std::nullopt;
+  std::memcpy(text, host.data(), host.size());
+  sockaddr_storage storage{};
+  if (n != network::tcp6) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&storage);
+    if (inet_pton(AF_INET, text, &in->sin_addr) == 1) {
+      in->sin_family = AF_INET;
+      in->sin_port = htons(port);
+      if (auto address = socket_address::from_sockaddr(reinterpret_cast<sockaddr*>(in), sizeof *in)) return *address;
+    }
+  }
+  if (n != network::tcp4) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&storage);
+    if (inet_pton(AF_INET6, text, &in6->sin6_addr) == 1) {
+      in6->sin6_family = AF_INET6;
+      in6->sin6_port = htons(port);
+      if (auto address = socket_address::from_sockaddr(reinterpret_cast<sockaddr*>(in6), sizeof *in6)) return *address;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 result<std::vector<socket_address>> resolve_tcp(network n, std::string_view address) {
   if (!is_tcp(n) && !is_udp(n))
     return fail(errc::unknown_network, "network " + quoted(network_name(n)) + " is not a TCP or UDP network");
@@ -210,6 +241,9 @@ result<std::vector<socket_address>> resolve_tcp(network n, std::string_view addr
     if (n != network::tcp6) found.push_back(socket_address::ipv4_any(port));
     return found;
   }
+  // A numeric address, the common case (and thousands of them at a start-up that claims its
+  // inherited listeners), needs no resolver: getaddrinfo would give the same one address.
+  if (auto numeric = numeric_address(n, host, port)) return std::vector<socket_address>{*numeric};
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_family = n == network::tcp4 ? AF_INET : n == network::tcp6 ? AF_INET6 : AF_UNSPEC;

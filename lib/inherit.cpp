@@ -2,10 +2,16 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -93,6 +99,61 @@ std::optional<error> read_addresses(inherited_slot* slots, std::size_t first, st
 
 // Below this many, a second thread costs more than it saves.
 constexpr std::size_t parallel_from = 1024;
+constexpr std::size_t chunk_size = 128;
+
+// The sockets are read in chunks that both threads take in turn, so a helper the scheduler
+// starts late (here up to 2 ms, while the other core wakes) takes fewer of them instead of
+// leaving this thread waiting for its fixed half. Shared with the helper, which may outlive the
+// read: it touches the slots only for a chunk it took.
+struct shared_read {
+  inherited_slot* slots = nullptr;
+  std::size_t count = 0;
+  std::size_t chunks = 0;
+  const listen_fds* listen = nullptr;
+  std::string source;
+  std::atomic<std::size_t> next{0};
+  std::atomic<std::size_t> lowest_failed{SIZE_MAX};
+  std::vector<std::optional<error>> errors;  // one per chunk, written by whoever took it
+  std::mutex mutex;
+  std::condition_variable settled_all;
+  std::size_t settled = 0;  // chunks read or skipped, under mutex
+};
+
+void read_chunks(shared_read& r) {
+  for (;;) {
+    const std::size_t chunk = r.next.fetch_add(1, std::memory_order_relaxed);
+    if (chunk >= r.chunks) return;
+    // Chunks are taken in order, so every chunk below a failed one is read by someone: the
+    // error of the lowest fd is found without reading past it.
+    if (chunk < r.lowest_failed.load(std::memory_order_relaxed)) {
+      const std::size_t first = chunk * chunk_size;
+      const std::size_t last = std::min(first + chunk_size, r.count);
+      if (auto failed = read_addresses(r.slots, first, last, *r.listen, r.source)) {
+        r.errors[chunk] = std::move(failed);
+        std::size_t lowest = r.lowest_failed.load(std::memory_order_relaxed);
+        while (chunk < lowest && !r.lowest_failed.compare_exchange_weak(lowest, chunk)) {
+        }
+      }
+    }
+    std::lock_guard<std::mutex> lock(r.mutex);
+    if (++r.settled == r.chunks) r.settled_all.notify_all();
+  }
+}
+
+// A helper with every signal blocked: a signal meant for the process is not run on it.
+bool start_helper(const std::shared_ptr<shared_read>& r) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  bool started = true;
+  try {
+    std::thread([r] { read_chunks(*r); }).detach();
+  } catch (const std::system_error&) {
+    started = false;  // no thread: all on this one
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return started;
+}
 
 }  // namespace
 
@@ -100,31 +161,30 @@ result<void> take_inherited_sockets(std::vector<inherited_slot>& slots) {
   if (taken.exchange(true)) return {};
   const auto& listen = startup_inheritance().listen;
   if (!listen) return tl::unexpected(listen.error());
-  const std::string source = "LISTEN_FDS=" + std::to_string(listen->count);
   const auto count = static_cast<std::size_t>(listen->count);
   const std::size_t base = slots.size();
   slots.resize(base + count);
-  inherited_slot* read = slots.data() + base;
-  // Each look at a socket is a cache-missing walk through kernel memory (about 0.5 us on a small
-  // VM): thousands of them go faster on two cores.
-  std::optional<error> second_half;
-  std::size_t split = count;
-  std::thread helper;
-  if (count >= parallel_from && std::thread::hardware_concurrency() > 1) {
-    split = count / 2;
-    try {
-      helper = std::thread([&] { second_half = read_addresses(read, split, count, *listen, source); });
-    } catch (const std::system_error&) {
-      split = count;  // no thread: all on this one
-    }
+  auto r = std::make_shared<shared_read>();
+  r->slots = slots.data() + base;
+  r->count = count;
+  r->chunks = (count + chunk_size - 1) / chunk_size;
+  r->listen = &*listen;
+  r->source = "LISTEN_FDS=" + std::to_string(listen->count);
+  r->errors.resize(r->chunks);
+  // Each look at a socket costs about 0.5 us here (the socket's lock, its memory): thousands of
+  // them go faster on two cores.
+  if (count >= parallel_from && std::thread::hardware_concurrency() > 1) start_helper(r);
+  read_chunks(*r);
+  {
+    std::unique_lock<std::mutex> lock(r->mutex);
+    r->settled_all.wait(lock, [&] { return r->settled == r->chunks; });
   }
-  auto first_half = read_addresses(read, 0, split, *listen, source);
-  if (helper.joinable()) helper.join();
-  if (first_half || second_half) {
+  if (const std::size_t failed = r->lowest_failed.load(); failed != SIZE_MAX) {
     // A malformed inheritance is not adopted: its fds stay as they are, closed by nobody here.
-    for (std::size_t i = 0; i < count; ++i) read[i].socket.fd = -1;
+    for (std::size_t i = 0; i < count; ++i) r->slots[i].socket.fd = -1;
+    auto why = std::move(*r->errors[failed]);
     slots.resize(base);
-    return tl::unexpected(first_half ? *first_half : *second_half);
+    return tl::unexpected(std::move(why));
   }
   return {};
 }

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <vector>
 
 #include "canonical_address.hpp"
 #include "grace/grace.hpp"
@@ -82,6 +83,32 @@ TEST_CASE("host names resolve; tcp prefers IPv4, tcp6 takes only IPv6") {
   REQUIRE(any6);
   CHECK(any6->size() == 1);
   CHECK(any6->front().text() == "[::]:80");
+}
+
+TEST_CASE("a numeric host gives what getaddrinfo gives, without asking it") {
+  struct literal {
+    grace::network n;
+    std::string address, text;
+  };
+  const std::vector<literal> literals = {
+      {grace::network::tcp, "127.0.0.1:80", "127.0.0.1:80"},
+      {grace::network::tcp4, "10.1.2.3:9", "10.1.2.3:9"},
+      {grace::network::tcp, "[::1]:80", "[::1]:80"},
+      {grace::network::tcp6, "[2001:db8::7]:443", "[2001:db8::7]:443"},
+      {grace::network::tcp, "[::ffff:127.0.0.1]:80", "127.0.0.1:80"},
+      {grace::network::tcp, "127.1:80", "127.0.0.1:80"},      // inet_aton's short form: getaddrinfo's path
+      {grace::network::tcp, "[fe80::1%1]:80", "[fe80::1%1]:80"},  // a zone: getaddrinfo's path
+  };
+  for (const auto& l : literals) {
+    CAPTURE(l.address);
+    auto resolved = grace::resolve_tcp(l.n, l.address);
+    REQUIRE(resolved);
+    REQUIRE(resolved->size() == 1);
+    CHECK(resolved->front().text() == l.text);
+  }
+  // A literal of the other family is not the network's, as getaddrinfo says.
+  CHECK(error_of(grace::network::tcp4, "[::1]:80").find("cannot resolve") != std::string::npos);
+  CHECK(error_of(grace::network::tcp6, "127.0.0.1:80").find("cannot resolve") != std::string::npos);
 }
 
 TEST_CASE("service names are ports where /etc/services knows them, else a clear error") {

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -274,4 +275,54 @@ TEST_CASE("an empty LISTEN_FDS means nothing is inherited") {
   auto report = run_probe({}, {{"LISTEN_FDS", ""}}, {"tcp", "127.0.0.1:0"});
   REQUIRE(report.results.size() == 1);
   CHECK(contains(report.results[0], "inherited=0"));
+}
+
+TEST_CASE("thousands of inherited fds are read on two threads: all taken, or the lowest bad fd named and none adopted") {
+  // 1100 fds: past the count where a second thread helps, nine chunks of 128 shared between the
+  // two. The child stages them above 1200 before placing them at 3.., so it needs about 2400.
+  constexpr int count = 1100;
+  rlimit limit{};
+  REQUIRE(getrlimit(RLIMIT_NOFILE, &limit) == 0);
+  if (limit.rlim_cur < 2600 && (limit.rlim_max == RLIM_INFINITY || limit.rlim_max >= 2600)) {
+    limit.rlim_cur = 2600;
+    REQUIRE(setrlimit(RLIMIT_NOFILE, &limit) == 0);
+  }
+  REQUIRE_MESSAGE(limit.rlim_cur >= 2600, "RLIMIT_NOFILE " << limit.rlim_cur << " is below the 2600 this test needs");
+  int port = 0;
+  const int listening = raw_tcp_listener("127.0.0.1", port);
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  int pipe_fds[2];
+  REQUIRE(pipe2(pipe_fds, O_CLOEXEC) == 0);
+  const int netlink = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, 0);
+  REQUIRE(netlink >= 0);
+  const std::string env_count = std::to_string(count);
+
+  std::vector<int> all_sockets(count, listening);
+  auto taken = run_probe(all_sockets, {{"LISTEN_FDS", env_count}}, {"tcp", address});
+  REQUIRE(taken.results.size() == 1);
+  CHECK(contains(taken.results[0], "ok tcp " + address + " inherited=1"));
+  CHECK(contains(taken.results[0], "fd=3"));
+  CHECK(taken.unused.rfind("unused " + std::to_string(count - 1) + " tcp:" + address, 0) == 0);
+
+  struct bad_case {
+    std::vector<std::pair<int, int>> placed;  // index, fd
+    std::string message;
+  };
+  const std::vector<bad_case> cases = {
+      {{{1000, netlink}, {700, pipe_fds[0]}}, "LISTEN_FDS=1100: fd 703 is not a socket"},  // two chunks: the lower
+      {{{count - 1, pipe_fds[0]}}, "LISTEN_FDS=1100: fd 1102 is not a socket"},          // the last chunk
+      {{{0, netlink}, {5, pipe_fds[0]}}, "LISTEN_FDS=1100: fd 3 is a socket of address family 16"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.message);
+    std::vector<int> fds(count, listening);
+    for (const auto& [index, fd] : c.placed) fds[static_cast<std::size_t>(index)] = fd;
+    auto report = run_probe(fds, {{"LISTEN_FDS", env_count}}, {"tcp", address});
+    CHECK(report.exit_status == 0);
+    REQUIRE(report.results.size() == 1);
+    CHECK(report.results[0].rfind("error grace:4 ", 0) == 0);
+    CHECK(contains(report.results[0], c.message));
+    CHECK(report.unused == "unused 0");  // a malformed inheritance is not adopted
+  }
+  for (int fd : {listening, pipe_fds[0], pipe_fds[1], netlink}) close(fd);
 }
