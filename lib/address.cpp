@@ -381,19 +381,31 @@ socket_address address_of(const endpoint& where, int family) {
 }
 
 std::uint64_t endpoint::hash() const noexcept {
-  // FNV-1a over what tells endpoints apart.
-  std::uint64_t h = 1469598103934665603ULL;
-  auto mix = [&h](const void* bytes, std::size_t n) {
-    const auto* b = static_cast<const unsigned char*>(bytes);
-    for (std::size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ULL;
+  // A word at a time (splitmix64's steps): thousands of endpoints are hashed at a start-up that
+  // claims its inherited listeners, twice each, and a byte-wise hash cost 40 ns of it apiece.
+  // Only this process's index uses it: nothing stored or sent depends on its values.
+  auto mix = [](std::uint64_t h, std::uint64_t word) {
+    h = (h ^ word) * 0xbf58476d1ce4e5b9ULL;
+    return h ^ (h >> 31);
   };
-  const unsigned char flags = static_cast<unsigned char>((is_unix ? 1 : 0) | (wildcard ? 2 : 0));
-  mix(&flags, 1);
-  mix(&port, sizeof port);
-  mix(&scope, sizeof scope);
-  mix(ip, sizeof ip);
-  mix(path.data(), path.size());
-  return h;
+  const std::uint64_t flags = (is_unix ? 1U : 0U) | (wildcard ? 2U : 0U);
+  std::uint64_t h = mix(0x9e3779b97f4a7c15ULL, flags | std::uint64_t{port} << 8 | std::uint64_t{scope} << 32);
+  std::uint64_t words[2];
+  std::memcpy(words, ip, sizeof ip);
+  h = mix(mix(mix(h, words[0]), words[1]), path.size());
+  std::size_t at = 0;
+  for (; at + 8 <= path.size(); at += 8) {
+    std::uint64_t word = 0;
+    std::memcpy(&word, path.data() + at, 8);
+    h = mix(h, word);
+  }
+  if (at < path.size()) {
+    std::uint64_t word = 0;
+    std::memcpy(&word, path.data() + at, path.size() - at);
+    h = mix(h, word);
+  }
+  h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+  return h ^ (h >> 31);
 }
 
 bool endpoint::operator==(const endpoint& o) const noexcept {
