@@ -256,8 +256,15 @@ TEST_CASE("losses in operators' terms: the idle-close race on a reused connectio
   CHECK(json["steady"]["reused_closed"].get<std::uint64_t>() > 0);
   CHECK(json["steady"]["new_reset"] == 0);
   CHECK(json["steady"]["lost_to_retrying_client"] == 0);
+  // The examples listed are reused connections: mostly closed, a few reset (a request written
+  // after the server's FIN but before the client read it meets a closed socket).
   REQUIRE(json["failures"].size() > 0);
-  CHECK(json["failures"][0]["category"] == "reused_closed");
+  bool closed_listed = false;
+  for (const auto& failure : json["failures"]) {
+    CHECK((failure["category"] == "reused_closed" || failure["category"] == "reused_reset"));
+    closed_listed = closed_listed || failure["category"] == "reused_closed";
+  }
+  CHECK(closed_listed);
 
   // With think time the close arrives while the client is idle: it reconnects, nothing is lost.
   auto thinking = run_harness({"--target", "tcp://127.0.0.1:" + std::to_string(server.port()), "--clients", "4",
