@@ -196,24 +196,22 @@ std::optional<socket_address> numeric_address(network n, std::string_view host, 
   char text[INET6_ADDRSTRLEN] = {};
   if (host.size() >= sizeof text) return std::nullopt;
   std::memcpy(text, host.data(), host.size());
-  sockaddr_storage storage{};
-  if (n != network::tcp6) {
-    auto* in = reinterpret_cast<sockaddr_in*>(&storage);
-    if (inet_pton(AF_INET, text, &in->sin_addr) == 1) {
-      in->sin_family = AF_INET;
-      in->sin_port = htons(port);
-      if (auto address = socket_address::from_sockaddr(reinterpret_cast<sockaddr*>(in), sizeof *in)) return *address;
-    }
+  sockaddr_in in{};
+  sockaddr_in6 in6{};
+  result<socket_address> address;
+  if (family_allowed(n, AF_INET) && inet_pton(AF_INET, text, &in.sin_addr) == 1) {
+    in.sin_family = AF_INET;
+    in.sin_port = htons(port);
+    address = socket_address::from_sockaddr(reinterpret_cast<sockaddr*>(&in), sizeof in);
+  } else if (family_allowed(n, AF_INET6) && inet_pton(AF_INET6, text, &in6.sin6_addr) == 1) {
+    in6.sin6_family = AF_INET6;
+    in6.sin6_port = htons(port);
+    address = socket_address::from_sockaddr(reinterpret_cast<sockaddr*>(&in6), sizeof in6);
+  } else {
+    return std::nullopt;
   }
-  if (n != network::tcp4) {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&storage);
-    if (inet_pton(AF_INET6, text, &in6->sin6_addr) == 1) {
-      in6->sin6_family = AF_INET6;
-      in6->sin6_port = htons(port);
-      if (auto address = socket_address::from_sockaddr(reinterpret_cast<sockaddr*>(in6), sizeof *in6)) return *address;
-    }
-  }
-  return std::nullopt;
+  if (!address) return std::nullopt;
+  return *address;
 }
 
 }  // namespace

@@ -140,19 +140,17 @@ void read_chunks(shared_read& r) {
   }
 }
 
-// A helper with every signal blocked: a signal meant for the process is not run on it.
-bool start_helper(const std::shared_ptr<shared_read>& r) {
+// A helper with every signal blocked: a signal meant for the process is not run on it. Without
+// one (no thread to be had), this thread reads every chunk.
+void start_helper(const std::shared_ptr<shared_read>& r) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  bool started = true;
   try {
     std::thread([r] { read_chunks(*r); }).detach();
   } catch (const std::system_error&) {
-    started = false;  // no thread: all on this one
   }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  return started;
 }
 
 }  // namespace
