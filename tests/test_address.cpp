@@ -2,6 +2,10 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -170,6 +174,40 @@ TEST_CASE("kernel addresses round-trip through socket_address") {
   bogus.sa_family = AF_PACKET;
   CHECK_FALSE(grace::socket_address::from_sockaddr(&bogus, sizeof bogus));
   CHECK_FALSE(grace::socket_address::from_sockaddr(nullptr, 0));
+}
+
+TEST_CASE("an IPv4 address's text is what inet_ntop and to_string spell, plain or v4-mapped") {
+  // Edge octets and ports, then a spread of others (a fixed LCG: the same run every time).
+  std::vector<std::uint32_t> hosts = {0x00000000, 0xffffffff, 0x7f000001, 0x0a000001, 0x09630a64, 0xc0a80000};
+  std::vector<std::uint16_t> ports = {1, 9, 10, 99, 100, 999, 1000, 9999, 10000, 65535};
+  std::uint32_t state = 12345;
+  for (int i = 0; i < 2000; ++i) {
+    state = state * 1664525U + 1013904223U;
+    hosts.push_back(state);
+    ports.push_back(static_cast<std::uint16_t>(state >> 7));
+  }
+  for (std::size_t i = 0; i < hosts.size(); ++i) {
+    const std::uint16_t port = ports[i % ports.size()];
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_port = htons(port);
+    in.sin_addr.s_addr = htonl(hosts[i]);
+    char host[INET_ADDRSTRLEN] = {};
+    REQUIRE(inet_ntop(AF_INET, &in.sin_addr, host, sizeof host) != nullptr);
+    const std::string expected = std::string(host) + ":" + std::to_string(port);
+    auto plain = grace::socket_address::from_sockaddr(reinterpret_cast<const sockaddr*>(&in), sizeof in);
+    REQUIRE(plain);
+    CHECK(plain->text() == expected);
+    sockaddr_in6 mapped{};
+    mapped.sin6_family = AF_INET6;
+    mapped.sin6_port = in.sin_port;
+    mapped.sin6_addr.s6_addr[10] = 0xff;
+    mapped.sin6_addr.s6_addr[11] = 0xff;
+    std::memcpy(&mapped.sin6_addr.s6_addr[12], &in.sin_addr, 4);
+    auto as_v6 = grace::socket_address::from_sockaddr(reinterpret_cast<const sockaddr*>(&mapped), sizeof mapped);
+    REQUIRE(as_v6);
+    CHECK(as_v6->text() == expected);
+  }
 }
 
 TEST_CASE("a port is 1 to 5 decimal digits up to 65535: no sign, blank, or wrap-around") {
