@@ -106,6 +106,10 @@ constexpr std::size_t chunk_size = 128;
 // leaving this thread waiting for its fixed half. Shared with the helper, which may outlive the
 // read: it touches the slots only for a chunk it took.
 struct shared_read {
+  // The helper starts before the slots exist (it is often late by more than it takes to make
+  // them): it waits for `published`, under mutex, before reading.
+  bool published = false;
+  std::condition_variable published_now;
   inherited_slot* slots = nullptr;
   std::size_t count = 0;
   std::size_t chunks = 0;
@@ -147,7 +151,13 @@ void start_helper(const std::shared_ptr<shared_read>& r) {
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   try {
-    std::thread([r] { read_chunks(*r); }).detach();
+    std::thread([r] {
+      {
+        std::unique_lock<std::mutex> lock(r->mutex);
+        r->published_now.wait(lock, [&] { return r->published; });
+      }
+      read_chunks(*r);
+    }).detach();
   } catch (const std::system_error&) {
   }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -160,18 +170,23 @@ result<void> take_inherited_sockets(std::vector<inherited_slot>& slots) {
   const auto& listen = startup_inheritance().listen;
   if (!listen) return tl::unexpected(listen.error());
   const auto count = static_cast<std::size_t>(listen->count);
-  const std::size_t base = slots.size();
-  slots.resize(base + count);
   auto r = std::make_shared<shared_read>();
-  r->slots = slots.data() + base;
-  r->count = count;
-  r->chunks = (count + chunk_size - 1) / chunk_size;
-  r->listen = &*listen;
-  r->source = "LISTEN_FDS=" + std::to_string(listen->count);
-  r->errors.resize(r->chunks);
   // Each look at a socket costs about 0.5 us here (the socket's lock, its memory): thousands of
   // them go faster on two cores.
   if (count >= parallel_from && std::thread::hardware_concurrency() > 1) start_helper(r);
+  const std::size_t base = slots.size();
+  slots.resize(base + count);
+  {
+    std::lock_guard<std::mutex> lock(r->mutex);
+    r->slots = slots.data() + base;
+    r->count = count;
+    r->chunks = (count + chunk_size - 1) / chunk_size;
+    r->listen = &*listen;
+    r->source = "LISTEN_FDS=" + std::to_string(listen->count);
+    r->errors.resize(r->chunks);
+    r->published = true;
+  }
+  r->published_now.notify_all();
   read_chunks(*r);
   {
     std::unique_lock<std::mutex> lock(r->mutex);
