@@ -5,14 +5,17 @@
 // claiming every listener by address (in reverse order, the worst case for a linear scan; the
 // addresses come from the parent in a file, so nothing is looked at before the clock starts),
 // and, side by side, the same claims done gracenet's way: a linear scan of the inherited list per
-// listen call, and the floor: a child that only looks at each fd once.
+// listen call, and the floor: a child that only looks at each fd once. The floor and grace's
+// child alternate, ROUNDS times each (this kind of machine is noisy); each figure is printed as
+// the median of the rounds with their range.
 //
-//   grace-bench-inherit [N ...]        (default: 1000 10000)
+//   grace-bench-inherit [--rounds ROUNDS] [N ...]        (default: 7 rounds of 1000 and 10000)
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -36,6 +39,14 @@ double ms_since(clock_type::time_point start) {
 clock_type::time_point before_startup;
 __attribute__((constructor(101))) void stamp_before_startup() { before_startup = clock_type::now(); }
 
+// One line of figures for the parent, in the file it named.
+int write_result(const std::string& line) {
+  std::FILE* file = std::fopen(std::getenv("GRACE_BENCH_RESULTS"), "w");
+  if (file == nullptr) return 1;
+  const bool written = std::fprintf(file, "%s\n", line.c_str()) > 0;
+  return std::fclose(file) == 0 && written ? 0 : 1;
+}
+
 // What no inheritance can go below: one getsockname per fd, split over two threads as grace
 // splits it, in a child of its own so that neither run warms the other's caches.
 int run_floor_child() {
@@ -53,8 +64,7 @@ int run_floor_child() {
   std::thread helper([&] { look(3 + split, 3 + count); });
   look(3, 3 + split);
   helper.join();
-  std::printf("%6d listeners: one getsockname per fd, nothing else (the floor) %7.2f ms\n", count, ms_since(start));
-  return 0;
+  return write_result(std::to_string(ms_since(start)));
 }
 
 std::vector<std::string> read_lines(const char* path) {
@@ -104,15 +114,48 @@ int run_child() {
         break;
       }
   const double scan_ms = ms_since(scan_start);
-  std::printf("%6zu listeners: start-up before main %5.2f ms | read LISTEN_FDS %7.2f ms | claim all by address "
-              "%7.2f ms (%.2f us each, %zu inherited) | all three %7.2f ms | gracenet-style linear scan %8.2f ms (%zu)\n",
-              addresses.size(), startup_ms, inherit_ms, match_ms,
-              addresses.empty() ? 0.0 : match_ms * 1000 / static_cast<double>(addresses.size()), inherited,
-              startup_ms + inherit_ms + match_ms, scan_ms, scanned_matches);
-  return inherited == addresses.size() ? 0 : 1;
+  if (inherited != addresses.size() || scanned_matches != addresses.size()) {
+    std::fprintf(stderr, "only %zu of %zu listeners were inherited (%zu found by the scan)\n", inherited,
+                 addresses.size(), scanned_matches);
+    return 1;
+  }
+  return write_result(std::to_string(startup_ms) + " " + std::to_string(inherit_ms) + " " + std::to_string(match_ms) +
+                      " " + std::to_string(scan_ms));
 }
 
-int run_parent(std::size_t count) {
+struct figures {
+  std::vector<double> values;
+  std::string text(double scale = 1) const {
+    std::vector<double> v = values;
+    std::sort(v.begin(), v.end());
+    char out[64];
+    std::snprintf(out, sizeof out, "%.2f (%.2f-%.2f)", v[v.size() / 2] * scale, v.front() * scale, v.back() * scale);
+    return out;
+  }
+};
+
+std::vector<double> read_result(const char* path) {
+  std::vector<double> out;
+  std::FILE* file = std::fopen(path, "r");
+  if (file == nullptr) return out;
+  double value = 0;
+  while (std::fscanf(file, "%lf", &value) == 1) out.push_back(value);
+  std::fclose(file);
+  return out;
+}
+
+void print(std::size_t count, int rounds, const std::vector<figures>& grace, const figures& floor) {
+  std::printf("%zu listeners, median (range) of %d rounds, ms:\n", count, rounds);
+  std::printf("  grace's start-up before main        %s\n", grace[0].text().c_str());
+  std::printf("  read LISTEN_FDS                     %s\n", grace[1].text().c_str());
+  std::printf("  claim all by address                %s, %s us each\n", grace[2].text().c_str(),
+              grace[2].text(1000.0 / static_cast<double>(count)).c_str());
+  std::printf("  all three                           %s\n", grace[4].text().c_str());
+  std::printf("  floor: one getsockname per fd and nothing else, split as grace splits it  %s\n", floor.text().c_str());
+  std::printf("  gracenet-style linear scan per claim  %s\n", grace[3].text().c_str());
+}
+
+int run_parent(std::size_t count, int rounds) {
   grace::net net;
   for (std::size_t i = 0; i < count; ++i) {
     if (auto l = net.listen_tcp("tcp", "127.0.0.1:0", {64, ""}); !l) {
@@ -130,28 +173,47 @@ int run_parent(std::size_t count) {
   for (const auto* l : net.active_listeners()) list += l->address() + "\n";
   const bool written = write(file, list.data(), list.size()) == static_cast<ssize_t>(list.size());
   close(file);
-  if (!written) {
-    unlink(path);
-    std::perror("write");
-    return 1;
-  }
+  char results_path[] = "/tmp/grace-bench-inherit-result-XXXXXX";
+  const int results_file = mkstemp(results_path);
+  if (results_file >= 0) close(results_file);
+  const std::string results = results_path;
+  std::vector<figures> grace(5);
+  figures floor;
+  bool failed = !written || results_file < 0;
+  if (failed) std::perror(written ? "mkstemp" : "write");
   grace::process_options options;
   options.executable = grace::process_options::executable_source::proc_self_exe;
-  for (const char* mode : {"GRACE_BENCH_CHILD=floor", "GRACE_BENCH_CHILD=grace"}) {
-    options.extra_env = {mode, "GRACE_BENCH_COUNT=" + std::to_string(count), std::string("GRACE_BENCH_ADDRESSES=") + path};
-    auto child = net.start_process(options);
-    if (!child) {
-      std::fprintf(stderr, "start_process: %s\n", child.error().message().c_str());
-      return 1;
-    }
-    int status = 0;
-    waitpid(*child, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      unlink(path);
-      return 1;
+  for (int round = 0; round < rounds && !failed; ++round) {
+    for (const char* mode : {"floor", "grace"}) {
+      options.extra_env = {std::string("GRACE_BENCH_CHILD=") + mode, "GRACE_BENCH_COUNT=" + std::to_string(count),
+                           std::string("GRACE_BENCH_ADDRESSES=") + path, "GRACE_BENCH_RESULTS=" + results};
+      auto child = net.start_process(options);
+      if (!child) {
+        std::fprintf(stderr, "start_process: %s\n", child.error().message().c_str());
+        failed = true;
+        break;
+      }
+      int status = 0;
+      waitpid(*child, &status, 0);
+      const std::vector<double> values = read_result(results.c_str());
+      unlink(results.c_str());
+      const bool grace_child = std::strcmp(mode, "grace") == 0;
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || values.size() != (grace_child ? 4U : 1U)) {
+        std::fprintf(stderr, "the %s child failed\n", mode);
+        failed = true;
+        break;
+      }
+      if (!grace_child) {
+        floor.values.push_back(values[0]);
+        continue;
+      }
+      for (std::size_t i = 0; i < 4; ++i) grace[i].values.push_back(values[i]);
+      grace[4].values.push_back(values[0] + values[1] + values[2]);
     }
   }
   unlink(path);
+  if (failed) return 1;
+  print(count, rounds, grace, floor);
   return 0;
 }
 
@@ -163,12 +225,28 @@ int main(int argc, char** argv) {
   getrlimit(RLIMIT_NOFILE, &limit);
   limit.rlim_cur = limit.rlim_max;
   setrlimit(RLIMIT_NOFILE, &limit);
-  std::vector<std::size_t> counts = {1000, 10000};
-  if (argc > 1) {
-    counts.clear();
-    for (int i = 1; i < argc; ++i) counts.push_back(std::strtoul(argv[i], nullptr, 10));
+  int rounds = 7;
+  std::vector<std::size_t> counts;
+  for (int i = 1; i < argc; ++i) {
+    char* end = nullptr;
+    if (std::strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
+      const long value = std::strtol(argv[++i], &end, 10);
+      if (*end != '\0' || value < 1 || value > 1000) {
+        std::fprintf(stderr, "--rounds: expected 1 to 1000, not %s\n", argv[i]);
+        return 2;
+      }
+      rounds = static_cast<int>(value);
+      continue;
+    }
+    const unsigned long count = std::strtoul(argv[i], &end, 10);
+    if (*end != '\0' || count < 1 || count > 100000) {
+      std::fprintf(stderr, "usage: grace-bench-inherit [--rounds ROUNDS] [N ...] (N: 1 to 100000 listeners, not %s)\n", argv[i]);
+      return 2;
+    }
+    counts.push_back(count);
   }
+  if (counts.empty()) counts = {1000, 10000};
   for (const auto count : counts)
-    if (run_parent(count) != 0) return 1;
+    if (run_parent(count, rounds) != 0) return 1;
   return 0;
 }
