@@ -196,7 +196,6 @@ std::string ipv4_text(const std::uint8_t* octets, std::uint16_t port) {
 }  // namespace
 
 std::string socket_address::text() const {
-  char host[INET6_ADDRSTRLEN] = {};
   if (family() == AF_INET) {
     const auto& in = reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr;
     return ipv4_text(reinterpret_cast<const std::uint8_t*>(&in.s_addr), port());
@@ -204,6 +203,7 @@ std::string socket_address::text() const {
   if (family() == AF_INET6) {
     const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&storage_);
     if (is_v4_mapped()) return ipv4_text(&in6->sin6_addr.s6_addr[12], port());
+    char host[INET6_ADDRSTRLEN] = {};
     inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
     std::string zone;
     if (in6->sin6_scope_id != 0) zone = "%" + std::to_string(in6->sin6_scope_id);
