@@ -2,7 +2,6 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,9 +12,9 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <thread>
 
 #include "environment_protocol.hpp"
+#include "helper_thread.hpp"
 
 namespace grace::detail {
 namespace {
@@ -101,13 +100,12 @@ std::optional<error> read_addresses(inherited_slot* slots, std::size_t first, st
 constexpr std::size_t parallel_from = 1024;
 constexpr std::size_t chunk_size = 128;
 
-// The sockets are read in chunks that both threads take in turn, so a helper the scheduler
-// starts late (here up to 2 ms, while the other core wakes) takes fewer of them instead of
-// leaving this thread waiting for its fixed half. Shared with the helper, which may outlive the
+// The sockets are read in chunks that both threads take in turn, so a helper that starts late
+// (its CPU busy) takes fewer of them instead of leaving this thread waiting for its fixed half. Shared with the helper, which may outlive the
 // read: it touches the slots only for a chunk it took.
 struct shared_read {
-  // The helper starts before the slots exist (it is often late by more than it takes to make
-  // them): it waits for `published`, under mutex, before reading.
+  // The helper starts before the slots exist, so that making them and starting it overlap: it
+  // waits for `published`, under mutex, before reading.
   bool published = false;
   std::condition_variable published_now;
   inherited_slot* slots = nullptr;
@@ -144,23 +142,18 @@ void read_chunks(shared_read& r) {
   }
 }
 
-// A helper with every signal blocked: a signal meant for the process is not run on it. Without
-// one (no thread to be had), this thread reads every chunk.
+// Without a helper (one CPU, or no thread to be had), this thread reads every chunk.
 void start_helper(const std::shared_ptr<shared_read>& r) {
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
   try {
-    std::thread([r] {
+    start_helper_thread([r] {
       {
         std::unique_lock<std::mutex> lock(r->mutex);
         r->published_now.wait(lock, [&] { return r->published; });
       }
       read_chunks(*r);
-    }).detach();
-  } catch (const std::system_error&) {
+    });
+  } catch (const std::bad_alloc&) {
   }
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 }  // namespace
@@ -173,7 +166,7 @@ result<void> take_inherited_sockets(std::vector<inherited_slot>& slots) {
   auto r = std::make_shared<shared_read>();
   // Each look at a socket costs 0.6-0.8 us here, whichever call it is: reaching the socket's cold
   // kernel memory. Thousands of them go faster on two cores.
-  if (count >= parallel_from && std::thread::hardware_concurrency() > 1) start_helper(r);
+  if (count >= parallel_from) start_helper(r);
   const std::size_t base = slots.size();
   slots.resize(base + count);
   {

@@ -3,6 +3,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <sys/resource.h>
@@ -303,6 +304,21 @@ TEST_CASE("thousands of inherited fds are read on two threads: all taken, or the
   CHECK(contains(taken.results[0], "ok tcp " + address + " inherited=1"));
   CHECK(contains(taken.results[0], "fd=3"));
   CHECK(taken.unused.rfind("unused " + std::to_string(count - 1) + " tcp:" + address, 0) == 0);
+
+  {
+    // A child that may use one CPU starts no helper: it reads them all itself.
+    cpu_set_t allowed, one;
+    REQUIRE(sched_getaffinity(0, sizeof allowed, &allowed) == 0);
+    CPU_ZERO(&one);
+    for (int cpu = 0; cpu < CPU_SETSIZE && CPU_COUNT(&one) == 0; ++cpu)
+      if (CPU_ISSET(cpu, &allowed)) CPU_SET(cpu, &one);
+    REQUIRE(sched_setaffinity(0, sizeof one, &one) == 0);
+    auto alone = run_probe(all_sockets, {{"LISTEN_FDS", env_count}}, {"tcp", address});
+    REQUIRE(sched_setaffinity(0, sizeof allowed, &allowed) == 0);
+    REQUIRE(alone.results.size() == 1);
+    CHECK(contains(alone.results[0], "ok tcp " + address + " inherited=1"));
+    CHECK(alone.unused.rfind("unused " + std::to_string(count - 1) + " tcp:" + address, 0) == 0);
+  }
 
   struct bad_case {
     std::vector<std::pair<int, int>> placed;  // index, fd
