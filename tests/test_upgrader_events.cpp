@@ -3,6 +3,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -95,6 +96,9 @@ TEST_CASE("events: refused before ready, serving, rollback of a child that canno
   upgrader.upgrade();  // not ready yet
   REQUIRE(upgrader.ready());
   upgrader.upgrade();  // the release is missing: rollback, still serving
+  // Started off the loop: the outcome comes on a later turn of it.
+  CHECK(upgrader.upgrading());
+  REQUIRE(p.run_until([&] { return !upgrader.upgrading(); }, 10000));
   CHECK_FALSE(upgrader.draining());
   upgrader.shutdown();
   CHECK(upgrader.run() == 0);
@@ -116,6 +120,36 @@ TEST_CASE("events: refused before ready, serving, rollback of a child that canno
   CHECK(p.events[2].message.find("no-such-release") != std::string::npos);
   CHECK(p.events[2].message.find("still serving") != std::string::npos);
   CHECK(p.events[3].message.find("shutting down") != std::string::npos);
+}
+
+TEST_CASE("SIGTERM while the next generation starts: it is killed and reaped, then this one drains") {
+  grace::uv::upgrader_options options;
+  options.process.executable_path = helper_path("GRACE_PROBE");  // a real program, which would run on
+  pid_t child = 0;
+  {
+    in_process p(options);
+    auto& upgrader = p.upgrader();
+    REQUIRE(upgrader.serve(p.listener(), [](grace::uv::connection& c) { c.close(); }));
+    REQUIRE(upgrader.ready());
+    upgrader.upgrade();
+    upgrader.shutdown();  // before the start's outcome reaches the loop
+    CHECK(upgrader.run() == 0);
+
+    std::vector<event_kind> kinds;
+    for (const auto& e : p.events) kinds.push_back(e.kind);
+    const std::vector<event_kind> expected = {event_kind::serving, event_kind::rollback, event_kind::draining,
+                                              event_kind::exiting};
+    CHECK(kinds == expected);
+    REQUIRE(p.events.size() == expected.size());
+    CHECK(p.events[1].message.find("killed before it was ready: this process got SIGTERM; shutting down") !=
+          std::string::npos);
+    child = p.events[1].child;
+  }
+  REQUIRE(child > 0);
+  // Reaped by the upgrader, at the latest when it was destroyed: no zombie of ours is left.
+  errno = 0;
+  CHECK(waitpid(child, nullptr, WNOHANG) == -1);
+  CHECK(errno == ECHILD);
 }
 
 TEST_CASE("a connection's handle->data is the application's: set it, read, close, and nothing breaks") {
@@ -151,7 +185,9 @@ TEST_CASE("rollback reasons are the true ones: a full fd table names the socketp
   REQUIRE(upgrader.ready());
   const auto fillers = fill_fd_table();
   upgrader.upgrade();
+  const bool settled = p.run_until([&] { return !upgrader.upgrading(); }, 10000);
   release(fillers);
+  REQUIRE(settled);
   REQUIRE(p.events.size() == 2);
   CHECK(p.events[1].kind == event_kind::rollback);
   CHECK(p.events[1].message.find("socketpair") != std::string::npos);

@@ -12,6 +12,7 @@
 #include "../failure.hpp"
 #include "grace/log.hpp"
 #include "grace/notify.hpp"
+#include "child_starter.hpp"
 #include "handle.hpp"
 #include "migration_state.hpp"
 #include "pidfile_writer.hpp"
@@ -95,6 +96,8 @@ upgrader::upgrader(uv_loop_t* loop, grace::net& net, upgrader_options options)
     return uv_async_init(loop_, a, [](uv_async_t* woken) { static_cast<upgrader*>(woken->data)->on_wake(); });
   }, this);
   uv_unref(reinterpret_cast<uv_handle_t*>(handles_->wake.get()));
+  starter_ = std::make_unique<detail::child_starter>(
+      loop_, [this](result<pending_child> child) { on_started(std::move(child)); });
   notifier_ = std::make_unique<detail::service_notifier>(
       loop_, [this](const std::string& message) { log(event_kind::warning, message); });
   if (!options_.pidfile.empty())
@@ -123,6 +126,7 @@ upgrader::~upgrader() {
     if (each.group != nullptr) each.group->run(each.worker, [&each] { each.s.reset(); });
   migration_.reset();
   takeover_.reset();
+  starter_.reset();  // a start under way ends first; its child is killed and reaped
   handles_.reset();
   pending_.reset();   // a child still pending is killed and reaped (blocking: the loop is over)
   reaping_.clear();
@@ -328,8 +332,11 @@ result<void> upgrader::open_handover_socket() {
 std::optional<std::string> upgrader::cannot_hand_over() const {
   if (state_ != state::serving) return std::string("this generation is draining; the newest one serves");
   if (pending_) return "an upgrade is already in progress (pid " + std::to_string(pending_pid_) + ")";
+  if (starter_->busy()) return std::string("an upgrade is already in progress (starting the next generation)");
   return std::nullopt;
 }
+
+bool upgrader::upgrading() const noexcept { return pending_.has_value() || starter_->busy(); }
 
 // A process started by somebody else took the listeners: from here it is watched exactly as a
 // child this process started (ready, rollback, timeout), except that it is not reaped here.
@@ -384,18 +391,36 @@ void upgrader::upgrade() {
         "pid " + std::to_string(takeover_->busy_with()) + " is taking over through the hand-over socket");
     return;
   }
+  if (starter_->busy()) {
+    log(event_kind::upgrade_refused, "an upgrade is already in progress (starting the next generation)");
+    return;
+  }
   process_options process = options_.process;
   process.offer_connections = export_hook_ && import_hook_;
-  auto child = pending_child::start(net_, process, options_.max_generations);
+  pending_offered_connections_ = process.offer_connections;
+  starter_->start(net_, std::move(process), options_.max_generations);
+}
+
+void upgrader::on_started(result<pending_child> child) {
+  const std::string after = terminate_requested_ ? "; shutting down" : "; still serving";
   if (!child) {
     if (child.error().code() == errc::too_many_generations)
       log(event_kind::upgrade_refused, child.error().message());
     else
-      log(event_kind::rollback, "cannot start the next generation: " + child.error().message() + "; still serving");
+      log(event_kind::rollback, "cannot start the next generation: " + child.error().message() + after);
+  } else if (terminate_requested_) {
+    // SIGTERM came while it started: a service that is stopping is not handed over.
+    child->kill_pending();
+    log(event_kind::rollback,
+        "pid " + std::to_string(child->pid()) + " was killed before it was ready: this process got SIGTERM" + after,
+        child->pid());
+    reap_later(std::move(*child), [](const pending_child&) {});
+  }
+  if (!child || terminate_requested_) {
+    if (terminate_requested_) begin_drain("shutting down");  // shutdown() left it to us
     return;
   }
   notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(monotonic_usec()));
-  pending_offered_connections_ = process.offer_connections;
   pending_pid_ = child->pid();
   pending_kill_reason_.clear();
   pending_.emplace(std::move(*child));
@@ -579,6 +604,7 @@ void upgrader::shutdown() {
     settle(upgrade_outcome::timed_out);  // settle() drains once the child is gone
     return;
   }
+  if (starter_->busy()) return;  // on_started() kills what it started, then drains
   begin_drain("shutting down");
 }
 

@@ -16,8 +16,8 @@
 //
 // Nothing here blocks the loop: notifications are sent without waiting (and retried), the
 // default log is written by a background thread, the pid file is written on libuv's thread
-// pool, and children are reaped only once their exit is known. The calls that may block are
-// said so below.
+// pool, the next generation is started (clone, exec) on a helper thread, and children are
+// reaped only once their exit is known. The calls that may block are said so below.
 #include <sys/types.h>
 #include <uv.h>
 
@@ -46,6 +46,7 @@ namespace detail {
 class service_notifier;
 class pidfile_writer;
 class takeover_server;
+class child_starter;
 struct migration_state;
 struct handed_connection;
 template <typename Handle>
@@ -187,7 +188,8 @@ class GRACE_API upgrader {
 
   unsigned generation() const noexcept { return generation_; }
   bool draining() const noexcept { return state_ == state::draining; }
-  bool upgrading() const noexcept { return pending_.has_value(); }
+  // From SIGUSR2 (or a takeover) until the new generation is ready or rolled back.
+  bool upgrading() const noexcept;
   // Thread-safe.
   std::size_t connection_count() const noexcept;
 
@@ -212,6 +214,7 @@ class GRACE_API upgrader {
   void keep_listeners_in_fd_store();
   void adopt_taker(pid_t pid, int ready_fd);
   std::optional<std::string> cannot_hand_over() const;
+  void on_started(result<pending_child> child);  // the next generation, started off the loop
   void watch_child();
   // Connection migration, old side (upgrader_migration.cpp).
   void offer_connections(const pending_child& successor);
@@ -267,6 +270,7 @@ class GRACE_API upgrader {
   std::function<void()> resume_hook_;
   std::optional<pending_child> successor_;  // took over; watched while this process drains
   std::optional<pending_child> pending_;
+  std::unique_ptr<detail::child_starter> starter_;  // busy from SIGUSR2 until pending_ is set
   pid_t pending_pid_ = 0;
   std::string pending_kill_reason_;  // why a pending child was killed, if it was
   std::list<reaping> reaping_;       // killed children whose exit is not known yet
