@@ -179,7 +179,9 @@ class GRACE_API upgrader {
   // malformed.
   [[nodiscard]] result<void> ready();
 
-  void upgrade();   // what SIGUSR2 does
+  // What SIGUSR2 does. Returns at once: the next generation is started on a helper thread, and
+  // its outcome (an upgrade_started or a rollback event) comes on a later turn of the loop.
+  void upgrade();
   void shutdown();  // what SIGTERM does
   void reload();    // what SIGHUP does
   // Runs the loop until this process has drained; returns the exit status (0). At the end it
