@@ -66,12 +66,12 @@ void child_starter::start(grace::net& n, process_options options, unsigned max_g
       std::lock_guard<std::mutex> lock(shared_->mutex);
       shared_->running = true;
     }
-    bool started = false;
+    bool threaded = false;
     try {
-      started = grace::detail::start_helper_thread(work);
+      threaded = grace::detail::start_helper_thread(work);
     } catch (const std::bad_alloc&) {
     }
-    if (started) return;
+    if (threaded) return;
     {
       std::lock_guard<std::mutex> lock(shared_->mutex);
       shared_->running = false;
@@ -79,9 +79,9 @@ void child_starter::start(grace::net& n, process_options options, unsigned max_g
     uv_unref(reinterpret_cast<uv_handle_t*>(shared_->async));
   }
   // One CPU, or no thread to be had: here, as before there was a helper.
-  auto started = pending_child::start(n, std::move(options), max_generations);
+  auto here = pending_child::start(n, std::move(options), max_generations);
   busy_ = false;
-  done_(std::move(started));
+  done_(std::move(here));
 }
 
 void child_starter::on_async(uv_async_t* async) { static_cast<child_starter*>(async->data)->deliver(); }
