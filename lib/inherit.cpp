@@ -101,8 +101,9 @@ constexpr std::size_t parallel_from = 1024;
 constexpr std::size_t chunk_size = 128;
 
 // The sockets are read in chunks that both threads take in turn, so a helper that starts late
-// (its CPU busy) takes fewer of them instead of leaving this thread waiting for its fixed half. Shared with the helper, which may outlive the
-// read: it touches the slots only for a chunk it took.
+// (its CPU busy) takes fewer of them instead of leaving this thread waiting for its fixed half.
+// Shared with the helper, which may outlive the read: it touches the slots only for a chunk it
+// took.
 struct shared_read {
   // The helper starts before the slots exist, so that making them and starting it overlap: it
   // waits for `published`, under mutex, before reading.

@@ -18,9 +18,9 @@ struct child_starter::shared {
 };
 
 child_starter::child_starter(uv_loop_t* loop, done_fn done)
-    : loop_(loop), done_(std::move(done)), shared_(std::make_shared<shared>()) {
+    : done_(std::move(done)), shared_(std::make_shared<shared>()) {
   auto* async = new uv_async_t{};
-  if (uv_async_init(loop_, async, on_async) != 0) {
+  if (uv_async_init(loop, async, on_async) != 0) {
     delete async;
     return;  // start() then runs on the loop and delivers at once
   }

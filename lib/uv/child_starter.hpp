@@ -34,7 +34,6 @@ class child_starter {
   static void on_async(uv_async_t* async);
   void deliver();
 
-  uv_loop_t* loop_;
   done_fn done_;
   bool busy_ = false;
   std::shared_ptr<shared> shared_;

@@ -381,18 +381,13 @@ void upgrader::upgrade() {
                                                                : "this generation is draining; signal the newest one");
     return;
   }
-  if (pending_) {
-    log(event_kind::upgrade_refused, "an upgrade is already in progress (pid " + std::to_string(pending_pid_) + ")",
-        pending_pid_);
+  if (auto why = cannot_hand_over()) {  // serving: a child pending, or one being started
+    log(event_kind::upgrade_refused, *why, pending_pid_);
     return;
   }
   if (takeover_ && takeover_->busy()) {
     log(event_kind::upgrade_refused,
         "pid " + std::to_string(takeover_->busy_with()) + " is taking over through the hand-over socket");
-    return;
-  }
-  if (starter_->busy()) {
-    log(event_kind::upgrade_refused, "an upgrade is already in progress (starting the next generation)");
     return;
   }
   process_options process = options_.process;
@@ -402,21 +397,21 @@ void upgrader::upgrade() {
 }
 
 void upgrader::on_started(result<pending_child> child) {
-  const std::string after = terminate_requested_ ? "; shutting down" : "; still serving";
-  if (!child) {
-    if (child.error().code() == errc::too_many_generations)
-      log(event_kind::upgrade_refused, child.error().message());
-    else
-      log(event_kind::rollback, "cannot start the next generation: " + child.error().message() + after);
-  } else if (terminate_requested_) {
-    // SIGTERM came while it started: a service that is stopping is not handed over.
-    child->kill_pending();
-    log(event_kind::rollback,
-        "pid " + std::to_string(child->pid()) + " was killed before it was ready: this process got SIGTERM" + after,
-        child->pid());
-    reap_later(std::move(*child), [](const pending_child&) {});
-  }
   if (!child || terminate_requested_) {
+    const std::string after = terminate_requested_ ? "; shutting down" : "; still serving";
+    if (!child) {
+      if (child.error().code() == errc::too_many_generations)
+        log(event_kind::upgrade_refused, child.error().message());
+      else
+        log(event_kind::rollback, "cannot start the next generation: " + child.error().message() + after);
+    } else {
+      // SIGTERM came while it started: a service that is stopping is not handed over.
+      child->kill_pending();
+      log(event_kind::rollback,
+          "pid " + std::to_string(child->pid()) + " was killed before it was ready: this process got SIGTERM" + after,
+          child->pid());
+      reap_later(std::move(*child), [](const pending_child&) {});
+    }
     if (terminate_requested_) begin_drain("shutting down");  // shutdown() left it to us
     return;
   }
