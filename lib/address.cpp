@@ -263,8 +263,7 @@ result<std::vector<socket_address>> resolve_tcp(network n, std::string_view addr
     if (n != network::tcp6) found.push_back(socket_address::ipv4_any(port));
     return found;
   }
-  // A numeric address, the common case (and thousands of them at a start-up that claims its
-  // inherited listeners), needs no resolver: getaddrinfo would give the same one address.
+  // A numeric address needs no resolver: getaddrinfo would give the same one address.
   if (auto numeric = numeric_address(n, host, port)) return std::vector<socket_address>{*numeric};
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
@@ -299,6 +298,16 @@ result<std::vector<socket_address>> resolve_tcp(network n, std::string_view addr
 }
 
 namespace detail {
+
+std::optional<socket_address> numeric_inet_address(network n, std::string_view address) {
+  if (!is_tcp(n) && !is_udp(n)) return std::nullopt;
+  if (n == network::udp4) n = network::tcp4;
+  if (n == network::udp6) n = network::tcp6;
+  auto parts = split_host_port(address);
+  std::uint16_t port = 0;
+  if (!parts || parts->host.empty() || !parse_port(parts->port, port)) return std::nullopt;
+  return numeric_address(n, parts->host, port);
+}
 
 result<host_port> split_host_port(std::string_view address) {
   if (address.find('\0') != std::string_view::npos)

@@ -1,6 +1,7 @@
 #pragma once
 // How grace decides that an inherited socket is the one a listen call asks for.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -38,6 +39,11 @@ struct host_port {
 result<host_port> split_host_port(std::string_view address);
 // 1 to 5 decimal digits, nothing else (no sign, no blank), at most 65535.
 bool parse_port(std::string_view text, std::uint16_t& port);
+// The one address resolve_tcp(n, address) gives for a numeric host and a decimal port, without
+// its allocation; nullopt for anything else (a name, a service, ":port", a malformed address),
+// which resolve_tcp then resolves or names in its error. Thousands of listen calls at a start-up
+// that claims its inherited listeners go this way.
+std::optional<socket_address> numeric_inet_address(network n, std::string_view address);
 
 // Lexical normalisation of `path` made absolute against `base_dir`: no ".", "..", or repeated
 // slashes.

@@ -173,10 +173,7 @@ result<listener*> net::listen_tcp(std::string_view network_text, std::string_vie
                                   const listen_options& options) {
   auto n = parse_network_of_kind(network_text, kind::tcp);
   if (!n) return tl::unexpected(n.error());
-  auto candidates = resolve_tcp(*n, address);  // outside the lock: it may wait for DNS
-  if (!candidates) return tl::unexpected(candidates.error());
-  std::lock_guard<std::mutex> lock(mutex_);
-  return listen_inet_locked(*n, *candidates, options);
+  return listen_inet(*n, address, options);
 }
 
 result<listener*> net::listen_tcp(std::string_view network_text, const sockaddr* address,
@@ -191,7 +188,7 @@ result<listener*> net::listen_tcp(std::string_view network_text, const sockaddr*
     return fail(errc::invalid_address, "address " + parsed->text() + " is not a " +
                                            std::string(network_name(*n)) + " address");
   std::lock_guard<std::mutex> lock(mutex_);
-  return listen_inet_locked(*n, {*parsed}, options);
+  return listen_inet_locked(*n, &*parsed, 1, options);
 }
 
 result<listener*> net::listen_unix(std::string_view network_text, std::string_view path,
@@ -202,20 +199,32 @@ result<listener*> net::listen_unix(std::string_view network_text, std::string_vi
   return listen_unix_locked(*n, path, options);
 }
 
-// TCP and UDP alike: an inherited socket of the same type and address, else a fresh one.
-result<listener*> net::listen_inet_locked(network n, const std::vector<socket_address>& candidates,
-                                          const listen_options& options) {
-  if (auto ready = prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
-  auto claimed = claim_inherited_inet_locked(n, candidates, options);
-  if (!claimed || *claimed != nullptr) return claimed;
-  return bind_inet_locked(n, candidates, options);
+result<listener*> net::listen_inet(network n, std::string_view address, const listen_options& options) {
+  if (const auto numeric = detail::numeric_inet_address(n, address)) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return listen_inet_locked(n, &*numeric, 1, options);
+  }
+  auto candidates = resolve_tcp(n, address);  // outside the lock: it may wait for DNS
+  if (!candidates) return tl::unexpected(candidates.error());
+  std::lock_guard<std::mutex> lock(mutex_);
+  return listen_inet_locked(n, candidates->data(), candidates->size(), options);
 }
 
-result<listener*> net::claim_inherited_inet_locked(network n, const std::vector<socket_address>& candidates,
+// TCP and UDP alike: an inherited socket of the same type and address, else a fresh one.
+result<listener*> net::listen_inet_locked(network n, const socket_address* candidates, std::size_t count,
+                                          const listen_options& options) {
+  if (auto ready = prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
+  auto claimed = claim_inherited_inet_locked(n, candidates, count, options);
+  if (!claimed || *claimed != nullptr) return claimed;
+  return bind_inet_locked(n, candidates, count, options);
+}
+
+result<listener*> net::claim_inherited_inet_locked(network n, const socket_address* candidates, std::size_t count,
                                                    const listen_options& options) {
   // An ephemeral port is by definition a new socket.
-  if (candidates.front().port() == 0 || inherited_index_->empty()) return nullptr;
-  for (const auto& candidate : candidates) {
+  if (candidates[0].port() == 0 || inherited_index_->empty()) return nullptr;
+  for (std::size_t i = 0; i < count; ++i) {
+    const socket_address& candidate = candidates[i];
     auto l = take_inherited_locked(detail::endpoint_of(candidate), n, candidate.family(), candidate.is_wildcard());
     if (!l || *l == nullptr) {
       if (!l) return l;
@@ -227,11 +236,12 @@ result<listener*> net::claim_inherited_inet_locked(network n, const std::vector<
   return nullptr;
 }
 
-result<listener*> net::bind_inet_locked(network n, const std::vector<socket_address>& candidates,
+result<listener*> net::bind_inet_locked(network n, const socket_address* candidates, std::size_t count,
                                         const listen_options& options) {
   const int type = socket_type(n);
   error last_failure;
-  for (const auto& candidate : candidates) {
+  for (std::size_t i = 0; i < count; ++i) {
+    const socket_address& candidate = candidates[i];
     const bool v6only = n == network::tcp6 || n == network::udp6;
     auto fd = type == SOCK_DGRAM ? detail::bind_udp_socket(candidate, v6only, options.reuse_port)
                                  : detail::bind_tcp_listener(candidate, v6only, options.backlog, options.reuse_port);
@@ -268,7 +278,7 @@ result<listener_group> net::listen_group(std::string_view network_text, std::str
   const std::string where = "listen_group " + std::string(address);
   listener_group group;
   for (;;) {
-    auto l = claim_inherited_inet_locked(*n, *candidates, options);
+    auto l = claim_inherited_inet_locked(*n, candidates->data(), candidates->size(), options);
     if (!l) return tl::unexpected(l.error());
     if (*l == nullptr) break;
     group.members.push_back(*l);
@@ -279,9 +289,9 @@ result<listener_group> net::listen_group(std::string_view network_text, std::str
   const bool can_grow = group.members.empty() || detail::has_reuse_port(group.members.front()->fd());
   while (group.members.size() < count && can_grow) {
     // Later members bind exactly where the first one is (its port, when port 0 was asked for).
-    std::vector<socket_address> where_first =
-        group.members.empty() ? *candidates : std::vector<socket_address>{group.members.front()->local_address()};
-    auto l = bind_inet_locked(*n, where_first, fresh);
+    const bool first = group.members.empty();
+    auto l = first ? bind_inet_locked(*n, candidates->data(), candidates->size(), fresh)
+                   : bind_inet_locked(*n, &group.members.front()->local_address(), 1, fresh);
     if (!l) return fail(l.error().code(), where + ": member " + std::to_string(group.members.size() + 1) + " of " +
                                               std::to_string(count) + ": " + l.error().message());
     group.members.push_back(*l);
@@ -299,10 +309,7 @@ result<listener*> net::listen_udp(std::string_view network_text, std::string_vie
                                   const listen_options& options) {
   auto n = parse_network_of_kind(network_text, kind::udp);
   if (!n) return tl::unexpected(n.error());
-  auto candidates = resolve_tcp(*n, address);  // outside the lock: it may wait for DNS
-  if (!candidates) return tl::unexpected(candidates.error());
-  std::lock_guard<std::mutex> lock(mutex_);
-  return listen_inet_locked(*n, *candidates, options);
+  return listen_inet(*n, address, options);
 }
 
 result<listener*> net::listen_unix_locked(network n, std::string_view path, const listen_options& options) {

@@ -115,6 +115,45 @@ TEST_CASE("a numeric host gives what getaddrinfo gives, without asking it") {
   CHECK(error_of(grace::network::tcp6, "127.0.0.1:80").find("cannot resolve") != std::string::npos);
 }
 
+TEST_CASE("listen calls skip resolve_tcp for a numeric address only, and get the same address") {
+  using grace::network;
+  struct literal {
+    network n;
+    std::string address;
+  };
+  // Where the shortcut answers, resolve_tcp gives that one address.
+  const std::vector<literal> numeric = {
+      {network::tcp, "127.0.0.1:80"},       {network::tcp4, "10.1.2.3:9"},     {network::udp, "127.0.0.1:53"},
+      {network::udp4, "127.0.0.1:53"},      {network::tcp, "[::1]:80"},        {network::tcp6, "[2001:db8::7]:443"},
+      {network::udp6, "[::1]:53"},          {network::tcp, "[::ffff:127.0.0.1]:80"}, {network::tcp, "0.0.0.0:8080"},
+      {network::tcp, "[::]:0"},
+  };
+  for (const auto& l : numeric) {
+    CAPTURE(l.address);
+    const auto fast = grace::detail::numeric_inet_address(l.n, l.address);
+    REQUIRE(fast);
+    auto resolved = grace::resolve_tcp(l.n, l.address);
+    REQUIRE(resolved);
+    REQUIRE(resolved->size() == 1);
+    CHECK(fast->text() == resolved->front().text());
+    CHECK(fast->size() == resolved->front().size());
+    CHECK(std::memcmp(fast->data(), resolved->front().data(), fast->size()) == 0);
+  }
+  // Everything else goes to resolve_tcp, which resolves it or says what is wrong: names, short
+  // forms, zones, services, both wildcards, another family, malformed text, a unix network.
+  const std::vector<literal> declined = {
+      {network::tcp, "localhost:80"}, {network::tcp, "127.1:80"},  {network::tcp, "[fe80::1%1]:80"},
+      {network::tcp, "127.0.0.1:http"}, {network::tcp, ":80"},     {network::tcp4, "[::1]:80"},
+      {network::tcp6, "127.0.0.1:80"}, {network::tcp, "127.0.0.1"}, {network::tcp, "127.0.0.1:+80"},
+      {network::tcp, "127.0.0.1:65536"}, {network::tcp, "::1:80"},  {network::tcp, std::string("127.0.0.1\0:80", 13)},
+      {network::unix_stream, "127.0.0.1:80"},
+  };
+  for (const auto& l : declined) {
+    CAPTURE(l.address);
+    CHECK_FALSE(grace::detail::numeric_inet_address(l.n, l.address));
+  }
+}
+
 TEST_CASE("service names are ports where /etc/services knows them, else a clear error") {
   auto http = grace::resolve_tcp(grace::network::tcp, "127.0.0.1:http");
   if (http) CHECK(http->front().port() == 80);

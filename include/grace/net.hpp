@@ -155,12 +155,14 @@ class GRACE_API net {
   // a wildcard), or null; an error when one of its kind cannot serve.
   result<listener*> take_inherited_locked(const detail::endpoint& where, network n, int family, bool wildcard);
   listener* activate_locked(std::unique_ptr<listener> l);
-  result<listener*> listen_inet_locked(network n, const std::vector<socket_address>& candidates,
+  // TCP or UDP: a numeric address without resolving it, else what resolve_tcp gives.
+  result<listener*> listen_inet(network n, std::string_view address, const listen_options& options);
+  result<listener*> listen_inet_locked(network n, const socket_address* candidates, std::size_t count,
                                        const listen_options& options);
-  result<listener*> claim_inherited_inet_locked(network n, const std::vector<socket_address>& candidates,
+  result<listener*> claim_inherited_inet_locked(network n, const socket_address* candidates, std::size_t count,
                                                 const listen_options& options);
   std::unique_ptr<listener> show_inherited_locked(detail::inherited_slot& slot) const;
-  result<listener*> bind_inet_locked(network n, const std::vector<socket_address>& candidates,
+  result<listener*> bind_inet_locked(network n, const socket_address* candidates, std::size_t count,
                                      const listen_options& options);
   result<listener*> listen_unix_locked(network n, std::string_view path,
                                        const listen_options& options);
