@@ -46,8 +46,8 @@ bool lookup_service(const std::string& name, std::uint16_t& port) {
 }
 
 bool family_allowed(network n, int family) {
-  if (n == network::tcp4) return family == AF_INET;
-  if (n == network::tcp6) return family == AF_INET6;
+  if (n == network::tcp4 || n == network::udp4) return family == AF_INET;
+  if (n == network::tcp6 || n == network::udp6) return family == AF_INET6;
   return true;
 }
 
@@ -301,8 +301,6 @@ namespace detail {
 
 std::optional<socket_address> numeric_inet_address(network n, std::string_view address) {
   if (!is_tcp(n) && !is_udp(n)) return std::nullopt;
-  if (n == network::udp4) n = network::tcp4;
-  if (n == network::udp6) n = network::tcp6;
   auto parts = split_host_port(address);
   std::uint16_t port = 0;
   if (!parts || parts->host.empty() || !parse_port(parts->port, port)) return std::nullopt;
