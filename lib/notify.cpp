@@ -10,6 +10,7 @@
 #include <string>
 
 #include "environment_protocol.hpp"
+#include "notify_socket.hpp"
 #include "printable.hpp"
 #include "scm_rights.hpp"
 
@@ -18,7 +19,12 @@ namespace grace {
 result<void> notify_service_manager(std::string_view state) { return notify_service_manager(state, {}); }
 
 result<void> notify_service_manager(std::string_view state, const std::vector<int>& fds) {
-  const std::string& path = detail::startup_inheritance().notify_socket;
+  return detail::notify_socket_send(detail::startup_inheritance().notify_socket, state, fds);
+}
+
+namespace detail {
+
+result<void> notify_socket_send(const std::string& path, std::string_view state, const std::vector<int>& fds) {
   if (path.empty()) return {};
   sockaddr_un un{};
   un.sun_family = AF_UNIX;
@@ -46,6 +52,8 @@ result<void> notify_service_manager(std::string_view state, const std::vector<in
   if (sent < 0) return detail::fail_errno(err, "notify the service manager at " + path);
   return {};
 }
+
+}  // namespace detail
 
 unsigned long long monotonic_usec() {
   timespec ts{};

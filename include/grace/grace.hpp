@@ -1,6 +1,7 @@
 #pragma once
 #include "grace/activation.hpp"
 #include "grace/address.hpp"
+#include "grace/charge.hpp"
 #include "grace/error.hpp"
 #include "grace/fd_channel.hpp"
 #include "grace/listener.hpp"
