@@ -1,5 +1,7 @@
 // grace-echo, the issue's sample: SIGUSR2 re-executes it with the listening socket; the old
 // process finishes its open connection, the new one answers new connections, nothing is refused.
+// grace-epoll and grace-asio, restarted the way an operator does it: SIGUSR2 to the pid the pid
+// file names, again and again.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 #include <signal.h>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "support/process.hpp"
+#include "support/service.hpp"
 #include "support/sockets.hpp"
 
 using namespace test_support;
@@ -105,4 +108,37 @@ TEST_CASE("the samples' command line: numbers parse whole and in range, a missin
   REQUIRE(line);
   CHECK(line->rfind("usage: grace-echo ADDRESS", 0) == 0);
   CHECK(shown.wait() == std::optional<int>(0));
+}
+
+TEST_CASE("grace-epoll and grace-asio: SIGUSR2 sent to the pid file's pid, three times; it names the newest each time") {
+  // Both sides of each hand-over write the pid file (charge_keeper): the new generation on a first
+  // start, the old one for its child once it is ready, before it exits. Without the old side, the
+  // second SIGUSR2 would go to a process that is gone.
+  for (const std::string server : {"GRACE_EPOLL", "GRACE_ASIO"}) {
+    CAPTURE(server);
+    temp_dir dir;
+    const std::string pidfile = dir.file("server.pid");
+    const int port = free_port();
+    service sample(helper_path(server.c_str()), {"127.0.0.1:" + std::to_string(port), "--pidfile", pidfile});
+    REQUIRE(sample.wait_for("as pid " + std::to_string(sample.first_pid())));
+    pid_t in_charge = sample.first_pid();
+    REQUIRE(pidfile_names(pidfile, in_charge));
+    for (unsigned next = 2; next <= 4; ++next) {
+      CAPTURE(next);
+      const pid_t named = read_pidfile(pidfile);
+      REQUIRE(named == in_charge);
+      const pid_t child = sample.upgrade(named, next);
+      REQUIRE(child != in_charge);
+      // The old generation, with no connection to drain, exits once the pid file names its child.
+      REQUIRE(wait_exited(in_charge, 15s));
+      CHECK(read_pidfile(pidfile) == child);
+      const int fd = connect_tcp("127.0.0.1", port);
+      REQUIRE(fd >= 0);
+      CHECK(http_body_of(fd) == expected_body(child, next));
+      close(fd);
+      in_charge = child;
+    }
+    REQUIRE(kill(in_charge, SIGTERM) == 0);
+    CHECK(wait_exited(in_charge));
+  }
 }

@@ -7,7 +7,8 @@
 //   - the listener: asio gets its own duplicate (F_DUPFD_CLOEXEC); each owner closes its own fd,
 //     and the socket lives on while either holds it;
 //   - the readiness socket and the pidfd: asio watches them and gives them back with release()
-//     before pending_child closes them.
+//     before pending_child closes them;
+//   - charge_keeper's eventfd: asio watches a duplicate of it, as it does the listener.
 // See samples/common/command_line.hpp for the command line.
 #include <fcntl.h>
 #include <signal.h>
@@ -50,12 +51,13 @@ class http_service {
  public:
   http_service(asio::io_context& io, grace::net& net, grace::listener* listener, sample::command_line options)
       : io_(io), net_(net), listener_(listener), options_(std::move(options)), acceptor_(io), signals_(io),
-        ready_timer_(io), drain_timer_(io) {
+        ready_timer_(io), drain_timer_(io), keeper_(grace::charge_options{options_.pidfile}), charge_watch_(io) {
     who = "pid=" + std::to_string(getpid()) + " generation=" + std::to_string(grace::generation()) + "\n";
     // asio owns what it is given: give it a duplicate, keep grace's fd grace's.
     const int fd = fcntl(listener_->fd(), F_DUPFD_CLOEXEC, 3);
     const auto protocol = listener_->local_address().family() == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4();
     acceptor_.assign(protocol, fd);
+    if (keeper_.fd() >= 0) charge_watch_.assign(fcntl(keeper_.fd(), F_DUPFD_CLOEXEC, 3));
     signals_.add(SIGUSR2);
     signals_.add(SIGTERM);
     signals_.add(SIGINT);
@@ -69,10 +71,9 @@ class http_service {
       log("cannot report readiness: " + told.error().message());
       return false;
     }
-    if (*told != grace::ready_outcome::told_parent) {
-      write_pidfile(getpid());
-      notify("READY=1\nMAINPID=" + std::to_string(getpid()));
-    }
+    // In charge alone: the pid file and MAINPID name this process. A generation that told its
+    // parent writes nothing: its parent gives it charge.
+    if (*told != grace::ready_outcome::told_parent) give_charge(getpid());
     log("serving " + listener_->address() + " as pid " + std::to_string(getpid()));
     accept();
     wait_signal();
@@ -170,8 +171,7 @@ class http_service {
     grace::pending_child child = std::move(*pending_);
     pending_.reset();
     if (outcome == grace::upgrade_outcome::ready) {
-      write_pidfile(child.pid());
-      notify("MAINPID=" + std::to_string(child.pid()) + "\nREADY=1");
+      give_charge(child.pid());  // the pid file and MAINPID name the new generation
       log("pid " + std::to_string(child.pid()) + " is ready and in charge");
       stop_accepting();
       return begin_drain();
@@ -234,7 +234,8 @@ class http_service {
     finished_ = true;
     drain_timer_.cancel();
     signals_.cancel();
-    if (pidfile_busy_ == 0) stop();
+    log_charge_failures();
+    if (keeper_.idle()) stop();  // otherwise once it is: see watch_charge()
   }
 
   void stop() {
@@ -242,22 +243,29 @@ class http_service {
     io_.stop();
   }
 
-  // The pid file is written on a worker thread; the loop hears back through post().
-  void write_pidfile(pid_t pid) {
-    if (options_.pidfile.empty()) return;
-    ++pidfile_busy_;
-    // The loop must not run out of work (and return from run()) while the write is queued: the
-    // pool would drop it, and the pid file would go on naming a process that is gone.
-    auto busy = std::make_shared<asio::executor_work_guard<asio::io_context::executor_type>>(io_.get_executor());
-    asio::post(pidfile_pool_, [this, pid, path = options_.pidfile, busy] {
-      auto written = grace::write_pidfile(path, pid);
-      const std::string failure = written ? std::string() : written.error().message();
-      asio::post(io_, [this, failure, busy] {
-        busy->reset();
-        if (!failure.empty()) log("warning: " + failure);
-        if (--pidfile_busy_ == 0 && finished_) stop();
-      });
+  // The pid file and MAINPID are written on the keeper's thread; its eventfd tells the loop when.
+  // The wait on it also keeps io_context::run() from returning while a write is under way (once
+  // the drain leaves nothing else to wait for): the process would exit with the pid file naming
+  // it, and the next SIGUSR2 would find nobody.
+  void give_charge(pid_t pid) {
+    keeper_.give(pid);
+    watch_charge();
+  }
+
+  void watch_charge() {
+    if (watching_charge_ || !charge_watch_.is_open()) return;
+    watching_charge_ = true;
+    charge_watch_.async_wait(asio::posix::stream_descriptor::wait_read, [this](asio::error_code ec) {
+      watching_charge_ = false;
+      if (ec) return;
+      log_charge_failures();
+      if (!keeper_.idle()) return watch_charge();
+      if (finished_) stop();
     });
+  }
+
+  void log_charge_failures() {
+    for (const auto& failure : keeper_.collect()) log("warning: " + failure);
   }
 
   asio::io_context& io_;
@@ -271,8 +279,9 @@ class http_service {
   std::optional<asio::posix::stream_descriptor> ready_watch_, exit_watch_;
   std::list<grace::pending_child> reaping_;
   std::set<session*> sessions_;
-  asio::thread_pool pidfile_pool_{1};  // one thread: writes stay in order
-  int pidfile_busy_ = 0;
+  grace::charge_keeper keeper_;
+  asio::posix::stream_descriptor charge_watch_;  // a duplicate of keeper_.fd(): asio closes its own
+  bool watching_charge_ = false;
   bool finished_ = false;
 };
 

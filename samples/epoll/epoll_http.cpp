@@ -1,12 +1,12 @@
 // grace-epoll: grace-http's protocol on a plain epoll loop, with grace's core alone (no libuv).
 // It is the README's "other event loops" recipe, complete: signals through a signalfd, the
 // readiness hand-shake (pending_child) watched by epoll, the ready and drain deadlines as
-// timerfds, the pid file written off the loop, systemd notifications, and a drain that answers
-// the next request on each connection with "Connection: close". Nothing here blocks the loop.
+// timerfds, the pid file and MAINPID through grace::charge_keeper (both sides of a hand-over),
+// systemd notifications, and a drain that answers the next request on each connection with
+// "Connection: close". Nothing here blocks the loop.
 // See samples/common/command_line.hpp for the command line.
 #include <signal.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -18,10 +18,8 @@
 #include <cstdio>
 #include <cstring>
 #include <list>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <unordered_map>
 
 #include "../common/command_line.hpp"
@@ -30,7 +28,7 @@
 namespace {
 
 // What an epoll event is about: the kind in the high bits, the fd in the low ones.
-enum class kind : std::uint64_t { listener = 1, client, signals, child, reaping, ready_timer, drain_timer, pidfile_done };
+enum class kind : std::uint64_t { listener = 1, client, signals, child, reaping, ready_timer, drain_timer, charge };
 
 std::uint64_t tag(kind k, int fd) { return (static_cast<std::uint64_t>(k) << 32) | static_cast<std::uint32_t>(fd); }
 
@@ -43,7 +41,7 @@ struct client {
 class epoll_server {
  public:
   epoll_server(grace::net& net, grace::listener* listener, sample::command_line options)
-      : net_(net), listener_(listener), options_(std::move(options)) {
+      : net_(net), listener_(listener), options_(std::move(options)), keeper_(grace::charge_options{options_.pidfile}) {
     who_ = "pid=" + std::to_string(getpid()) + " generation=" + std::to_string(grace::generation()) + "\n";
     epoll_ = epoll_create1(EPOLL_CLOEXEC);
     sigset_t set;
@@ -53,11 +51,10 @@ class epoll_server {
     signals_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     ready_timer_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     drain_timer_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    pidfile_done_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     watch(signals_, kind::signals, EPOLLIN);
     watch(ready_timer_, kind::ready_timer, EPOLLIN);
     watch(drain_timer_, kind::drain_timer, EPOLLIN);
-    watch(pidfile_done_, kind::pidfile_done, EPOLLIN);
+    watch(keeper_.fd(), kind::charge, EPOLLIN);  // the pid file and MAINPID are written off the loop
     watch(listener_->fd(), kind::listener, EPOLLIN);
     for (const auto& warning : grace::inheritance_warnings()) log("warning: " + warning);
   }
@@ -69,10 +66,9 @@ class epoll_server {
       log("cannot report readiness: " + told.error().message());
       return false;
     }
-    if (*told != grace::ready_outcome::told_parent) {
-      write_pidfile(getpid());
-      notify("READY=1\nMAINPID=" + std::to_string(getpid()));
-    }
+    // In charge alone: the pid file and MAINPID name this process. A generation that told its
+    // parent writes nothing: its parent gives it charge.
+    if (*told != grace::ready_outcome::told_parent) keeper_.give(getpid());
     if (*told == grace::ready_outcome::parent_gone) log("took charge: the generation that started this one is gone");
     state_ = state::serving;
     log("serving " + listener_->address() + " as pid " + std::to_string(getpid()));
@@ -146,7 +142,10 @@ class epoll_server {
         while (!clients_.empty()) close_client(clients_.begin()->first);
         finish();
         break;
-      case kind::pidfile_done: on_pidfile_done(); break;
+      case kind::charge:
+        log_charge_failures();
+        if (state_ == state::exiting) finish();
+        break;
     }
   }
 
@@ -243,8 +242,7 @@ class epoll_server {
     unwatch(child.pid_fd());
     if (outcome == grace::upgrade_outcome::ready) {
       stop_accepting();
-      write_pidfile(child.pid());
-      notify("MAINPID=" + std::to_string(child.pid()) + "\nREADY=1");
+      keeper_.give(child.pid());  // the pid file and MAINPID name the new generation
       log("pid " + std::to_string(child.pid()) + " is ready and in charge");
       return begin_drain();
     }
@@ -297,67 +295,33 @@ class epoll_server {
     if (clients_.empty()) finish();
   }
 
+  // Exits once the pid file and MAINPID name the new generation: a process that left first would
+  // leave them naming a pid that is gone, and the next SIGUSR2 would find nobody.
   void finish() {
     state_ = state::exiting;
     disarm(drain_timer_);
-    if (!pidfile_busy_) {
+    log_charge_failures();
+    if (keeper_.idle()) {
       log("drained; exiting");
       state_ = state::done;
     }
   }
 
-  // --- pid file, on its own thread ------------------------------------------------------------
-  void write_pidfile(pid_t pid) {
-    if (options_.pidfile.empty()) return;
-    if (pidfile_busy_) {
-      pidfile_next_ = pid;
-      return;
-    }
-    pidfile_busy_ = true;
-    std::thread([this, pid, path = options_.pidfile] {
-      auto written = grace::write_pidfile(path, pid);
-      {
-        std::lock_guard<std::mutex> lock(pidfile_mutex_);
-        pidfile_failure_ = written ? std::string() : written.error().message();
-      }
-      const std::uint64_t one = 1;
-      ssize_t ignored = ::write(pidfile_done_, &one, sizeof one);
-      (void)ignored;
-    }).detach();
-  }
-
-  void on_pidfile_done() {
-    std::uint64_t count = 0;
-    ssize_t ignored = read(pidfile_done_, &count, sizeof count);
-    (void)ignored;
-    {
-      std::lock_guard<std::mutex> lock(pidfile_mutex_);
-      if (!pidfile_failure_.empty()) log("warning: " + pidfile_failure_);
-    }
-    pidfile_busy_ = false;
-    if (pidfile_next_ != 0) {
-      const pid_t next = pidfile_next_;
-      pidfile_next_ = 0;
-      write_pidfile(next);
-    } else if (state_ == state::exiting) {
-      finish();
-    }
+  void log_charge_failures() {
+    for (const auto& failure : keeper_.collect()) log("warning: " + failure);
   }
 
   grace::net& net_;
   grace::listener* listener_;
   sample::command_line options_;
   std::string who_;
-  int epoll_ = -1, signals_ = -1, ready_timer_ = -1, drain_timer_ = -1, pidfile_done_ = -1;
+  grace::charge_keeper keeper_;
+  int epoll_ = -1, signals_ = -1, ready_timer_ = -1, drain_timer_ = -1;
   state state_ = state::starting;
   bool accepting_ = true;
   std::unordered_map<int, client> clients_;
   std::optional<grace::pending_child> pending_;
   std::list<grace::pending_child> reaping_;
-  bool pidfile_busy_ = false;
-  pid_t pidfile_next_ = 0;
-  std::mutex pidfile_mutex_;
-  std::string pidfile_failure_;
 };
 
 }  // namespace
