@@ -73,10 +73,11 @@ class http_service {
     }
     // In charge alone: the pid file and MAINPID name this process. A generation that told its
     // parent writes nothing: its parent gives it charge.
-    if (*told != grace::ready_outcome::told_parent) give_charge(getpid());
+    if (*told != grace::ready_outcome::told_parent) keeper_.give(getpid());
     log("serving " + listener_->address() + " as pid " + std::to_string(getpid()));
     accept();
     wait_signal();
+    watch_charge();
     return true;
   }
 
@@ -171,7 +172,7 @@ class http_service {
     grace::pending_child child = std::move(*pending_);
     pending_.reset();
     if (outcome == grace::upgrade_outcome::ready) {
-      give_charge(child.pid());  // the pid file and MAINPID name the new generation
+      keeper_.give(child.pid());  // the pid file and MAINPID name the new generation
       log("pid " + std::to_string(child.pid()) + " is ready and in charge");
       stop_accepting();
       return begin_drain();
@@ -235,7 +236,7 @@ class http_service {
     drain_timer_.cancel();
     signals_.cancel();
     log_charge_failures();
-    if (keeper_.idle()) stop();  // otherwise once it is: see watch_charge()
+    if (keeper_.idle()) stop();  // otherwise once it is, in watch_charge()
   }
 
   void stop() {
@@ -243,24 +244,17 @@ class http_service {
     io_.stop();
   }
 
-  // The pid file and MAINPID are written on the keeper's thread; its eventfd tells the loop when.
-  // The wait on it also keeps io_context::run() from returning while a write is under way (once
-  // the drain leaves nothing else to wait for): the process would exit with the pid file naming
-  // it, and the next SIGUSR2 would find nobody.
-  void give_charge(pid_t pid) {
-    keeper_.give(pid);
-    watch_charge();
-  }
-
+  // The pid file and MAINPID are written on the keeper's thread; its eventfd, watched for as long
+  // as this generation runs, tells the loop when. The wait also keeps io_context::run() from
+  // returning while a write is under way (once the drain leaves nothing else to wait for): the
+  // process would exit with the pid file naming it, and the next SIGUSR2 would find nobody.
   void watch_charge() {
-    if (watching_charge_ || !charge_watch_.is_open()) return;
-    watching_charge_ = true;
+    if (!charge_watch_.is_open()) return;
     charge_watch_.async_wait(asio::posix::stream_descriptor::wait_read, [this](asio::error_code ec) {
-      watching_charge_ = false;
       if (ec) return;
       log_charge_failures();
-      if (!keeper_.idle()) return watch_charge();
-      if (finished_) stop();
+      if (finished_ && keeper_.idle()) return stop();
+      watch_charge();
     });
   }
 
@@ -281,7 +275,6 @@ class http_service {
   std::set<session*> sessions_;
   grace::charge_keeper keeper_;
   asio::posix::stream_descriptor charge_watch_;  // a duplicate of keeper_.fd(): asio closes its own
-  bool watching_charge_ = false;
   bool finished_ = false;
 };
 
