@@ -14,8 +14,9 @@ listener::listener(int fd, grace::network n, socket_address address, std::string
       inherited_(inherited) {}
 
 listener::~listener() {
-  // Go removes the socket file on close, so an old generation exiting deletes the path the new
-  // one serves (PITFALLS 2). Only a file this process made, never shared, and still ours goes.
+  // Go's net package removes a unix socket's file on close, so there an old generation exiting
+  // deletes the path the new one serves. Here only a file this process made, never shared, and
+  // still ours goes.
   if (owns_path_ && !shared_) {
     struct stat st {};
     if (stat(text_.c_str(), &st) == 0 && st.st_dev == path_dev_ && st.st_ino == path_ino_)
