@@ -61,26 +61,6 @@ int free_udp_port() {
 
 }  // namespace
 
-TEST_CASE("listen_udp binds fresh, says what it bound, and refuses what is not UDP") {
-  grace::net net;
-  auto any = net.listen_udp("udp4", "127.0.0.1:0");
-  REQUIRE(any);
-  CHECK((*any)->network() == grace::network::udp4);
-  CHECK((*any)->address().rfind("127.0.0.1:", 0) == 0);
-  CHECK_FALSE((*any)->inherited());
-  const int port = free_udp_port();
-  auto via_listen = net.listen("udp", "127.0.0.1:" + std::to_string(port));
-  REQUIRE(via_listen);
-  CHECK((*via_listen)->address() == "127.0.0.1:" + std::to_string(port));
-  auto tcp = net.listen_udp("tcp", "127.0.0.1:0");
-  REQUIRE_FALSE(tcp);
-  CHECK(tcp.error().message().find("unknown UDP network \"tcp\"") != std::string::npos);
-  auto bad = net.listen_udp("udp", "127.0.0.1:+1");
-  REQUIRE_FALSE(bad);
-  CHECK(bad.error().code() == grace::errc::invalid_address);
-  CHECK(grace::parse_network("udp6").value() == grace::network::udp6);
-}
-
 TEST_CASE("grace-udp-echo loses no datagram across SIGUSR2 upgrades and takeovers") {
   temp_dir dir;
   const int port = free_udp_port();

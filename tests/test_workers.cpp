@@ -25,12 +25,6 @@ using namespace test_support;
 
 namespace {
 
-bool reuse_port_on(int fd) {
-  int on = 0;
-  socklen_t len = sizeof on;
-  return getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, &len) == 0 && on != 0;
-}
-
 std::vector<int> counts_of(const std::string& line, const std::string& prefix) {
   std::vector<int> out;
   if (line.rfind(prefix, 0) != 0) return out;
@@ -100,35 +94,6 @@ std::string body_of(int port) {
 }
 
 }  // namespace
-
-TEST_CASE("listen_group: an SO_REUSEPORT group on one port, one shared socket, and bad input named") {
-  grace::net net;
-  grace::listen_options options;
-  options.reuse_port = true;
-  auto group = net.listen_group("tcp", "127.0.0.1:0", 3, options);
-  REQUIRE_MESSAGE(group, error_text(group));
-  REQUIRE(group->members.size() == 3);
-  CHECK(group->steered == 3);
-  for (auto* l : group->members) {
-    CHECK(l->address() == group->members.front()->address());
-    CHECK(reuse_port_on(l->fd()));
-    CHECK_FALSE(l->inherited());
-  }
-  auto shared = net.listen_group("tcp", "127.0.0.1:0", 1);
-  REQUIRE_MESSAGE(shared, error_text(shared));
-  CHECK(shared->members.size() == 1);
-  CHECK(shared->steered == 1);
-  CHECK_FALSE(reuse_port_on(shared->members.front()->fd()));
-  auto none = net.listen_group("tcp", "127.0.0.1:0", 0);
-  REQUIRE_FALSE(none);
-  CHECK(none.error().message().find("0 sockets") != std::string::npos);
-  auto unix_group = net.listen_group("unix", "/tmp/x.sock", 2);
-  REQUIRE_FALSE(unix_group);
-  CHECK(unix_group.error().message().find("unknown network \"unix\"") != std::string::npos);
-  auto bad_address = net.listen_group("tcp", "127.0.0.1:notaport", 2, options);
-  REQUIRE_FALSE(bad_address);
-  CHECK(bad_address.error().message().find("notaport") != std::string::npos);
-}
 
 TEST_CASE("a group that shrinks 3 -> 1: what queued on every member is accepted, new connections go to the first") {
   const auto r = regroup(3, 1, 30, 20);
