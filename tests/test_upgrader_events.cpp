@@ -34,7 +34,7 @@ class in_process {
     REQUIRE(l);
     listener_ = *l;
     options.handle_signals = false;
-    options.log = [this](const grace::uv::event& e) { events.push_back(e); };
+    options.on_event = [this](const grace::uv::event& e) { events.push_back(e); };
     upgrader_ = std::make_unique<grace::uv::upgrader>(&loop_, *net_, options);
   }
   ~in_process() {

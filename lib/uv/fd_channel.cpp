@@ -9,6 +9,7 @@ struct fd_channel::handles {
   detail::owned_handle<uv_poll_t> poll;
   detail::owned_handle<uv_timer_t> timer;
   int events = -1;  // what the poll watches now
+  int init_error = 0;
 };
 
 namespace {
@@ -22,16 +23,19 @@ bool destroyed(void* handle) { return uv_is_closing(static_cast<uv_handle_t*>(ha
 
 fd_channel::fd_channel(uv_loop_t* loop, grace::fd_channel channel)
     : channel_(std::move(channel)), handles_(std::make_unique<handles>()) {
-  handles_->poll.init([&](uv_poll_t* p) { return uv_poll_init(loop, p, channel_.fd()); }, this);
-  handles_->timer.init([&](uv_timer_t* t) { return uv_timer_init(loop, t); }, this);
+  // A handle that cannot be made stays null: adopt() reports why.
+  const int poll_rc = handles_->poll.init([&](uv_poll_t* p) { return uv_poll_init(loop, p, channel_.fd()); }, this);
+  const int timer_rc = handles_->timer.init([&](uv_timer_t* t) { return uv_timer_init(loop, t); }, this);
+  handles_->init_error = poll_rc != 0 ? poll_rc : timer_rc;
 }
 
 result<std::unique_ptr<fd_channel>> fd_channel::adopt(uv_loop_t* loop, int fd, const channel_options& options) {
   auto channel = grace::fd_channel::adopt(fd, options);
   if (!channel) return tl::unexpected(channel.error());
   std::unique_ptr<fd_channel> c(new fd_channel(loop, std::move(*channel)));
-  if (!c->handles_->poll || !c->handles_->timer)
-    return grace::detail::fail(errc::invalid_argument, "fd channel: libuv would not watch fd " + std::to_string(fd));
+  if (c->handles_->init_error != 0)
+    return grace::detail::fail(errc::invalid_argument, "fd channel: libuv would not watch fd " + std::to_string(fd) +
+                                                           ": " + uv_strerror(c->handles_->init_error));
   c->rearm();
   return c;
 }
@@ -69,8 +73,8 @@ void fd_channel::rearm() {
   }
   const int events = UV_READABLE | (channel_.wants_write() ? UV_WRITABLE : 0);
   if (events != handles_->events) {
-    handles_->events = events;
-    uv_poll_start(handles_->poll.get(), events, [](uv_poll_t* p, int status, int ready) {
+    // A poll that could not start is tried again at the next rearm (a timer or a call).
+    handles_->events = uv_poll_start(handles_->poll.get(), events, [](uv_poll_t* p, int status, int ready) {
       auto* self = static_cast<fd_channel*>(p->data);
       if (status < 0) ready = UV_READABLE;  // the read says what went wrong
       if (ready & UV_READABLE) self->channel_.on_readable();
@@ -78,7 +82,7 @@ void fd_channel::rearm() {
       if (ready & UV_WRITABLE) self->channel_.on_writable();
       if (destroyed(p)) return;
       self->rearm();
-    });
+    }) == 0 ? events : -1;
   }
   if (auto wake = channel_.next_wakeup()) {
     const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(*wake - clock::now()).count();

@@ -3,7 +3,12 @@
 // owner lets go, so no code keeps a hand-written list of handles to close.
 #include <uv.h>
 
+#include <cstdint>
+#include <string>
+#include <system_error>
 #include <utility>
+
+#include "grace/error.hpp"
 
 namespace grace::uv::detail {
 
@@ -26,7 +31,7 @@ class owned_handle {
   // Allocates the handle and runs `init` (uv_timer_init, uv_poll_init, ...) on it; a libuv
   // error code when that fails, and then nothing is held.
   template <typename Init>
-  int init(Init&& initialise, void* data) {
+  [[nodiscard]] int init(Init&& initialise, void* data) {
     reset();
     auto* h = new Handle{};
     if (const int rc = initialise(h); rc != 0) {
@@ -51,5 +56,36 @@ class owned_handle {
  private:
   Handle* handle_ = nullptr;
 };
+
+// A libuv error as a grace error: "WHAT: <libuv's words>".
+inline result<void> uv_result(int rc, const std::string& what) {
+  if (rc == 0) return {};
+  return tl::unexpected(error(std::error_code(-rc, std::system_category()), what + ": " + uv_strerror(rc)));
+}
+
+// A one-shot (repeat 0) or repeating timer on `loop`, `data` in its handle; nothing is held when
+// it could not be made. The error names `what`.
+inline result<void> start_timer(owned_handle<uv_timer_t>& h, uv_loop_t* loop, void* data, uv_timer_cb cb,
+                                std::uint64_t timeout_ms, std::uint64_t repeat_ms, const std::string& what) {
+  if (auto made = uv_result(h.init([&](uv_timer_t* t) { return uv_timer_init(loop, t); }, data), what); !made)
+    return made;
+  if (auto started = uv_result(uv_timer_start(h.get(), cb, timeout_ms, repeat_ms), what); !started) {
+    h.reset();
+    return started;
+  }
+  return {};
+}
+
+// A poll of `fd` for `events` on `loop`; nothing is held when it could not be made.
+inline result<void> start_poll(owned_handle<uv_poll_t>& h, uv_loop_t* loop, int fd, void* data, int events,
+                               uv_poll_cb cb, const std::string& what) {
+  if (auto made = uv_result(h.init([&](uv_poll_t* p) { return uv_poll_init(loop, p, fd); }, data), what); !made)
+    return made;
+  if (auto started = uv_result(uv_poll_start(h.get(), events, cb), what); !started) {
+    h.reset();
+    return started;
+  }
+  return {};
+}
 
 }  // namespace grace::uv::detail

@@ -43,9 +43,15 @@ pidfile_writer::pidfile_writer(uv_loop_t* loop, std::string path,
                                std::function<void(pid_t, const std::string&)> on_result)
     : shared_(std::make_shared<shared>()), on_result_(std::move(on_result)) {
   shared_->path = std::move(path);
-  done_.init([&](uv_async_t* a) {
+  const int rc = done_.init([&](uv_async_t* a) {
     return uv_async_init(loop, a, [](uv_async_t* woken) { static_cast<pidfile_writer*>(woken->data)->deliver(); });
   }, this);
+  if (rc != 0) {
+    // Nothing could tell the loop a write finished: every write reports why instead.
+    started_ = true;
+    no_thread_ = "pid file " + shared_->path + ": cannot watch its writing thread: " + uv_strerror(rc);
+    return;
+  }
   // It keeps the loop alive only while a write is under way (as a queued work request did).
   uv_unref(reinterpret_cast<uv_handle_t*>(done_.get()));
   shared_->done = done_.get();

@@ -115,11 +115,14 @@ void service_notifier::schedule_retry(const std::string& text) {
   }
   backoff_ms_ = backoff_ms_ == 0 ? first_retry_ms : std::min(backoff_ms_ * 2, max_retry_ms);
   if (!retry_) {
-    retry_.init([&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, this);
+    if (const int rc = retry_.init([&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, this); rc != 0)
+      return warn_(std::string("cannot retry notifications: timer: ") + uv_strerror(rc));
     uv_unref(reinterpret_cast<uv_handle_t*>(retry_.get()));  // never the reason a loop stays up
   }
-  uv_timer_start(retry_.get(), [](uv_timer_t* t) { static_cast<service_notifier*>(t->data)->try_send(); },
-                 backoff_ms_, 0);
+  if (const int rc = uv_timer_start(retry_.get(), [](uv_timer_t* t) { static_cast<service_notifier*>(t->data)->try_send(); },
+                                    backoff_ms_, 0);
+      rc != 0)
+    warn_(std::string("cannot retry notifications: timer: ") + uv_strerror(rc));
 }
 
 void service_notifier::abandon() {

@@ -71,8 +71,19 @@ takeover_server::takeover_server(uv_loop_t* loop, grace::net& net, grace::listen
       address_(socket->address()),
       channel_options_(std::move(channel)),
       max_generations_(max_generations),
-      hooks_(std::move(h)) {
-  poll_.init([&](uv_poll_t* p) { return uv_poll_init(loop_, p, fd_); }, this);
+      hooks_(std::move(h)) {}
+
+result<std::unique_ptr<takeover_server>> takeover_server::open(uv_loop_t* loop, grace::net& net,
+                                                               grace::listener* socket,
+                                                               grace::channel_options channel,
+                                                               unsigned max_generations, hooks h) {
+  std::unique_ptr<takeover_server> server(
+      new takeover_server(loop, net, socket, std::move(channel), max_generations, std::move(h)));
+  const int rc =
+      server->poll_.init([&](uv_poll_t* p) { return uv_poll_init(loop, p, server->fd_); }, server.get());
+  if (auto made = uv_result(rc, "hand-over socket " + server->address_ + ": poll"); !made)
+    return tl::unexpected(made.error());
+  return server;
 }
 
 // The handles let go of the fds before the channels close them.
@@ -85,9 +96,10 @@ pid_t takeover_server::busy_with() const noexcept { return candidate_ ? candidat
 
 void takeover_server::start_accepting() {
   if (accepting_ || !poll_) return;
+  const int rc = uv_poll_start(poll_.get(), UV_READABLE,
+                               [](uv_poll_t* p, int, int) { static_cast<takeover_server*>(p->data)->accept_ready(); });
+  if (rc != 0) return hooks_.warn(uv_result(rc, "hand-over socket " + address_ + ": poll").error().message());
   accepting_ = true;
-  uv_poll_start(poll_.get(), UV_READABLE,
-                [](uv_poll_t* p, int, int) { static_cast<takeover_server*>(p->data)->accept_ready(); });
 }
 
 void takeover_server::stop_accepting() {
@@ -115,16 +127,22 @@ void takeover_server::accept_ready() {
     }
     candidate_ = std::move(*c);
     candidate_->on_parcel([this](result<parcel> p) { on_hello(std::move(p)); });
-    candidate_timer_.init([&](uv_timer_t* t) { return uv_timer_init(loop_, t); }, this);
-    uv_timer_start(candidate_timer_.get(),
-                   [](uv_timer_t* t) {
-                     auto* self = static_cast<takeover_server*>(t->data);
-                     self->hooks_.warn("hand-over socket " + self->address_ + ": pid " +
-                                       std::to_string(self->candidate_->peer().pid) +
-                                       " did not complete its takeover within 10 s; hung up on it");
-                     self->drop_candidate();
-                   },
-                   std::chrono::milliseconds(exchange_timeout).count(), 0);
+    auto timed = start_timer(
+        candidate_timer_, loop_, this,
+        [](uv_timer_t* t) {
+          auto* self = static_cast<takeover_server*>(t->data);
+          self->hooks_.warn("hand-over socket " + self->address_ + ": pid " +
+                            std::to_string(self->candidate_->peer().pid) +
+                            " did not complete its takeover within 10 s; hung up on it");
+          self->drop_candidate();
+        },
+        static_cast<uint64_t>(std::chrono::milliseconds(exchange_timeout).count()), 0, "takeover timer");
+    if (!timed) {
+      // Without a deadline a silent peer would hold the hand-over socket: nobody is a candidate.
+      hooks_.warn("hand-over socket " + address_ + ": " + timed.error().message() + "; hung up on pid " +
+                  std::to_string(candidate_->peer().pid));
+      drop_candidate();
+    }
   }
 }
 

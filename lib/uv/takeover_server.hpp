@@ -40,8 +40,11 @@ class takeover_server {
     std::function<bool()> offers_connections;
   };
 
-  takeover_server(uv_loop_t* loop, grace::net& net, grace::listener* socket, grace::channel_options channel,
-                  unsigned max_generations, hooks h);
+  // Serves the hand-over socket `socket` of `net`; an error when its poll cannot be made.
+  [[nodiscard]] static result<std::unique_ptr<takeover_server>> open(uv_loop_t* loop, grace::net& net,
+                                                                     grace::listener* socket,
+                                                                     grace::channel_options channel,
+                                                                     unsigned max_generations, hooks h);
   ~takeover_server();
   takeover_server(const takeover_server&) = delete;
   takeover_server& operator=(const takeover_server&) = delete;
@@ -54,6 +57,8 @@ class takeover_server {
   pid_t busy_with() const noexcept;
 
  private:
+  takeover_server(uv_loop_t* loop, grace::net& net, grace::listener* socket, grace::channel_options channel,
+                  unsigned max_generations, hooks h);
   void accept_ready();
   void on_hello(result<parcel> hello);
   void refuse(std::unique_ptr<fd_channel> c, const std::string& why);

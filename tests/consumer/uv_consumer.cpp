@@ -14,7 +14,7 @@ int main() {
   uv_loop_t* loop = uv_default_loop();
   grace::uv::upgrader_options options;
   options.handle_signals = false;
-  options.log = [](const grace::uv::event&) {};
+  options.on_event = [](const grace::uv::event&) {};
   grace::uv::upgrader upgrader(loop, net, options);
   if (auto served = upgrader.serve(*l, [](grace::uv::connection& c) { c.close(); }); !served) return 1;
   if (auto ready = upgrader.ready(); !ready) return 1;

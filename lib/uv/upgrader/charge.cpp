@@ -1,0 +1,72 @@
+#include "charge.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "../pidfile_writer.hpp"
+#include "../service_notifier.hpp"
+
+namespace grace::uv::detail {
+namespace {
+
+// The name a listener is stored under. It comes back as the listener's name in LISTEN_FDNAMES,
+// so a stored listener keeps its name from one generation to the next. systemd takes at most
+// 255 printable characters without ':'.
+std::string store_name(const grace::listener& l) {
+  if (!l.name().empty() && l.name() != "unknown") return l.name();
+  std::string name = "grace-" + l.address();
+  std::replace_if(name.begin(), name.end(), [](char c) { return c == ':' || c <= ' ' || c >= 127; }, '_');
+  return name.substr(0, 255);
+}
+
+}  // namespace
+
+service_charge::service_charge(uv_loop_t* loop, const std::string& pidfile, hooks h)
+    : warn_(std::move(h.warn)), notifier_(std::make_unique<service_notifier>(loop, warn_)) {
+  if (pidfile.empty()) return;
+  pidfile_ = std::make_unique<pidfile_writer>(
+      loop, pidfile, [warn = warn_, written = std::move(h.written)](pid_t, const std::string& failure) {
+        if (!failure.empty()) warn(failure);
+        if (written) written();
+      });
+}
+
+service_charge::~service_charge() = default;
+
+void service_charge::take() {
+  if (pidfile_) pidfile_->write(getpid());
+  notify("READY=1\nMAINPID=" + std::to_string(getpid()));
+}
+
+void service_charge::hand_to(pid_t pid) {
+  if (pidfile_) pidfile_->write(pid);
+  notify("MAINPID=" + std::to_string(pid) + "\nREADY=1");
+}
+
+void service_charge::notify(const std::string& message) { notifier_->send(message); }
+
+void service_charge::start_up_over() {
+  if (pidfile_) pidfile_->start();
+}
+
+bool service_charge::idle() const noexcept { return !pidfile_ || pidfile_->idle(); }
+
+void service_charge::keep_listeners_in_store(grace::net& net) {
+  // Given but not used by this generation: out of the store, and closed.
+  for (const grace::listener* unused : net.unused_inherited()) {
+    // A message of its own, never merged with another: each names what it removes.
+    notifier_->send_with_fds("FDSTOREREMOVE=1\nFDNAME=" + store_name(*unused), {});
+    warn_("the listener " + unused->address() + " (" + unused->name() +
+          ") is not used by this generation: taken out of the fd store and closed");
+  }
+  net.close_unused_inherited();
+  // Bound by this generation: into the store. Inherited ones are there already (from the store,
+  // or stored by the generation that bound them).
+  for (const grace::listener* l : net.active_listeners())
+    if (!l->inherited()) notifier_->send_with_fds("FDSTORE=1\nFDNAME=" + store_name(*l), {l->fd()});
+}
+
+void service_charge::abandon() { notifier_->abandon(); }
+
+}  // namespace grace::uv::detail

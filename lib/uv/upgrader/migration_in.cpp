@@ -1,0 +1,80 @@
+#include "migration_in.hpp"
+
+#include <unistd.h>
+
+#include <chrono>
+
+#include "grace/migration.hpp"
+
+namespace grace::uv::detail {
+namespace {
+
+constexpr auto hello_send_timeout = std::chrono::seconds(10);
+
+}  // namespace
+
+void migration_in::watch_parent() {
+  if (!parent_offers_connections() || parent_connection_fd() < 0) return;
+  auto watched = start_poll(parent_poll_, loop_, parent_connection_fd(), this, UV_READABLE,
+                            [](uv_poll_t* p, int, int) { static_cast<migration_in*>(p->data)->on_offer(); },
+                            "connections from the previous generation");
+  // Unwatched, the offer is never taken: the previous generation drains as it always did.
+  if (!watched) hooks_.warn(watched.error().message());
+}
+
+void migration_in::on_offer() {
+  auto offered = receive_connection_channel();
+  if (offered && !*offered) return;  // nothing yet
+  parent_poll_.reset();
+  if (!offered) {
+    if (offered.error().code() != errc::channel_closed) hooks_.warn(offered.error().message());
+    return;
+  }
+  if (!app_.import_state) {
+    ::close(**offered);  // declined: the old generation drains as it always did
+    return;
+  }
+  auto channel = fd_channel::adopt(loop_, **offered);
+  if (!channel) return hooks_.warn("connections from the previous generation: " + channel.error().message());
+  inbound_ = std::move(*channel);
+  inbound_->on_parcel([this](result<parcel> p) { on_parcel(std::move(p)); });
+  inbound_->send(connection_hello(), hello_send_timeout, [](result<void>) {});
+}
+
+void migration_in::on_parcel(result<parcel> p) {
+  if (!p) {
+    // The previous generation is done (it exits) or gone; what it sent is here.
+    if (p.error().code() != errc::channel_closed)
+      hooks_.warn("connections from the previous generation: " + p.error().message());
+    inbound_.reset();  // before the log line: it says the channel is closed
+    hooks_.progress("took " + std::to_string(imported_) + " connection(s) from the previous generation");
+    return;
+  }
+  for (auto& received : p->fds) {
+    // Servers of the same address (one per worker) take turns; a unix connection for an address
+    // no longer served goes to any unix server, a TCP one to any TCP server.
+    const bool is_unix = received.description.network == grace::network::unix_stream;
+    const auto targets = servers_.servers_for(received.description.address, is_unix);
+    if (targets.empty()) {
+      hooks_.warn("a connection from the previous generation for " + received.description.address +
+                  ", which this one does not serve, is closed");
+      continue;
+    }
+    const server* target = targets[round_robin_++ % targets.size()];
+    ++imported_;
+    const int fd = received.fd.release();
+    auto bytes = std::make_shared<std::string>(std::move(received.description.application));
+    const bool placed = servers_.on_loop_of(target, [this, fd, bytes](server& s) {
+      auto c = s.adopt_connection(fd);
+      if (c) app_.import_state(**c, std::move(*bytes));
+    });
+    if (!placed) ::close(fd);
+  }
+}
+
+void migration_in::close() {
+  parent_poll_.reset();
+  inbound_.reset();
+}
+
+}  // namespace grace::uv::detail

@@ -1,0 +1,508 @@
+// The upgrader's facade: ties the parts together (lib/uv/upgrader/*.hpp) and reads each event
+// top to bottom. The decisions are in rules.hpp; each part owns its handles and state, and none
+// reads another's members.
+#include "grace/uv/upgrader.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include "../../failure.hpp"
+#include "../child_starter.hpp"
+#include "../takeover_server.hpp"
+#include "charge.hpp"
+#include "drain.hpp"
+#include "event_log.hpp"
+#include "grace/notify.hpp"
+#include "migration_in.hpp"
+#include "migration_out.hpp"
+#include "rules.hpp"
+#include "server_set.hpp"
+#include "successor.hpp"
+
+namespace grace::uv {
+
+using detail::phase;
+
+struct upgrader::impl {
+  impl(uv_loop_t* loop, grace::net& net, upgrader_options options);
+  ~impl();
+
+  // Events, each read top to bottom.
+  result<void> ready();
+  void upgrade();
+  void shutdown();
+  void reload();
+  int run();
+  void on_started(result<pending_child> child);
+  void adopt_taker(pid_t pid, int ready_fd);
+  void on_settled(upgrade_outcome outcome, pending_child child, const std::string& kill_reason);
+  void hand_over(pending_child child);
+  void on_successor_exited(pid_t pid, int status, bool retired);
+  void resume_after_takeover(pid_t successor, int status);
+  void on_drain_deadline();
+
+  // Steps.
+  void log(event_kind kind, std::string message, pid_t child = 0, std::size_t count = 0) {
+    events.write(kind, std::move(message), child, count);
+  }
+  detail::hand_over_view hand_over_state() const;
+  void wait_for(pending_child child, bool offered_connections);
+  result<void> open_handover_socket();
+  result<void> handle_signals();
+  std::string serving_line() const;
+  void close_listeners();
+  void begin_drain(const std::string& why, bool defer_hook = false);
+  void check_drained();
+  void finish();
+  void maybe_stop();
+
+  uv_loop_t* loop;
+  grace::net& net;
+  upgrader_options options;
+  std::optional<error> setup_error;  // what ready() reports
+  unsigned generation;
+  phase at = phase::starting;
+  bool terminating = false;  // SIGTERM (or shutdown()) came
+  bool offered_connections = false;  // the pending process was told it gets connections
+  std::function<void()> reload_hook;
+  std::function<void()> resume_hook;
+  detail::migration_hooks migration;
+  // The parts. The log is declared first so that it outlives every part that may log.
+  detail::event_log events;
+  detail::service_charge charge;
+  detail::server_set servers;
+  detail::drain draining;
+  detail::successor_watch successor;
+  detail::migration_out outbound;
+  detail::migration_in inbound;
+  detail::child_starter starter;
+  grace::listener* handover = nullptr;  // in net
+  std::unique_ptr<detail::takeover_server> takeover;
+  detail::owned_handle<uv_signal_t> usr2, term, interrupt, hup;
+};
+
+upgrader::impl::impl(uv_loop_t* l, grace::net& n, upgrader_options o)
+    : loop(l),
+      net(n),
+      options(std::move(o)),
+      setup_error(detail::check_options(options)),
+      generation(grace::generation()),
+      events(loop, options.on_event, generation),
+      charge(loop, options.pidfile,
+             {[this](const std::string& why) { log(event_kind::warning, why); }, [this] { maybe_stop(); }}),
+      servers(loop, {[this] { check_drained(); },
+                     [this] {
+                       outbound.collect();
+                       check_drained();
+                     }}),
+      draining(loop, {[this] {
+                        const std::size_t open = servers.connection_count();
+                        log(event_kind::drain_progress, std::to_string(open) + " connection(s) still open", 0, open);
+                      },
+                      [this] { on_drain_deadline(); }}),
+      successor(loop, options.ready_timeout, options.successor_watch,
+                {[this](upgrade_outcome outcome, pending_child child, const std::string& kill_reason) {
+                   on_settled(outcome, std::move(child), kill_reason);
+                 },
+                 [this](pid_t pid, int status, bool retired) { on_successor_exited(pid, status, retired); },
+                 [this] { check_drained(); }}),
+      outbound(loop, servers, migration,
+               {[this](const std::string& why) { log(event_kind::warning, why); },
+                [this](const std::string& line, std::size_t busy) { log(event_kind::drain_progress, line, 0, busy); },
+                [this] { check_drained(); },
+                [this] {
+                  // Without a taker, the connections left end as a drain ends them.
+                  if (at == phase::draining) draining.run_hook();
+                  check_drained();
+                },
+                [this] { return at == phase::exiting || at == phase::done; }}),
+      inbound(loop, servers, migration,
+              {[this](const std::string& why) { log(event_kind::warning, why); },
+               [this](const std::string& line) { log(event_kind::drain_progress, line); }}),
+      starter(loop, [this](result<pending_child> child) { on_started(std::move(child)); }) {
+  if (auto woken = servers.status(); !woken && !setup_error) setup_error = woken.error();
+  for (const auto& warning : inheritance_warnings()) log(event_kind::warning, warning);
+  if (options.handle_signals)
+    if (auto handled = handle_signals(); !handled && !setup_error) setup_error = handled.error();
+}
+
+upgrader::impl::~impl() {
+  // Work posted to workers may reach the parts: it runs, and the workers' servers go, first.
+  servers.release_workers();
+  takeover.reset();
+  usr2.reset();
+  term.reset();
+  interrupt.reset();
+  hup.reset();
+}
+
+result<void> upgrader::impl::handle_signals() {
+  auto handle = [this](detail::owned_handle<uv_signal_t>& h, int signum, uv_signal_cb cb) -> result<void> {
+    const std::string what = std::string("signal handler for ") + strsignal(signum);
+    if (auto made = detail::uv_result(h.init([&](uv_signal_t* s) { return uv_signal_init(loop, s); }, this), what);
+        !made)
+      return made;
+    if (auto started = detail::uv_result(uv_signal_start(h.get(), cb, signum), what); !started) return started;
+    // A busy loop must not keep a process alive for a signal handler alone.
+    uv_unref(reinterpret_cast<uv_handle_t*>(h.get()));
+    return {};
+  };
+  auto terminate = [](uv_signal_t* s, int) { static_cast<impl*>(s->data)->shutdown(); };
+  if (auto h = handle(usr2, SIGUSR2, [](uv_signal_t* s, int) { static_cast<impl*>(s->data)->upgrade(); }); !h) return h;
+  if (auto h = handle(term, SIGTERM, terminate); !h) return h;
+  if (auto h = handle(interrupt, SIGINT, terminate); !h) return h;
+  return handle(hup, SIGHUP, [](uv_signal_t* s, int) { static_cast<impl*>(s->data)->reload(); });
+}
+
+detail::hand_over_view upgrader::impl::hand_over_state() const {
+  return {at, successor.pending(), starter.busy(), takeover && takeover->busy() ? takeover->busy_with() : 0};
+}
+
+// --- Ready: this generation serves -------------------------------------------------------------
+
+result<void> upgrader::impl::ready() {
+  if (setup_error) return tl::unexpected(*setup_error);
+  if (auto opened = open_handover_socket(); !opened) return tl::unexpected(opened.error());
+  auto told = notify_ready();
+  if (!told) return tl::unexpected(told.error());
+  switch (*told) {
+    case ready_outcome::first_start: charge.take(); break;
+    case ready_outcome::told_parent: inbound.watch_parent(); break;
+    case ready_outcome::parent_gone:
+      charge.take();
+      log(event_kind::took_charge,
+          "the generation that started this one is gone; pid " + std::to_string(getpid()) + " is in charge");
+      break;
+  }
+  at = phase::serving;
+  if (takeover) takeover->start_accepting();
+  if (options.fd_store) charge.keep_listeners_in_store(net);
+  log(event_kind::serving, serving_line());
+  events.end_start_up_soon([this] { charge.start_up_over(); });
+  return {};
+}
+
+std::string upgrader::impl::serving_line() const {
+  detail::serving_view v;
+  for (const grace::listener* l : servers.listeners())
+    v.served.push_back({l->address(), l->name(), l->inherited(), false});
+  for (const grace::listener* l : net.active_listeners())
+    if (socket_type(l->network()) == SOCK_DGRAM) v.udp.push_back({l->address(), l->name(), l->inherited(), true});
+  v.workers = servers.worker_count();
+  if (takeover) v.handover_socket = takeover->address();
+  v.pid = getpid();
+  return detail::serving_line(v);
+}
+
+result<void> upgrader::impl::open_handover_socket() {
+  if (options.handover_socket.empty() || takeover) return {};
+  auto l = detail::open_handover_socket(net, options.handover_socket);
+  if (!l) return tl::unexpected(l.error());
+  handover = *l;
+  detail::takeover_server::hooks h;
+  h.cannot_hand_over = [this] { return detail::hand_over_refusal(hand_over_state()); };
+  h.took_listeners = [this](pid_t pid, int ready_fd) { adopt_taker(pid, ready_fd); };
+  h.refused = [this](pid_t pid, const std::string& why) {
+    log(event_kind::upgrade_refused, "takeover by pid " + std::to_string(pid) + " refused: " + why, pid);
+  };
+  h.warn = [this](const std::string& message) { log(event_kind::warning, message); };
+  h.offers_connections = [this] { return migration.set(); };
+  auto server = detail::takeover_server::open(loop, net, handover, options.handover_peers, options.max_generations,
+                                              std::move(h));
+  if (!server) return tl::unexpected(server.error());
+  takeover = std::move(*server);
+  return {};
+}
+
+// --- Upgrade: SIGUSR2, or a process taking over ------------------------------------------------
+
+void upgrader::impl::upgrade() {
+  if (auto why = detail::upgrade_refusal(hand_over_state())) {
+    log(event_kind::upgrade_refused, *why, successor.pending());
+    return;
+  }
+  process_options process = options.process;
+  process.offer_connections = migration.set();
+  offered_connections = process.offer_connections;
+  starter.start(net, std::move(process), options.max_generations);
+}
+
+// The next generation, started off the loop.
+void upgrader::impl::on_started(result<pending_child> child) {
+  const std::string after = detail::after_rollback(terminating);
+  if (!child) {
+    if (child.error().code() == errc::too_many_generations)
+      log(event_kind::upgrade_refused, child.error().message());
+    else
+      log(event_kind::rollback, "cannot start the next generation: " + child.error().message() + after);
+  } else if (terminating) {
+    // SIGTERM came while it started: a service that is stopping is not handed over.
+    const pid_t pid = child->pid();
+    child->kill_pending();
+    log(event_kind::rollback, "pid " + std::to_string(pid) + " was killed before it was ready: this process got SIGTERM" + after,
+        pid);
+    successor.reap_later(std::move(*child), [](const pending_child&) {});
+  } else {
+    const pid_t pid = child->pid();
+    log(event_kind::upgrade_started,
+        "started generation " + std::to_string(generation + 1) + " as pid " + std::to_string(pid) +
+            "; waiting until it is ready",
+        pid);
+    return wait_for(std::move(*child), offered_connections);
+  }
+  if (terminating) begin_drain("shutting down");  // shutdown() left it to us
+}
+
+// A process started by somebody else took the listeners: from here it is watched exactly as a
+// child this process started (ready, rollback, timeout), except that it is not reaped here.
+void upgrader::impl::adopt_taker(pid_t pid, int ready_fd) {
+  auto taker = pending_child::adopt(pid, ready_fd);
+  if (!taker) {
+    log(event_kind::rollback,
+        "takeover by pid " + std::to_string(pid) + ": " + taker.error().message() + "; still serving", pid);
+    return;
+  }
+  if (auto why = detail::hand_over_refusal(hand_over_state())) {
+    // It holds the listeners and would take a hang-up for this process's death: it must go.
+    taker->kill_pending();
+    log(event_kind::rollback, "takeover by pid " + std::to_string(pid) + " abandoned (" + *why + "); it was killed",
+        pid);
+    successor.reap_later(std::move(*taker), [](const pending_child&) {});
+    return;
+  }
+  log(event_kind::upgrade_started,
+      "pid " + std::to_string(pid) + ", started independently, took the listeners as generation " +
+          std::to_string(generation + 1) + " through the hand-over socket; waiting until it is ready",
+      pid);
+  wait_for(std::move(*taker), migration.set());
+}
+
+void upgrader::impl::wait_for(pending_child child, bool offered) {
+  charge.notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(monotonic_usec()));
+  offered_connections = offered;
+  successor.wait_for(std::move(child));
+}
+
+void upgrader::impl::on_settled(upgrade_outcome outcome, pending_child child, const std::string& kill_reason) {
+  const pid_t pid = child.pid();
+  switch (detail::after_settle(outcome, terminating)) {
+    case detail::next_step::hand_over: return hand_over(std::move(child));
+    case detail::next_step::drain:
+    case detail::next_step::serve_on: break;
+  }
+  const std::string after = detail::after_rollback(terminating);
+  if (!kill_reason.empty()) {
+    // We killed it, and know why: say so now (a process shutting down may be gone before the
+    // child's exit is reaped).
+    log(event_kind::rollback, "pid " + std::to_string(pid) + " " + kill_reason + after, pid);
+    successor.reap_later(std::move(child), [](const pending_child&) {});
+  } else {
+    // Logged once the exit status is known, so the reason is the true one.
+    successor.reap_later(std::move(child), [this, pid, after](const pending_child& gone) {
+      log(event_kind::rollback,
+          "pid " + std::to_string(pid) + " " + detail::not_ready_reason(gone.exit_status(), gone.killed()) + after,
+          pid);
+    });
+  }
+  if (terminating) return begin_drain("shutting down");
+  charge.notify("READY=1");
+}
+
+// The child is ready: new connections must reach it at once; the bookkeeping can wait.
+void upgrader::impl::hand_over(pending_child child) {
+  const pid_t pid = child.pid();
+  servers.stop_accepting();
+  if (takeover) takeover->stop_accepting();
+  charge.hand_to(pid);
+  log(event_kind::child_ready, "pid " + std::to_string(pid) + " is ready and in charge", pid);
+  if (offered_connections) outbound.offer(child);
+  successor.watch(std::move(child));
+  // With connections moving, the drain hook waits: it runs only if they cannot move.
+  begin_drain("handed over to pid " + std::to_string(pid), outbound.offered());
+}
+
+void upgrader::impl::on_successor_exited(pid_t pid, int status, bool retired) {
+  if (!detail::must_resume(retired, terminating, at)) return check_drained();
+  resume_after_takeover(pid, status);
+}
+
+// The generation this one handed over to died without handing over or stopping on purpose,
+// while this one still holds the listening sockets: accept again, rather than leave the service
+// down until an operator notices (nginx's answer).
+void upgrader::impl::resume_after_takeover(pid_t pid, int status) {
+  at = phase::serving;
+  draining.stop();
+  servers.resume_accepting();
+  if (takeover) takeover->start_accepting();
+  if (resume_hook) resume_hook();
+  charge.hand_to(getpid());
+  log(event_kind::rollback_after_takeover,
+      "pid " + std::to_string(pid) + " (generation " + std::to_string(generation + 1) + ") " +
+          detail::describe_status(status) + " after it took over; pid " + std::to_string(getpid()) +
+          " serves again with " + std::to_string(servers.connection_count()) + " connection(s)",
+      pid);
+}
+
+// --- Stop: SIGTERM, the drain, the exit ----------------------------------------------------------
+
+void upgrader::impl::shutdown() {
+  if (at == phase::draining || at == phase::exiting || at == phase::done) {
+    if (!terminating) {
+      terminating = true;  // the first SIGTERM of a process draining after an upgrade
+      return;
+    }
+    outbound.stop("asked again to stop", false);
+    const std::size_t forced = servers.close_all_connections();
+    log(event_kind::forced_close, "asked again to stop: closed " + std::to_string(forced) + " connection(s) now", 0,
+        forced);
+    return finish();
+  }
+  terminating = true;
+  charge.notify("STOPPING=1");
+  close_listeners();
+  if (successor.pending() != 0) {
+    // on_settled() drains once the child is gone.
+    return successor.kill_pending("was killed before it was ready: this process got SIGTERM");
+  }
+  if (starter.busy()) return;  // on_started() kills what it started, then drains
+  begin_drain("shutting down");
+}
+
+void upgrader::impl::close_listeners() {
+  // Stopping for good: new clients are refused at once instead of waiting in a queue nobody
+  // will accept from. (A socket activated by systemd stays open in systemd.)
+  servers.close_listening_sockets();
+  takeover.reset();
+  std::vector<grace::listener*> listeners = servers.take_listeners();
+  if (handover) listeners.push_back(std::exchange(handover, nullptr));
+  for (grace::listener* l : listeners)
+    if (auto closed = net.close(l); !closed) log(event_kind::warning, closed.error().message());
+}
+
+void upgrader::impl::begin_drain(const std::string& why, bool defer_hook) {
+  if (at == phase::draining || at == phase::exiting || at == phase::done) return;
+  at = phase::draining;
+  inbound.stop_watching_parent();  // before notify_retiring() closes the fd it watches
+  notify_retiring();  // our parent, if it still drains, must not take our exit for a crash
+  servers.stop_accepting();
+  if (takeover) takeover->stop_accepting();
+  const std::size_t open = servers.connection_count();
+  log(event_kind::draining, why + ": stopped accepting; " + std::to_string(open) + " connection(s) to finish within " +
+                                std::to_string(options.drain_timeout.count()) + " ms",
+      0, open);
+  if (!defer_hook) draining.run_hook();
+  if (auto started = draining.start(options.drain_timeout); !started) log(event_kind::warning, started.error().message());
+  check_drained();
+}
+
+void upgrader::impl::on_drain_deadline() {
+  outbound.stop("the drain deadline passed", false);
+  const std::size_t forced = servers.close_all_connections();
+  log(event_kind::forced_close, "drain deadline passed: closed " + std::to_string(forced) + " connection(s) by force",
+      0, forced);
+  finish();
+}
+
+void upgrader::impl::check_drained() {
+  const detail::drain_view v{at, successor.watch_time_left(), servers.workers_busy(), outbound.moving(),
+                             servers.connection_count()};
+  if (detail::drain_complete(v)) finish();
+}
+
+void upgrader::impl::finish() {
+  if (at == phase::exiting || at == phase::done) return;
+  at = phase::exiting;
+  outbound.stop("exiting", false);
+  inbound.close();
+  log(event_kind::exiting, "drained; exiting");
+  draining.stop();
+  successor.let_go();  // left running: it serves
+  maybe_stop();
+}
+
+void upgrader::impl::maybe_stop() {
+  // The pid file must name the new generation before this one is gone.
+  if (at != phase::exiting || !charge.idle()) return;
+  at = phase::done;
+  charge.abandon();
+  uv_stop(loop);
+}
+
+void upgrader::impl::reload() {
+  if (reload_hook) {
+    log(event_kind::reload, "SIGHUP: reloading");
+    reload_hook();
+    return;
+  }
+  log(event_kind::reload, "SIGHUP ignored (no reload hook; SIGUSR2 upgrades, SIGTERM stops)");
+}
+
+int upgrader::impl::run() {
+  if (!events.ending_soon()) events.end_start_up();  // no release pending (ready() not called)
+  while (at != phase::done) {
+    const int alive = uv_run(loop, UV_RUN_DEFAULT);
+    if (alive == 0 && at != phase::done) break;  // the application closed everything itself
+  }
+  events.flush();
+  return 0;
+}
+
+// --- The facade ----------------------------------------------------------------------------------
+
+upgrader::upgrader(uv_loop_t* loop, grace::net& net, upgrader_options options)
+    : impl_(std::make_unique<impl>(loop, net, std::move(options))) {}
+
+upgrader::~upgrader() {
+  uv_loop_t* loop = impl_->loop;
+  impl_.reset();
+  // Let libuv run the close callbacks that free the handles.
+  uv_run(loop, UV_RUN_NOWAIT);
+}
+
+result<server*> upgrader::serve(grace::listener* l, server::accept_callback on_accept) {
+  const bool stopped = impl_->at == phase::draining || impl_->at == phase::exiting;
+  return impl_->servers.serve(l, std::move(on_accept), stopped);
+}
+
+result<server*> upgrader::serve(grace::listener* l, server::accept_callback on_accept, worker_group& workers,
+                                unsigned worker) {
+  const bool stopped = impl_->at == phase::draining || impl_->at == phase::exiting;
+  return impl_->servers.serve(l, std::move(on_accept), workers, worker, stopped);
+}
+
+result<std::vector<server*>> upgrader::serve(const listener_group& group, server::accept_callback on_accept,
+                                            worker_group& workers) {
+  if (group.members.empty() || group.steered == 0 || group.steered > group.members.size())
+    return grace::detail::fail(errc::invalid_argument, "serve: an empty or malformed listener group");
+  std::vector<server*> out;
+  for (const auto& [member, worker] : place_group(group, workers.size())) {
+    auto s = serve(member, on_accept, workers, worker);
+    if (!s) return tl::unexpected(s.error());
+    out.push_back(*s);
+  }
+  return out;
+}
+
+void upgrader::serving_elsewhere() { impl_->servers.serving_elsewhere(); }
+void upgrader::on_drain(std::function<void()> hook) { impl_->draining.set_hook(std::move(hook)); }
+void upgrader::on_reload(std::function<void()> hook) { impl_->reload_hook = std::move(hook); }
+void upgrader::on_resume(std::function<void()> hook) { impl_->resume_hook = std::move(hook); }
+void upgrader::on_export(std::function<std::optional<std::string>(connection&)> hook) {
+  impl_->migration.export_state = std::move(hook);
+}
+void upgrader::on_import(std::function<void(connection&, std::string)> hook) {
+  impl_->migration.import_state = std::move(hook);
+}
+bool upgrader::can_migrate() const noexcept { return impl_->outbound.open(); }
+bool upgrader::migrate(connection& c, std::string bytes) { return impl_->outbound.migrate(c, std::move(bytes)); }
+result<void> upgrader::ready() { return impl_->ready(); }
+void upgrader::upgrade() { impl_->upgrade(); }
+void upgrader::shutdown() { impl_->shutdown(); }
+void upgrader::reload() { impl_->reload(); }
+int upgrader::run() { return impl_->run(); }
+unsigned upgrader::generation() const noexcept { return impl_->generation; }
+bool upgrader::draining() const noexcept { return impl_->at == phase::draining; }
+bool upgrader::upgrading() const noexcept { return impl_->successor.pending() != 0 || impl_->starter.busy(); }
+std::size_t upgrader::connection_count() const noexcept { return impl_->servers.connection_count(); }
+
+}  // namespace grace::uv
