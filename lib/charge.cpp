@@ -32,8 +32,9 @@ namespace {
 using namespace std::chrono_literals;
 
 // A service manager whose queue is full (systemd lags during a daemon-reload) is asked again,
-// backing off, for a few seconds: the generation that gave charge away waits for this before it
-// exits, and a manager that never learnt the new MAINPID takes that exit for the service's.
+// backing off, for a while but not for ever: the generation that gave charge away waits for this
+// before it exits, and a manager that never learnt the new MAINPID takes that exit for the
+// service's.
 constexpr auto first_retry = 10ms;
 constexpr auto longest_retry = 1000ms;
 constexpr auto notify_patience = 10s;

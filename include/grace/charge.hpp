@@ -19,8 +19,9 @@ struct charge_options {
   std::string pidfile;  // empty: no pid file
   // true: give() also tells the service manager (NOTIFY_SOCKET) charge_notification(pid), from the
   // keeper's thread after the pid file is written, retrying while the manager's queue is full
-  // (for a few seconds at most). false: the caller sends charge_notification(pid) its own way
-  // (grace::uv::upgrader merges it with its other notifications).
+  // (for 10 s at most; a newer give() ends the retries). false: the caller sends
+  // charge_notification(pid) its own way (grace::uv::upgrader merges it with its other
+  // notifications).
   bool notify = true;
 };
 
