@@ -1,5 +1,7 @@
 #include "generations.hpp"
 
+#include <unistd.h>
+
 #include <cstdlib>
 
 #include "read_file.hpp"
@@ -7,8 +9,8 @@
 namespace grace::detail {
 
 process_identity identify(pid_t pid) {
-  // Parsed by hand: an istringstream here cost the first upgrade about 50 us of locale set-up,
-  // on the loop, between SIGUSR2 and the new generation's start.
+  // Parsed by hand: an istringstream here cost the first upgrade a locale set-up, between SIGUSR2
+  // and the new generation's start.
   const std::string stat = read_small_file("/proc/" + std::to_string(pid) + "/stat").value_or("");
   const auto paren = stat.rfind(')');  // the command name may hold spaces and parentheses
   if (paren == std::string::npos || paren + 2 >= stat.size()) return {pid, 0};
@@ -28,5 +30,28 @@ bool still_running(const process_identity& p) {
 }
 
 bool process_has_exited(pid_t pid) { return pid <= 0 || identify(pid).start_time == 0; }
+
+std::vector<process_identity> still_running(const std::vector<process_identity>& recorded) {
+  std::vector<process_identity> alive;
+  for (const auto& p : recorded)
+    if (still_running(p)) alive.push_back(p);
+  return alive;
+}
+
+result<std::vector<process_identity>> admit_next_generation(const std::vector<process_identity>& recorded,
+                                                            unsigned max_generations) {
+  auto alive = still_running(recorded);
+  // The older ones, this process and the next one.
+  if (alive.size() + 2 > max_generations) {
+    std::string pids;
+    for (const auto& p : alive) pids += " " + std::to_string(p.pid);
+    return fail(errc::too_many_generations,
+                std::to_string(alive.size() + 1) + " generations alive (older ones still draining:" + pids +
+                    "); at most " + std::to_string(max_generations) + " at once");
+  }
+  const auto self = identify(getpid());
+  if (self.start_time != 0) alive.push_back(self);
+  return alive;
+}
 
 }  // namespace grace::detail

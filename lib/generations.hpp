@@ -4,6 +4,10 @@
 // upgrade has exited (gracehttp's bug). The start time guards against a pid that was reused.
 #include <sys/types.h>
 
+#include <vector>
+
+#include "failure.hpp"
+
 namespace grace::detail {
 
 struct process_identity {
@@ -16,5 +20,15 @@ process_identity identify(pid_t pid);
 bool still_running(const process_identity& p);
 // True when `pid` no longer runs: gone, or a zombie nobody has reaped yet.
 bool process_has_exited(pid_t pid);
+// Those of `recorded` that still run (same pid, same start time), in their order.
+std::vector<process_identity> still_running(const std::vector<process_identity>& recorded);
+
+// The admission rule for a next generation, for pending_child::start and a takeover alike. Of
+// `recorded` (this process's older generations, oldest first) those still running, then this
+// process: what the next generation is told in GRACE_ANCESTORS. Refused
+// (errc::too_many_generations, naming the older ones still draining) when the next generation
+// would make more than `max_generations` processes alive at once. One /proc read per process.
+result<std::vector<process_identity>> admit_next_generation(const std::vector<process_identity>& recorded,
+                                                            unsigned max_generations);
 
 }  // namespace grace::detail

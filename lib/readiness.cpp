@@ -41,13 +41,6 @@ bool pidfd_readable(int pid_fd, int timeout_ms) {
   return n == 1;
 }
 
-std::vector<detail::process_identity> alive_ancestors() {
-  std::vector<detail::process_identity> alive;
-  for (const auto& p : detail::startup_inheritance().ancestors)
-    if (detail::still_running(p)) alive.push_back(p);
-  return alive;
-}
-
 }  // namespace
 
 namespace detail {
@@ -58,7 +51,7 @@ unsigned generation() noexcept { return detail::startup_inheritance().generation
 
 std::vector<pid_t> older_generations_alive() {
   std::vector<pid_t> out;
-  for (const auto& p : alive_ancestors()) out.push_back(p.pid);
+  for (const auto& p : detail::still_running(detail::startup_inheritance().ancestors)) out.push_back(p.pid);
   return out;
 }
 
@@ -88,16 +81,9 @@ void notify_retiring() noexcept {
 }
 
 result<pending_child> pending_child::start(net& n, process_options options, unsigned max_generations) {
-  auto alive = alive_ancestors();
-  if (alive.size() + 2 > max_generations) {
-    std::string pids;
-    for (const auto& p : alive) pids += " " + std::to_string(p.pid);
-    return detail::fail(errc::too_many_generations,
-                        std::to_string(alive.size() + 1) + " generations alive (older ones still draining:" +
-                            pids + "); at most " + std::to_string(max_generations) + " at once");
-  }
-  const auto self = detail::identify(getpid());
-  if (self.start_time != 0) alive.push_back(self);
+  auto admitted = detail::admit_next_generation(detail::startup_inheritance().ancestors, max_generations);
+  if (!admitted) return tl::unexpected(admitted.error());
+  const auto& alive = *admitted;
 
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair) != 0)

@@ -77,17 +77,9 @@ outgoing_parcel takeover_refusal(std::string_view why) {
 }
 
 result<outgoing_parcel> takeover_offer(net& n, unsigned max_generations, bool offer_connections) {
-  std::vector<detail::process_identity> alive;
-  for (pid_t pid : older_generations_alive()) alive.push_back(detail::identify(pid));
-  if (alive.size() + 2 > max_generations) {
-    std::string pids;
-    for (const auto& p : alive) pids += " " + std::to_string(p.pid);
-    return detail::fail(errc::too_many_generations,
-                        std::to_string(alive.size() + 1) + " generations alive (older ones still draining:" + pids +
-                            "); at most " + std::to_string(max_generations) + " at once");
-  }
-  const auto self = detail::identify(getpid());
-  if (self.start_time != 0) alive.push_back(self);
+  auto admitted = detail::admit_next_generation(detail::startup_inheritance().ancestors, max_generations);
+  if (!admitted) return tl::unexpected(admitted.error());
+  const auto& alive = *admitted;
   outgoing_parcel p;
   // Its own pid: the peer credentials a connecting process sees are those of whoever called
   // listen() on the hand-over socket, which after a hand-over is an older generation.

@@ -3,6 +3,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <fcntl.h>
@@ -11,8 +12,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
+#include "generations.hpp"
 #include "grace/grace.hpp"
+#include "support/errors.hpp"
 #include "support/process.hpp"
 
 using namespace test_support;
@@ -153,4 +157,35 @@ TEST_CASE("notify_ready: a first start has nobody to tell; a bad GRACE_READY_FD 
   }
   close(pipe_fds[0]);
   close(pipe_fds[1]);
+}
+
+TEST_CASE("the generation cap: one rule counts the older generations still running, this one and the next") {
+  const pid_t draining = fork();
+  if (draining == 0) {
+    pause();
+    _exit(0);
+  }
+  const pid_t gone = fork();
+  if (gone == 0) _exit(0);
+  const auto gone_identity = grace::detail::identify(gone);
+  REQUIRE(waitpid(gone, nullptr, 0) == gone);
+  const std::vector<grace::detail::process_identity> recorded = {gone_identity, grace::detail::identify(draining)};
+  CHECK(grace::detail::still_running(recorded).size() == 1);
+
+  // The draining one, this one and the next: three.
+  auto admitted = grace::detail::admit_next_generation(recorded, 3);
+  REQUIRE_MESSAGE(admitted, error_text(admitted));
+  REQUIRE(admitted->size() == 2);
+  CHECK(admitted->front().pid == draining);
+  CHECK(admitted->back().pid == getpid());  // newest last: what GRACE_ANCESTORS carries
+  CHECK(admitted->back().start_time == grace::detail::identify(getpid()).start_time);
+
+  auto refused = grace::detail::admit_next_generation(recorded, 2);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code() == grace::errc::too_many_generations);
+  CHECK(refused.error().message() == "2 generations alive (older ones still draining: " + std::to_string(draining) +
+                                         "); at most 2 at once");
+  kill(draining, SIGKILL);
+  REQUIRE(waitpid(draining, nullptr, 0) == draining);
+  CHECK(grace::detail::admit_next_generation(recorded, 2));
 }
