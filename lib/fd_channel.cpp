@@ -65,7 +65,6 @@ bool drive(channel_engine& engine, clock::time_point deadline, Done done) {
 }  // namespace
 }  // namespace detail
 
-fd_channel::fd_channel(std::unique_ptr<detail::channel_state> state) noexcept : state_(std::move(state)) {}
 fd_channel::fd_channel(fd_channel&&) noexcept = default;
 fd_channel& fd_channel::operator=(fd_channel&&) noexcept = default;
 fd_channel::~fd_channel() = default;
@@ -83,7 +82,9 @@ result<fd_channel> fd_channel::adopt(int fd, const channel_options& options) {
   state->engine = std::make_unique<detail::channel_engine>(fd, options, *peer, type);
   auto* raw = state.get();
   state->engine->set_parcel_callback([raw](result<parcel> p) { raw->arrived.push_back(std::move(p)); });
-  return fd_channel(std::move(state));
+  fd_channel channel;
+  channel.state_ = std::move(state);
+  return channel;
 }
 
 result<fd_channel> fd_channel::connect(std::string_view path, const channel_options& options) {

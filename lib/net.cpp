@@ -9,6 +9,7 @@
 #include "endpoint_index.hpp"
 #include "environment_protocol.hpp"
 #include "inherit.hpp"
+#include "net_state.hpp"
 #include "printable.hpp"
 #include "socket_ops.hpp"
 #include "spawn.hpp"
@@ -58,17 +59,17 @@ result<network> parse_network_of_kind(std::string_view text, kind k) {
 
 }  // namespace
 
-net::net() : inherited_index_(std::make_unique<detail::endpoint_index>()) {}
+net::net() : state_(std::make_unique<state>()) {}
 net::~net() = default;
 
 const std::string& net::startup_directory() { return detail::startup_cwd(); }
 
 result<void> net::inherit() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return inherit_locked();
+  std::lock_guard<std::mutex> lock(state_->mutex_);
+  return state_->inherit_locked();
 }
 
-result<void> net::inherit_locked() {
+result<void> net::state::inherit_locked() {
   if (!inherited_read_) {
     inherited_read_ = true;
     const std::size_t first = inherited_.size();
@@ -76,7 +77,7 @@ result<void> net::inherit_locked() {
       inherit_error_ = read.error();
     } else {
       inherited_source_ = "LISTEN_FDS=" + std::to_string(inherited_.size() - first);
-      inherited_index_->reserve(inherited_.size());
+      inherited_index_.reserve(inherited_.size());
       for (std::size_t i = first; i < inherited_.size(); ++i) file_inherited_locked(i);
     }
   }
@@ -84,14 +85,14 @@ result<void> net::inherit_locked() {
   return {};
 }
 
-void net::add_inherited_locked(detail::inherited_socket s) {
+void net::state::add_inherited_locked(detail::inherited_socket s) {
   detail::inherited_slot slot;
   slot.socket = std::move(s);
   inherited_.push_back(std::move(slot));
   file_inherited_locked(inherited_.size() - 1);
 }
 
-void net::file_inherited_locked(std::size_t index) {
+void net::state::file_inherited_locked(std::size_t index) {
   detail::inherited_slot& slot = inherited_[index];
   // A unix path as bound may be relative: filed under its absolute form. A socket read from
   // LISTEN_FDS comes with its hash; one handed over by a takeover does not.
@@ -101,17 +102,17 @@ void net::file_inherited_locked(std::size_t index) {
   } else if (slot.hash == 0) {
     slot.hash = slot.socket.where.hash();
   }
-  inherited_index_->add(slot.hash, static_cast<std::uint32_t>(index));
+  inherited_index_.add(slot.hash, static_cast<std::uint32_t>(index));
 }
 
-std::unique_ptr<listener> net::show_inherited_locked(detail::inherited_slot& slot) const {
+std::unique_ptr<listener> net::state::show_inherited_locked(detail::inherited_slot& slot) const {
   detail::inherited_socket& s = slot.socket;
   if (s.type == 0) s.type = detail::socket_type_of(s.fd);
   const socket_address address = detail::address_of(s.where, s.family);
   return std::unique_ptr<listener>(new listener(s.fd, network_of(s), address, address.text(), s.name, true));
 }
 
-result<void> net::prepare_listen_locked(const listen_options& options) {
+result<void> net::state::prepare_listen_locked(const listen_options& options) {
   if (!detail::valid_fd_name(options.name))
     return fail(errc::invalid_listener_name,
                 "listener name " + detail::quoted(options.name) +
@@ -121,13 +122,13 @@ result<void> net::prepare_listen_locked(const listen_options& options) {
   return inherit_locked();
 }
 
-result<listener*> net::take_inherited_locked(const detail::endpoint& where, network n, int family, bool wildcard) {
+result<listener*> net::state::take_inherited_locked(const detail::endpoint& where, network n, int family, bool wildcard) {
   // Of equal candidates the one inherited first, so that a group is claimed in its order: the
   // index visits them in that order.
   detail::inherited_slot* chosen = nullptr;
   bool chosen_family_matches = false;
   std::optional<error> unfit;
-  inherited_index_->for_each(where.hash(), [&](std::uint32_t index) {
+  inherited_index_.for_each(where.hash(), [&](std::uint32_t index) {
     detail::inherited_slot& slot = inherited_[index];
     if (!slot.open() || !(slot.socket.where == where)) return true;
     const int candidate_family = slot.socket.family;
@@ -155,7 +156,7 @@ result<listener*> net::take_inherited_locked(const detail::endpoint& where, netw
   return activate_locked(std::move(taken));
 }
 
-listener* net::activate_locked(std::unique_ptr<listener> l) {
+listener* net::state::activate_locked(std::unique_ptr<listener> l) {
   active_.push_back(std::move(l));
   return active_.back().get();
 }
@@ -173,7 +174,7 @@ result<listener*> net::listen_tcp(std::string_view network_text, std::string_vie
                                   const listen_options& options) {
   auto n = parse_network_of_kind(network_text, kind::tcp);
   if (!n) return tl::unexpected(n.error());
-  return listen_inet(*n, address, options);
+  return state_->listen_inet(*n, address, options);
 }
 
 result<listener*> net::listen_tcp(std::string_view network_text, const sockaddr* address,
@@ -187,19 +188,19 @@ result<listener*> net::listen_tcp(std::string_view network_text, const sockaddr*
       (*n == network::tcp6 && family != AF_INET6))
     return fail(errc::invalid_address, "address " + parsed->text() + " is not a " +
                                            std::string(network_name(*n)) + " address");
-  std::lock_guard<std::mutex> lock(mutex_);
-  return listen_inet_locked(*n, &*parsed, 1, options);
+  std::lock_guard<std::mutex> lock(state_->mutex_);
+  return state_->listen_inet_locked(*n, &*parsed, 1, options);
 }
 
 result<listener*> net::listen_unix(std::string_view network_text, std::string_view path,
                                    const listen_options& options) {
   auto n = parse_network_of_kind(network_text, kind::unix_socket);
   if (!n) return tl::unexpected(n.error());
-  std::lock_guard<std::mutex> lock(mutex_);
-  return listen_unix_locked(*n, path, options);
+  std::lock_guard<std::mutex> lock(state_->mutex_);
+  return state_->listen_unix_locked(*n, path, options);
 }
 
-result<listener*> net::listen_inet(network n, std::string_view address, const listen_options& options) {
+result<listener*> net::state::listen_inet(network n, std::string_view address, const listen_options& options) {
   if (const auto numeric = detail::numeric_inet_address(n, address)) {
     std::lock_guard<std::mutex> lock(mutex_);
     return listen_inet_locked(n, &*numeric, 1, options);
@@ -211,7 +212,7 @@ result<listener*> net::listen_inet(network n, std::string_view address, const li
 }
 
 // TCP and UDP alike: an inherited socket of the same type and address, else a fresh one.
-result<listener*> net::listen_inet_locked(network n, const socket_address* candidates, std::size_t count,
+result<listener*> net::state::listen_inet_locked(network n, const socket_address* candidates, std::size_t count,
                                           const listen_options& options) {
   if (auto ready = prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
   auto claimed = claim_inherited_inet_locked(n, candidates, count, options);
@@ -219,10 +220,10 @@ result<listener*> net::listen_inet_locked(network n, const socket_address* candi
   return bind_inet_locked(n, candidates, count, options);
 }
 
-result<listener*> net::claim_inherited_inet_locked(network n, const socket_address* candidates, std::size_t count,
+result<listener*> net::state::claim_inherited_inet_locked(network n, const socket_address* candidates, std::size_t count,
                                                    const listen_options& options) {
   // An ephemeral port is by definition a new socket.
-  if (candidates[0].port() == 0 || inherited_index_->empty()) return nullptr;
+  if (candidates[0].port() == 0 || inherited_index_.empty()) return nullptr;
   for (std::size_t i = 0; i < count; ++i) {
     const socket_address& candidate = candidates[i];
     auto l = take_inherited_locked(detail::endpoint_of(candidate), n, candidate.family(), candidate.is_wildcard());
@@ -236,7 +237,7 @@ result<listener*> net::claim_inherited_inet_locked(network n, const socket_addre
   return nullptr;
 }
 
-result<listener*> net::bind_inet_locked(network n, const socket_address* candidates, std::size_t count,
+result<listener*> net::state::bind_inet_locked(network n, const socket_address* candidates, std::size_t count,
                                         const listen_options& options) {
   const int type = socket_type(n);
   error last_failure;
@@ -273,12 +274,13 @@ result<listener_group> net::listen_group(std::string_view network_text, std::str
                                             " sockets asked for (expected 1 to 1024)");
   auto candidates = resolve_tcp(*n, address);  // outside the lock: it may wait for DNS
   if (!candidates) return tl::unexpected(candidates.error());
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (auto ready = prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
+  state& st = *state_;
+  std::lock_guard<std::mutex> lock(st.mutex_);
+  if (auto ready = st.prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
   const std::string where = "listen_group " + std::string(address);
   listener_group group;
   for (;;) {
-    auto l = claim_inherited_inet_locked(*n, candidates->data(), candidates->size(), options);
+    auto l = st.claim_inherited_inet_locked(*n, candidates->data(), candidates->size(), options);
     if (!l) return tl::unexpected(l.error());
     if (*l == nullptr) break;
     group.members.push_back(*l);
@@ -290,8 +292,8 @@ result<listener_group> net::listen_group(std::string_view network_text, std::str
   while (group.members.size() < count && can_grow) {
     // Later members bind exactly where the first one is (its port, when port 0 was asked for).
     const bool first = group.members.empty();
-    auto l = first ? bind_inet_locked(*n, candidates->data(), candidates->size(), fresh)
-                   : bind_inet_locked(*n, &group.members.front()->local_address(), 1, fresh);
+    auto l = first ? st.bind_inet_locked(*n, candidates->data(), candidates->size(), fresh)
+                   : st.bind_inet_locked(*n, &group.members.front()->local_address(), 1, fresh);
     if (!l) return fail(l.error().code(), where + ": member " + std::to_string(group.members.size() + 1) + " of " +
                                               std::to_string(count) + ": " + l.error().message());
     group.members.push_back(*l);
@@ -309,10 +311,10 @@ result<listener*> net::listen_udp(std::string_view network_text, std::string_vie
                                   const listen_options& options) {
   auto n = parse_network_of_kind(network_text, kind::udp);
   if (!n) return tl::unexpected(n.error());
-  return listen_inet(*n, address, options);
+  return state_->listen_inet(*n, address, options);
 }
 
-result<listener*> net::listen_unix_locked(network n, std::string_view path, const listen_options& options) {
+result<listener*> net::state::listen_unix_locked(network n, std::string_view path, const listen_options& options) {
   if (auto ready = prepare_listen_locked(options); !ready) return tl::unexpected(ready.error());
   auto address = resolve_unix(path, detail::startup_cwd());
   if (!address) return tl::unexpected(address.error());
@@ -335,40 +337,40 @@ result<listener*> net::listen_unix_locked(network n, std::string_view path, cons
 }
 
 std::vector<listener*> net::active_listeners() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  std::lock_guard<std::mutex> lock(state_->mutex_);
   std::vector<listener*> out;
-  out.reserve(active_.size());
-  for (const auto& l : active_) out.push_back(l.get());
+  out.reserve(state_->active_.size());
+  for (const auto& l : state_->active_) out.push_back(l.get());
   return out;
 }
 
 std::vector<const listener*> net::unused_inherited() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  std::lock_guard<std::mutex> lock(state_->mutex_);
   std::vector<const listener*> out;
-  for (auto& slot : inherited_) {
+  for (auto& slot : state_->inherited_) {
     if (!slot.open()) continue;
-    if (!slot.shown) slot.shown = show_inherited_locked(slot);
+    if (!slot.shown) slot.shown = state_->show_inherited_locked(slot);
     out.push_back(slot.shown.get());
   }
   return out;
 }
 
 std::size_t net::close_unused_inherited() {
-  std::lock_guard<std::mutex> lock(mutex_);
+  std::lock_guard<std::mutex> lock(state_->mutex_);
   std::size_t closed = 0;
-  for (auto& slot : inherited_) closed += slot.open() ? 1 : 0;
-  inherited_.clear();  // each slot closes what it still holds
-  inherited_index_->clear();
+  for (auto& slot : state_->inherited_) closed += slot.open() ? 1 : 0;
+  state_->inherited_.clear();  // each slot closes what it still holds
+  state_->inherited_index_.clear();
   return closed;
 }
 
 result<void> net::close(listener* l) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto it = std::find_if(active_.begin(), active_.end(),
-                         [l](const std::unique_ptr<listener>& p) { return p.get() == l; });
-  if (it == active_.end())
+  std::lock_guard<std::mutex> lock(state_->mutex_);
+  auto& active = state_->active_;
+  auto it = std::find_if(active.begin(), active.end(), [l](const std::unique_ptr<listener>& p) { return p.get() == l; });
+  if (it == active.end())
     return fail(errc::not_an_active_listener, "close: the listener is not an active listener of this net");
-  active_.erase(it);
+  active.erase(it);
   return {};
 }
 
@@ -376,7 +378,7 @@ result<pid_t> net::start_process(const process_options& options) {
   for (const auto& entry : options.extra_env)
     if (auto ok = detail::check_entry(entry); !ok)
       return fail(ok.error().code(), "start_process: extra_env: " + ok.error().message());
-  std::lock_guard<std::mutex> lock(mutex_);
+  std::lock_guard<std::mutex> lock(state_->mutex_);
   const auto& argv = detail::startup_argv();
   std::string executable = options.executable_path;
   if (executable.empty() && options.executable == process_options::executable_source::proc_self_exe)
@@ -395,12 +397,12 @@ result<pid_t> net::start_process(const process_options& options) {
   request.directory = detail::startup_cwd();
   std::vector<std::string> names;
   std::string types;  // checked when each was bound or claimed, so the child need not look again
-  for (const auto& l : active_) {
+  for (const auto& l : state_->active_) {
     names.push_back(l->name());
     types += detail::listen_type_letter(socket_type(l->network_));
     request.fds.push_back(l->fd());
   }
-  request.set_listen_pid = !active_.empty();
+  request.set_listen_pid = !state_->active_.empty();
   request.fds.insert(request.fds.end(), options.extra_fds.begin(), options.extra_fds.end());
   std::vector<std::string> extra_env = options.extra_env;
   if (options.offer_connections) extra_env.push_back(detail::connections_entry());
@@ -408,13 +410,13 @@ result<pid_t> net::start_process(const process_options& options) {
 
   auto pid = detail::spawn_process(request);
   if (!pid) return fail(pid.error().code(), "start_process: " + pid.error().message());
-  for (auto& l : active_) l->shared_ = true;
+  for (auto& l : state_->active_) l->shared_ = true;
   return *pid;
 }
 
 void net::mark_shared() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  for (auto& l : active_) l->shared_ = true;
+  std::lock_guard<std::mutex> lock(state_->mutex_);
+  for (auto& l : state_->active_) l->shared_ = true;
 }
 
 }  // namespace grace

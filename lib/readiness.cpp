@@ -80,6 +80,49 @@ void notify_retiring() noexcept {
   ::close(fd);
 }
 
+// The helpers of pending_child, out of its public header.
+struct pending_child::impl {
+  static void reap_blocking(pending_child& c) noexcept {
+    if (c.own_child_) {
+      while (waitpid(c.pid_, &c.status_, 0) < 0 && errno == EINTR) {
+      }
+    } else if (c.pid_fd_ >= 0) {
+      pidfd_readable(c.pid_fd_, 5000);  // SIGKILLed already: bounded, as it is not ours to reap
+    }
+    c.reaped_ = true;
+  }
+
+  static void send_kill(const pending_child& c) noexcept {
+    // Through the pidfd when there is one: a pid that was reused is never signalled.
+    if (c.pid_fd_ >= 0 && syscall(SYS_pidfd_send_signal, c.pid_fd_, SIGKILL, nullptr, 0) == 0) return;
+    if (c.pid_ > 0 && c.own_child_) ::kill(c.pid_, SIGKILL);
+  }
+
+  static void close_fds(pending_child& c) noexcept {
+    if (c.ready_fd_ >= 0) ::close(c.ready_fd_);
+    if (c.pid_fd_ >= 0) ::close(c.pid_fd_);
+    c.ready_fd_ = c.pid_fd_ = -1;
+  }
+
+  static bool try_reap(pending_child& c) noexcept {
+    if (c.reaped_) return true;
+    if (!c.own_child_) {
+      // Not ours to wait for: its pidfd turns readable when it exits.
+      c.reaped_ = c.pid_fd_ < 0 || pidfd_readable(c.pid_fd_, 0);
+      return c.reaped_;
+    }
+    int status = 0;
+    pid_t got;
+    do got = waitpid(c.pid_, &status, WNOHANG);
+    while (got < 0 && errno == EINTR);
+    if (got == c.pid_ || (got < 0 && errno == ECHILD)) {
+      c.reaped_ = true;
+      if (got == c.pid_) c.status_ = status;
+    }
+    return c.reaped_;
+  }
+};
+
 result<pending_child> pending_child::start(net& n, process_options options, unsigned max_generations) {
   auto admitted = detail::admit_next_generation(detail::startup_inheritance().ancestors, max_generations);
   if (!admitted) return tl::unexpected(admitted.error());
@@ -135,54 +178,14 @@ pending_child::pending_child(pending_child&& other) noexcept
 pending_child::~pending_child() {
   if (!outcome_) kill_pending();
   // A successor that took over runs on: it is not waited for.
-  if (!reaped_ && pid_ > 0 && outcome_ != upgrade_outcome::ready) reap_blocking();
-  close_fds();
-}
-
-void pending_child::reap_blocking() noexcept {
-  if (own_child_) {
-    while (waitpid(pid_, &status_, 0) < 0 && errno == EINTR) {
-    }
-  } else if (pid_fd_ >= 0) {
-    pidfd_readable(pid_fd_, 5000);  // SIGKILLed already: bounded, as it is not ours to reap
-  }
-  reaped_ = true;
-}
-
-void pending_child::send_kill() noexcept {
-  // Through the pidfd when there is one: a pid that was reused is never signalled.
-  if (pid_fd_ >= 0 && syscall(SYS_pidfd_send_signal, pid_fd_, SIGKILL, nullptr, 0) == 0) return;
-  if (pid_ > 0 && own_child_) ::kill(pid_, SIGKILL);
-}
-
-void pending_child::close_fds() noexcept {
-  if (ready_fd_ >= 0) ::close(ready_fd_);
-  if (pid_fd_ >= 0) ::close(pid_fd_);
-  ready_fd_ = pid_fd_ = -1;
-}
-
-bool pending_child::try_reap() noexcept {
-  if (reaped_) return true;
-  if (!own_child_) {
-    // Not ours to wait for: its pidfd turns readable when it exits.
-    reaped_ = pid_fd_ < 0 || pidfd_readable(pid_fd_, 0);
-    return reaped_;
-  }
-  int status = 0;
-  pid_t got;
-  do got = waitpid(pid_, &status, WNOHANG);
-  while (got < 0 && errno == EINTR);
-  if (got == pid_ || (got < 0 && errno == ECHILD)) {
-    reaped_ = true;
-    if (got == pid_) status_ = status;
-  }
-  return reaped_;
+  if (!reaped_ && pid_ > 0 && outcome_ != upgrade_outcome::ready) impl::reap_blocking(*this);
+  impl::close_fds(*this);
 }
 
 std::optional<upgrade_outcome> pending_child::check() {
   if (outcome_) {
     // A successor is watched by successor_exit().
-    if (outcome_ != upgrade_outcome::ready && try_reap()) close_fds();
+    if (outcome_ != upgrade_outcome::ready && impl::try_reap(*this)) impl::close_fds(*this);
     return outcome_;
   }
   char byte = 0;
@@ -198,16 +201,16 @@ std::optional<upgrade_outcome> pending_child::check() {
   // EOF or a reset: every end the child had is gone, so it exited or gave its end up.
   const bool socket_closed = got == 0 || (got == 1 && byte != ready_byte) ||
                              (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
-  if (try_reap()) {
+  if (impl::try_reap(*this)) {
     outcome_ = upgrade_outcome::exited;
-    close_fds();
+    impl::close_fds(*this);
     return outcome_;
   }
   if (!socket_closed) return std::nullopt;
   // Its socket closes as the process exits, a moment before the exit can be reaped; a child
   // still running without a way to say it is ready never will be. Either way: SIGKILL, which
   // leaves an exit status already decided as it was.
-  send_kill();
+  impl::send_kill(*this);
   killed_ = true;
   outcome_ = upgrade_outcome::exited;
   return outcome_;
@@ -215,13 +218,13 @@ std::optional<upgrade_outcome> pending_child::check() {
 
 void pending_child::kill_pending() {
   if (outcome_) return;
-  send_kill();
+  impl::send_kill(*this);
   killed_ = true;
   outcome_ = upgrade_outcome::timed_out;
 }
 
 std::optional<bool> pending_child::successor_exit() {
-  if (outcome_ != upgrade_outcome::ready || pid_ <= 0 || !try_reap()) return std::nullopt;
+  if (outcome_ != upgrade_outcome::ready || pid_ <= 0 || !impl::try_reap(*this)) return std::nullopt;
   // Read after the exit is known: what it said before it exited stays queued on the socket, so
   // a word sent just before the exit is never missed.
   bool retired = false;
@@ -232,7 +235,7 @@ std::optional<bool> pending_child::successor_exit() {
     while (got < 0 && errno == EINTR);
     retired = got == 1 && byte == retiring_byte;
   }
-  close_fds();
+  impl::close_fds(*this);
   return retired;
 }
 
@@ -256,8 +259,8 @@ upgrade_outcome pending_child::give_up() {
   if (outcome_ == upgrade_outcome::ready) return *outcome_;
   kill_pending();
   if (!reaped_ && pid_ > 0) {
-    reap_blocking();
-    close_fds();
+    impl::reap_blocking(*this);
+    impl::close_fds(*this);
   }
   return *outcome_;
 }

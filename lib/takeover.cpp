@@ -8,6 +8,7 @@
 #include "grace/net.hpp"
 #include "grace/readiness.hpp"
 #include "inherit.hpp"
+#include "net_state.hpp"
 #include "printable.hpp"
 
 namespace grace {
@@ -135,10 +136,10 @@ result<takeover_result> net::take_over(std::string_view path, const takeover_opt
   if (auto flushed = channel->flush(left_until(deadline)); !flushed)
     return detail::fail(flushed.error().code(), where + ": " + flushed.error().message());
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    (void)inherit_locked();  // LISTEN_FDS first (a malformed one stays reported to the listen calls)
+    std::lock_guard<std::mutex> lock(state_->mutex_);
+    (void)state_->inherit_locked();  // LISTEN_FDS first (a malformed one stays reported to the listen calls)
     for (std::size_t i = 0; i < sockets.size(); ++i) {
-      add_inherited_locked(std::move(sockets[i]));
+      state_->add_inherited_locked(std::move(sockets[i]));
       offer->fds[i].fd.release();  // the net owns it now
     }
   }

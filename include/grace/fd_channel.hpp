@@ -152,7 +152,7 @@ class GRACE_API fd_channel {
   int release() noexcept;
 
  private:
-  explicit fd_channel(std::unique_ptr<detail::channel_state> state) noexcept;
+  GRACE_LOCAL fd_channel() noexcept = default;  // adopt() gives it its state
   std::unique_ptr<detail::channel_state> state_;
 };
 

@@ -31,8 +31,8 @@ class GRACE_API listener {
 
  private:
   friend class net;
-  listener(int fd, grace::network n, socket_address address, std::string text, std::string name,
-           bool inherited);
+  GRACE_LOCAL listener(int fd, grace::network n, socket_address address, std::string text, std::string name,
+                       bool inherited);
 
   int fd_ = -1;
   grace::network network_;

@@ -22,12 +22,7 @@
 
 namespace grace {
 
-namespace detail {
-struct inherited_socket;
-struct inherited_slot;
-class endpoint_index;
-struct endpoint;
-}
+class pending_child;
 
 struct listen_options {
   // The accept queue's length for a socket bound fresh (an inherited one keeps its own).
@@ -63,7 +58,8 @@ struct process_options {
   // ready (grace/migration.hpp).
   bool offer_connections = false;
   // Further fds for the child, placed after the listeners at 3+N, 3+N+1, ... and not counted in
-  // LISTEN_FDS (a readiness pipe, for example).
+  // LISTEN_FDS (a report pipe, for example). pending_child::start places the readiness socket
+  // after them.
   std::vector<int> extra_fds;
 };
 
@@ -147,33 +143,11 @@ class GRACE_API net {
   static const std::string& startup_directory();
 
  private:
-  result<void> inherit_locked();
-  void add_inherited_locked(detail::inherited_socket s);
-  void file_inherited_locked(std::size_t index);  // into inherited_index_
-  result<void> prepare_listen_locked(const listen_options& options);
-  // The first inherited socket filed under `where` that is a socket of `n` (family rules as for
-  // a wildcard), or null; an error when one of its kind cannot serve.
-  result<listener*> take_inherited_locked(const detail::endpoint& where, network n, int family, bool wildcard);
-  listener* activate_locked(std::unique_ptr<listener> l);
-  // TCP or UDP: a numeric address without resolving it, else what resolve_tcp gives.
-  result<listener*> listen_inet(network n, std::string_view address, const listen_options& options);
-  result<listener*> listen_inet_locked(network n, const socket_address* candidates, std::size_t count,
-                                       const listen_options& options);
-  result<listener*> claim_inherited_inet_locked(network n, const socket_address* candidates, std::size_t count,
-                                                const listen_options& options);
-  std::unique_ptr<listener> show_inherited_locked(detail::inherited_slot& slot) const;
-  result<listener*> bind_inet_locked(network n, const socket_address* candidates, std::size_t count,
-                                     const listen_options& options);
-  result<listener*> listen_unix_locked(network n, std::string_view path,
-                                       const listen_options& options);
-
-  mutable std::mutex mutex_;
-  bool inherited_read_ = false;
-  std::optional<error> inherit_error_;
-  std::string inherited_source_;  // "LISTEN_FDS=N", for errors about an inherited fd
-  mutable std::vector<detail::inherited_slot> inherited_;
-  std::unique_ptr<detail::endpoint_index> inherited_index_;  // endpoint hash -> slot
-  std::vector<std::unique_ptr<listener>> active_;
+  friend class pending_child;  // starts the next generation under this net's lock
+  // The listeners, the inherited sockets, the lock and the work done under it: the library's
+  // own (lib/net_state.hpp), so that a change there is no ABI break.
+  struct GRACE_LOCAL state;
+  std::unique_ptr<state> state_;
 };
 
 }  // namespace grace

@@ -1,9 +1,10 @@
 #pragma once
 // The readiness hand-shake between two generations, for any event loop. The old process starts
-// the new one with a connected unix socket (GRACE_READY_FD, after the listeners, not counted in
-// LISTEN_FDS) and a pidfd on it; the new one opens its listeners, initialises, and calls
-// notify_ready(). Only then may the old process stop accepting. If the new one exits first, or
-// takes too long, the old one kills and reaps it and carries on serving exactly as before.
+// the new one with a connected unix socket (GRACE_READY_FD, after the listeners and any
+// process_options::extra_fds, not counted in LISTEN_FDS) and a pidfd on it; the new one opens
+// its listeners, initialises, and calls notify_ready(). Only then may the old process stop
+// accepting. If the new one exits first, or takes too long, the old one kills and reaps it and
+// carries on serving exactly as before.
 #include <sys/types.h>
 
 #include <chrono>
@@ -98,11 +99,9 @@ class GRACE_API pending_child {
   std::optional<bool> successor_exit();
 
  private:
-  pending_child(pid_t pid, int ready_fd, int pid_fd) : pid_(pid), ready_fd_(ready_fd), pid_fd_(pid_fd) {}
-  void close_fds() noexcept;
-  bool try_reap() noexcept;
-  void reap_blocking() noexcept;
-  void send_kill() noexcept;
+  struct GRACE_LOCAL impl;  // the library's helpers: reaping, signalling, closing
+  GRACE_LOCAL pending_child(pid_t pid, int ready_fd, int pid_fd) noexcept
+      : pid_(pid), ready_fd_(ready_fd), pid_fd_(pid_fd) {}
 
   pid_t pid_ = -1;
   int ready_fd_ = -1;
