@@ -4,7 +4,6 @@
 
 #include <algorithm>
 
-#include "../pidfile_writer.hpp"
 #include "../service_notifier.hpp"
 
 namespace grace::uv::detail {
@@ -23,25 +22,43 @@ std::string store_name(const grace::listener& l) {
 }  // namespace
 
 service_charge::service_charge(uv_loop_t* loop, const std::string& pidfile, hooks h)
-    : warn_(std::move(h.warn)), notifier_(std::make_unique<service_notifier>(loop, warn_)) {
+    : warn_(std::move(h.warn)),
+      written_(std::move(h.written)),
+      notifier_(std::make_unique<service_notifier>(loop, warn_)) {
   if (pidfile.empty()) return;
-  pidfile_ = std::make_unique<pidfile_writer>(
-      loop, pidfile, [warn = warn_, written = std::move(h.written)](pid_t, const std::string& failure) {
-        if (!failure.empty()) warn(failure);
-        if (written) written();
-      });
+  // The upgrader merges MAINPID with its other notifications: the keeper writes the file only.
+  pidfile_ = std::make_unique<grace::charge_keeper>(grace::charge_options{pidfile, false});
+  auto watched = start_poll(written_poll_, loop, pidfile_->fd(), this, UV_READABLE,
+                            [](uv_poll_t* p, int, int) { static_cast<service_charge*>(p->data)->on_written(); },
+                            "pid file " + pidfile);
+  // Unwatched, a finished write is noticed by idle() alone, when the process is about to exit.
+  if (!watched) warn_(watched.error().message());
+  // The poll keeps the loop alive only while a write is under way.
+  else uv_unref(reinterpret_cast<uv_handle_t*>(written_poll_.get()));
 }
 
-service_charge::~service_charge() = default;
+service_charge::~service_charge() { written_poll_.reset(); }
+
+void service_charge::give(pid_t pid) {
+  if (!pidfile_) return;
+  if (written_poll_) uv_ref(reinterpret_cast<uv_handle_t*>(written_poll_.get()));
+  pidfile_->give(pid);
+}
+
+void service_charge::on_written() {
+  for (const auto& failure : pidfile_->collect()) warn_(failure);
+  if (pidfile_->idle() && written_poll_) uv_unref(reinterpret_cast<uv_handle_t*>(written_poll_.get()));
+  if (written_) written_();
+}
 
 void service_charge::take() {
-  if (pidfile_) pidfile_->write(getpid());
+  give(getpid());
   notify("READY=1\nMAINPID=" + std::to_string(getpid()));
 }
 
 void service_charge::hand_to(pid_t pid) {
-  if (pidfile_) pidfile_->write(pid);
-  notify("MAINPID=" + std::to_string(pid) + "\nREADY=1");
+  give(pid);
+  notify(grace::charge_notification(pid));
 }
 
 void service_charge::notify(const std::string& message) { notifier_->send(message); }
@@ -50,7 +67,13 @@ void service_charge::start_up_over() {
   if (pidfile_) pidfile_->start();
 }
 
-bool service_charge::idle() const noexcept { return !pidfile_ || pidfile_->idle(); }
+bool service_charge::idle() {
+  if (!pidfile_) return true;
+  // Unwatched, failures wait for collect() here, and a process must not wait for them forever.
+  if (!written_poll_)
+    for (const auto& failure : pidfile_->collect()) warn_(failure);
+  return pidfile_->idle();
+}
 
 void service_charge::keep_listeners_in_store(grace::net& net) {
   // Given but not used by this generation: out of the store, and closed.

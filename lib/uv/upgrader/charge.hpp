@@ -3,8 +3,9 @@
 // manager (MAINPID, READY=1, RELOADING=1, STOPPING=1, the fd store). Charge changes hands at both
 // ends of a hand-over: a first start takes it; the old generation gives it to a ready child; a
 // generation whose successor died after taking over takes it back. Nothing here blocks the loop:
-// the pid file is written on a thread of its own, started when the start-up is over or at the
-// first write; notifications are sent without waiting and retried.
+// the pid file is written by the core's charge_keeper (grace/charge.hpp) on a thread of its own,
+// started when the start-up is over or at the first write; notifications are sent without
+// waiting, merged and retried (service_notifier).
 #include <sys/types.h>
 #include <uv.h>
 
@@ -12,11 +13,12 @@
 #include <memory>
 #include <string>
 
+#include "../handle.hpp"
+#include "grace/charge.hpp"
 #include "grace/net.hpp"
 
 namespace grace::uv::detail {
 
-class pidfile_writer;
 class service_notifier;
 
 class service_charge {
@@ -38,7 +40,7 @@ class service_charge {
   // The start-up is over: the pid file's thread may start.
   void start_up_over();
   // No pid file write is under way or waiting.
-  bool idle() const noexcept;
+  bool idle();
   // Keeps the listeners of `net` in the service manager's fd store: those this generation bound
   // go in; those it was given and does not use come out, and are closed.
   void keep_listeners_in_store(grace::net& net);
@@ -46,9 +48,14 @@ class service_charge {
   void abandon();
 
  private:
+  void give(pid_t pid);
+  void on_written();
+
   std::function<void(const std::string&)> warn_;
+  std::function<void()> written_;
   std::unique_ptr<service_notifier> notifier_;
-  std::unique_ptr<pidfile_writer> pidfile_;
+  std::unique_ptr<grace::charge_keeper> pidfile_;  // null without a pid file
+  owned_handle<uv_poll_t> written_poll_;           // the keeper's fd: a write finished
 };
 
 }  // namespace grace::uv::detail
