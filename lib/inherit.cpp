@@ -165,7 +165,7 @@ result<void> take_inherited_sockets(std::vector<inherited_slot>& slots) {
   if (!listen) return tl::unexpected(listen.error());
   const auto count = static_cast<std::size_t>(listen->count);
   auto r = std::make_shared<shared_read>();
-  // Each look at a socket costs 0.6-0.8 us here, whichever call it is: reaching the socket's cold
+  // Each look at a socket costs about the same, whichever call it is: reaching the socket's cold
   // kernel memory. Thousands of them go faster on two cores.
   if (count >= parallel_from) start_helper(r);
   const std::size_t base = slots.size();

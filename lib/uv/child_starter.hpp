@@ -1,7 +1,7 @@
 #pragma once
 // Starts the next generation off the loop's thread: clone and exec stop the thread that calls
-// them until the child has exec'd (0.3-1.5 ms here, under load), and on the loop that is a pause
-// every client in flight waits through.
+// them until the child has exec'd, and on the loop that is a pause every client in flight waits
+// through (the CHANGELOG has the figures).
 #include <uv.h>
 
 #include <functional>
