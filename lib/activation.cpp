@@ -22,16 +22,14 @@ result<pid_t> run_with_sockets(const activation_options& options) {
   if (options.argv.empty() || options.argv.front().empty())
     return detail::fail(errc::invalid_argument, "run with sockets: no program");
   const std::string what = "run " + detail::quoted(options.argv.front());
-  std::vector<std::string> names;
-  std::vector<int> fds;
+  detail::child_request child;
   for (const auto& s : options.sockets) {
     if (!detail::valid_fd_name(s.name))
       return detail::fail(errc::invalid_listener_name,
                           what + ": socket name " + detail::quoted(s.name) +
                               " must be at most 255 printable characters without ':' or blanks");
     if (fcntl(s.fd, F_GETFD) < 0) return detail::fail_errno(errno, what + ": socket fd " + std::to_string(s.fd));
-    names.push_back(s.name.empty() ? "unknown" : s.name);
-    fds.push_back(s.fd);
+    child.listeners.push_back({s.fd, s.name.empty() ? "unknown" : s.name, 0});
   }
   for (const auto& entry : options.extra_env)
     if (auto ok = detail::check_entry(entry); !ok)
@@ -42,10 +40,9 @@ result<pid_t> run_with_sockets(const activation_options& options) {
   detail::spawn_request request;
   request.executable = *executable;
   request.argv = options.argv;
-  request.fds = fds;
   request.directory = options.directory;
-  request.set_listen_pid = !fds.empty();
-  request.environment = detail::child_environment(detail::current_environment(), options.extra_env, names);
+  child.extra_env = options.extra_env;
+  request.child = detail::lay_out_child(detail::current_environment(), child);
   auto pid = detail::spawn_process(request);
   if (!pid) return detail::fail(pid.error().code(), what + ": " + pid.error().message());
   return *pid;

@@ -304,8 +304,6 @@ std::vector<std::string> generation_entries(unsigned generation,
 
 std::string connections_entry() { return std::string(variable::connections) + "=1"; }
 
-std::string ready_fd_entry(int fd) { return std::string(variable::ready_fd) + "=" + std::to_string(fd); }
-
 result<void> check_entry(const std::string& entry) {
   const auto equals = entry.find('=');
   if (equals == std::string::npos || equals == 0 || entry.find('\0') != std::string::npos)
@@ -313,29 +311,46 @@ result<void> check_entry(const std::string& entry) {
   return {};
 }
 
-std::vector<std::string> child_environment(const std::vector<std::string>& parent,
-                                           const std::vector<std::string>& extra,
-                                           const std::vector<std::string>& listener_names,
-                                           const std::string& listener_types) {
+child_layout lay_out_child(const std::vector<std::string>& parent, const child_request& request) {
+  child_layout out;
+  const auto& listeners = request.listeners;
+  out.fds.reserve(listeners.size() + request.extra_fds.size() + 1);
+  for (const auto& l : listeners) out.fds.push_back(l.fd);
+  out.fds.insert(out.fds.end(), request.extra_fds.begin(), request.extra_fds.end());
+  int ready_fd_in_child = -1;
+  if (request.successor) {
+    ready_fd_in_child = first_listen_fd + static_cast<int>(out.fds.size());
+    out.fds.push_back(request.successor->ready_fd);
+  }
+
   std::vector<std::string> dropped;
   for (const char* name : owned_variables) dropped.push_back(std::string(name) + "=");
-  for (const auto& entry : extra) dropped.push_back(name_of(entry));
-  std::vector<std::string> env;
-  env.reserve(parent.size() + extra.size() + 2);
+  for (const auto& entry : request.extra_env) dropped.push_back(name_of(entry));
+  auto& env = out.environment;
+  env.reserve(parent.size() + request.extra_env.size() + 8);
   for (const auto& entry : parent)
     if (std::none_of(dropped.begin(), dropped.end(), [&](const std::string& d) { return has_prefix(entry, d); }))
       env.push_back(entry);
-  env.insert(env.end(), extra.begin(), extra.end());
-  // With no listener there is nothing to activate: LISTEN_FDS=0 with an empty LISTEN_FDNAMES
-  // would name one fd too many.
-  if (!listener_names.empty()) {
-    std::string names;
-    for (const auto& name : listener_names) names += (names.empty() ? "" : ":") + name;
-    env.push_back(std::string(variable::listen_fds) + "=" + std::to_string(listener_names.size()));
+  env.insert(env.end(), request.extra_env.begin(), request.extra_env.end());
+  if (!listeners.empty()) {
+    std::string names, types;
+    for (std::size_t i = 0; i < listeners.size(); ++i) {
+      if (i > 0) names += ':';
+      names += listeners[i].name;
+      types += listeners[i].type;
+    }
+    env.push_back(std::string(variable::listen_fds) + "=" + std::to_string(listeners.size()));
     env.push_back(std::string(variable::listen_fdnames) + "=" + names);
-    if (!listener_types.empty()) env.push_back(std::string(variable::listen_types) + "=" + listener_types);
+    if (types.find('\0') == std::string::npos)  // every listener's type known
+      env.push_back(std::string(variable::listen_types) + "=" + types);
+    out.listen_pid = true;
   }
-  return env;
+  if (const auto& next = request.successor) {
+    env.push_back(std::string(variable::ready_fd) + "=" + std::to_string(ready_fd_in_child));
+    for (auto& entry : generation_entries(next->generation, next->ancestors)) env.push_back(std::move(entry));
+  }
+  if (request.offer_connections) env.push_back(connections_entry());
+  return out;
 }
 
 std::vector<std::string> current_environment() {

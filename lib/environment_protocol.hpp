@@ -3,7 +3,8 @@
 // writes, parsed once, and the child's environment built from it (tableflip's env.go seam).
 //
 //   LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES  systemd's socket activation: listeners at fds 3..
-//   GRACE_READY_FD    the new generation's end of the readiness socket (after the listeners)
+//   GRACE_READY_FD    the new generation's end of the readiness socket (after the listeners and
+//                     any extra fds: lay_out_child)
 //   GRACE_GENERATION  1 on a first start, n+1 in a process started by generation n
 //   GRACE_ANCESTORS   "pid:starttime,..." older generations that may still be draining
 //   NOTIFY_SOCKET     systemd's notification socket; left in the environment for children
@@ -15,6 +16,7 @@
 
 #include <cstddef>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -92,21 +94,51 @@ void adopt_takeover(const environment& offered, int ready_fd);
 // still alive are `ancestors` (at most max_ancestors, newest last).
 std::vector<std::string> generation_entries(unsigned generation,
                                             const std::vector<process_identity>& ancestors);
-std::string ready_fd_entry(int fd);
 std::string connections_entry();  // "GRACE_CONNECTIONS=1"
 
 // "NAME=VALUE" with a non-empty NAME free of '='; otherwise an error that quotes the entry.
 result<void> check_entry(const std::string& entry);
 
-// The environment of a child started with `listener_names` at fds 3..: `parent` without any
-// variable this protocol owns (NOTIFY_SOCKET excepted), then `extra` (replacing entries of the
-// same name), then LISTEN_FDS and LISTEN_FDNAMES when there is a listener, and GRACE_LISTEN_TYPES
-// when `listener_types` (one letter per listener) is given. LISTEN_PID is the spawner's to add, as
-// only the child knows its pid.
-std::vector<std::string> child_environment(const std::vector<std::string>& parent,
-                                           const std::vector<std::string>& extra,
-                                           const std::vector<std::string>& listener_names,
-                                           const std::string& listener_types = {});
+// A socket a child gets among its LISTEN_FDS.
+struct passed_listener {
+  int fd = -1;
+  std::string name;  // its LISTEN_FDNAMES entry
+  char type = 0;     // its GRACE_LISTEN_TYPES letter (listen_type_letter); 0 when not known
+};
+
+// What makes a child the next generation: its end of the readiness socket (an fd of this
+// process), its number and the older generations alive (at most max_ancestors, newest last).
+struct successor_place {
+  int ready_fd = -1;
+  unsigned generation = 1;
+  std::vector<process_identity> ancestors;
+};
+
+struct child_request {
+  std::vector<passed_listener> listeners;   // at fds 3.., counted in LISTEN_FDS
+  std::vector<int> extra_fds;               // after them, not counted
+  std::optional<successor_place> successor;  // its readiness socket after those
+  bool offer_connections = false;           // GRACE_CONNECTIONS=1
+  std::vector<std::string> extra_env;       // "NAME=VALUE" (check_entry)
+};
+
+struct child_layout {
+  std::vector<int> fds;                  // fds[i], an fd of this process, is fd 3+i in the child
+  std::vector<std::string> environment;  // "NAME=VALUE"
+  // LISTEN_PID=<the child's pid> is wanted: only the spawner can write it, as only the child
+  // knows its pid.
+  bool listen_pid = false;
+};
+
+// The fds a child gets and the variables that name them, decided together from the same data
+// (tableflip's child.go), so that they cannot drift apart. The fds: the listeners at 3.., then
+// the extra fds, then a successor's readiness socket. The environment: `parent` without any
+// variable this protocol owns (NOTIFY_SOCKET excepted), then `extra_env` (replacing entries of
+// the same name), then LISTEN_FDS, LISTEN_FDNAMES and GRACE_LISTEN_TYPES (when every listener's
+// type is known) for the listeners; GRACE_READY_FD, GRACE_GENERATION and GRACE_ANCESTORS for a
+// successor; GRACE_CONNECTIONS when connections are offered. No LISTEN_* without a listener:
+// LISTEN_FDS=0 with an empty LISTEN_FDNAMES would name one fd too many.
+child_layout lay_out_child(const std::vector<std::string>& parent, const child_request& request);
 
 // environ as a list of "NAME=VALUE".
 std::vector<std::string> current_environment();

@@ -367,7 +367,8 @@ std::size_t net::close_unused_inherited() {
 result<void> net::close(listener* l) {
   std::lock_guard<std::mutex> lock(state_->mutex_);
   auto& active = state_->active_;
-  auto it = std::find_if(active.begin(), active.end(), [l](const std::unique_ptr<listener>& p) { return p.get() == l; });
+  auto it = std::find_if(active.begin(), active.end(),
+                         [l](const std::unique_ptr<listener>& p) { return p.get() == l; });
   if (it == active.end())
     return fail(errc::not_an_active_listener, "close: the listener is not an active listener of this net");
   active.erase(it);
@@ -375,10 +376,14 @@ result<void> net::close(listener* l) {
 }
 
 result<pid_t> net::start_process(const process_options& options) {
+  return state_->start_process(options, std::nullopt);
+}
+
+result<pid_t> net::state::start_process(const process_options& options,
+                                        std::optional<detail::successor_place> successor) {
   for (const auto& entry : options.extra_env)
     if (auto ok = detail::check_entry(entry); !ok)
       return fail(ok.error().code(), "start_process: extra_env: " + ok.error().message());
-  std::lock_guard<std::mutex> lock(state_->mutex_);
   const auto& argv = detail::startup_argv();
   std::string executable = options.executable_path;
   if (executable.empty() && options.executable == process_options::executable_source::proc_self_exe)
@@ -389,28 +394,28 @@ result<pid_t> net::start_process(const process_options& options) {
     if (!found) return fail(found.error().code(), "start_process: " + found.error().message());
     executable = *found;
   }
-
   detail::spawn_request request;
   request.executable = executable;
   request.argv = argv;
   if (request.argv.empty()) request.argv.push_back(executable);
   request.directory = detail::startup_cwd();
-  std::vector<std::string> names;
-  std::string types;  // checked when each was bound or claimed, so the child need not look again
-  for (const auto& l : state_->active_) {
-    names.push_back(l->name());
-    types += detail::listen_type_letter(socket_type(l->network_));
-    request.fds.push_back(l->fd());
-  }
-  request.set_listen_pid = !state_->active_.empty();
-  request.fds.insert(request.fds.end(), options.extra_fds.begin(), options.extra_fds.end());
-  std::vector<std::string> extra_env = options.extra_env;
-  if (options.offer_connections) extra_env.push_back(detail::connections_entry());
-  request.environment = detail::child_environment(detail::current_environment(), extra_env, names, types);
+  detail::child_request child;
+  child.extra_fds = options.extra_fds;
+  child.successor = std::move(successor);
+  child.offer_connections = options.offer_connections;
+  child.extra_env = options.extra_env;
 
+  // From here until the child has exec'd, no listener opens or closes: the fds it gets and the
+  // variables that name them are laid out from this one view.
+  std::lock_guard<std::mutex> lock(mutex_);
+  // Each type was checked when its socket was bound or claimed: the child need not look again.
+  child.listeners.reserve(active_.size());
+  for (const auto& l : active_)
+    child.listeners.push_back({l->fd(), l->name(), detail::listen_type_letter(socket_type(l->network_))});
+  request.child = detail::lay_out_child(detail::current_environment(), child);
   auto pid = detail::spawn_process(request);
   if (!pid) return fail(pid.error().code(), "start_process: " + pid.error().message());
-  for (auto& l : state_->active_) l->shared_ = true;
+  for (auto& l : active_) l->shared_ = true;
   return *pid;
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "endpoint_index.hpp"
+#include "environment_protocol.hpp"
 #include "grace/net.hpp"
 #include "inherit.hpp"
 
@@ -34,6 +35,12 @@ struct net::state {
   result<listener*> bind_inet_locked(network n, const socket_address* candidates, std::size_t count,
                                      const listen_options& options);
   result<listener*> listen_unix_locked(network n, std::string_view path, const listen_options& options);
+
+  // Starts a process with every active listener, under the lock, so that the fds it gets and the
+  // variables that name them (lay_out_child) come from one view of the listeners: one opened on
+  // another thread meanwhile can shift neither. A `successor` gets its readiness socket after
+  // the listeners and the extra fds.
+  result<pid_t> start_process(const process_options& options, std::optional<detail::successor_place> successor);
 
   mutable std::mutex mutex_;
   bool inherited_read_ = false;

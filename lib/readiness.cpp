@@ -13,6 +13,7 @@
 
 #include "environment_protocol.hpp"
 #include "generations.hpp"
+#include "net_state.hpp"
 #include "readiness_socket.hpp"
 
 namespace grace {
@@ -126,17 +127,14 @@ struct pending_child::impl {
 result<pending_child> pending_child::start(net& n, process_options options, unsigned max_generations) {
   auto admitted = detail::admit_next_generation(detail::startup_inheritance().ancestors, max_generations);
   if (!admitted) return tl::unexpected(admitted.error());
-  const auto& alive = *admitted;
 
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair) != 0)
     return detail::fail_errno(errno, "start the next generation: readiness socketpair");
-  // The child finds its end right after the listeners.
-  const std::size_t listeners = n.active_listeners().size();
-  for (auto& entry : detail::generation_entries(generation() + 1, alive)) options.extra_env.push_back(entry);
-  options.extra_env.push_back(detail::ready_fd_entry(static_cast<int>(3 + listeners + options.extra_fds.size())));
-  options.extra_fds.push_back(pair[1]);
-  auto pid = n.start_process(options);
+  // The child's end goes after its listeners and extra fds; its number, and GRACE_READY_FD that
+  // names it, are decided under the net's lock with the rest of the child's fds.
+  detail::successor_place successor{pair[1], generation() + 1, std::move(*admitted)};
+  auto pid = n.state_->start_process(options, std::move(successor));
   ::close(pair[1]);
   if (!pid) {
     ::close(pair[0]);

@@ -127,18 +127,19 @@ int executable_file_error(const std::string& path) {
 }  // namespace
 
 result<pid_t> spawn_process(const spawn_request& request) {
-  for (const int fd : request.fds)
+  const auto& fds = request.child.fds;
+  for (const int fd : fds)
     if (fcntl(fd, F_GETFD) < 0)
       return fail_errno(errno, "start " + request.executable + ": fd " + std::to_string(fd) +
                                    " to pass is not open");
   std::vector<std::string> argv_storage = request.argv;
-  std::vector<std::string> env_storage = request.environment;
-  if (request.set_listen_pid) env_storage.push_back(listen_pid_prefix + std::string(23, ' '));
+  std::vector<std::string> env_storage = request.child.environment;
+  const bool listen_pid = request.child.listen_pid;
+  if (listen_pid) env_storage.push_back(listen_pid_prefix + std::string(23, ' '));
   std::vector<char*> argv = pointers_to(argv_storage);
   std::vector<char*> envp = pointers_to(env_storage);
-  char* listen_pid_digits =
-      request.set_listen_pid ? env_storage.back().data() + listen_pid_prefix.size() : nullptr;
-  std::vector<int> sources(request.fds.size());
+  char* listen_pid_digits = listen_pid ? env_storage.back().data() + listen_pid_prefix.size() : nullptr;
+  std::vector<int> sources(fds.size());
   // The child runs on this stack, in our memory, until it execs (CLONE_VM | CLONE_VFORK, as
   // posix_spawn does): no page tables to copy, no copy-on-write faults, whatever our size.
   constexpr std::size_t stack_size = 256 * 1024;
@@ -152,7 +153,7 @@ result<pid_t> spawn_process(const spawn_request& request) {
   sigemptyset(&none);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   child_plan plan{request.executable.c_str(), argv.data(), envp.data(), listen_pid_digits,
-                  request.fds.data(), sources.data(), static_cast<int>(request.fds.size()),
+                  fds.data(), sources.data(), static_cast<int>(fds.size()),
                   request.directory.c_str(), max_fd_number(), &none, 0};
   const pid_t pid = clone(child_main, stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
   const int clone_errno = errno;

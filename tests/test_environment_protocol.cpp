@@ -154,26 +154,94 @@ TEST_CASE("GRACE_GENERATION and GRACE_ANCESTORS: malformed means a warning and s
 }
 
 TEST_CASE("the child's environment: protocol variables replaced, NOTIFY_SOCKET kept, no LISTEN_* without listeners") {
+  using grace::detail::lay_out_child;
   const std::vector<std::string> parent = {"PATH=/bin", "LISTEN_FDS=9", "LISTEN_PID=1", "LISTEN_FDNAMES=x",
                                            "GRACE_READY_FD=7", "GRACE_GENERATION=3", "GRACE_ANCESTORS=1:1",
                                            "NOTIFY_SOCKET=/run/notify", "APP=old"};
-  auto env = grace::detail::child_environment(parent, {"APP=new"}, {"web", "admin"});
+  grace::detail::child_request named;
+  named.listeners = {{10, "web", 0}, {11, "admin", 0}};
+  named.extra_env = {"APP=new"};
+  const auto env = lay_out_child(parent, named);
   const std::vector<std::string> expected = {"PATH=/bin", "NOTIFY_SOCKET=/run/notify", "APP=new", "LISTEN_FDS=2",
                                              "LISTEN_FDNAMES=web:admin"};
-  CHECK(env == expected);
-  auto typed = grace::detail::child_environment({"GRACE_LISTEN_TYPES=ddd"}, {}, {"web", "dns"}, "sd");
+  CHECK(env.environment == expected);
+  CHECK(env.listen_pid);
+  grace::detail::child_request typed;
+  typed.listeners = {{10, "web", 's'}, {11, "dns", 'd'}};
   const std::vector<std::string> expected_typed = {"LISTEN_FDS=2", "LISTEN_FDNAMES=web:dns", "GRACE_LISTEN_TYPES=sd"};
-  CHECK(typed == expected_typed);
+  CHECK(lay_out_child({"GRACE_LISTEN_TYPES=ddd"}, typed).environment == expected_typed);
   // start_process() with no listener: nothing its own inherit() would reject.
-  auto bare = grace::detail::child_environment(parent, {}, {});
+  const auto bare = lay_out_child(parent, {});
   const std::vector<std::string> expected_bare = {"PATH=/bin", "NOTIFY_SOCKET=/run/notify", "APP=old"};
-  CHECK(bare == expected_bare);
+  CHECK(bare.environment == expected_bare);
+  CHECK(bare.fds.empty());
+  CHECK_FALSE(bare.listen_pid);
   CHECK(parse_inheritance({}, self, max_fds).listen);
 
   const auto generation = grace::detail::generation_entries(4, {{10, 5}, {11, 6}});
   CHECK(generation == std::vector<std::string>{"GRACE_GENERATION=4", "GRACE_ANCESTORS=10:5,11:6"});
-  CHECK(grace::detail::ready_fd_entry(5) == "GRACE_READY_FD=5");
   CHECK(grace::detail::check_entry("A=b"));
   CHECK_FALSE(grace::detail::check_entry("=b"));
   CHECK_FALSE(grace::detail::check_entry("NOT-AN-ASSIGNMENT"));
+}
+
+namespace {
+
+// What the child reads from a layout's environment (with the LISTEN_PID the spawner writes).
+grace::detail::inheritance as_child_reads(const grace::detail::child_layout& layout) {
+  environment env;
+  for (const auto& entry : layout.environment) {
+    const auto equals = entry.find('=');
+    env.emplace(entry.substr(0, equals), entry.substr(equals + 1));
+  }
+  if (layout.listen_pid) env.emplace("LISTEN_PID", std::to_string(self));
+  return parse_inheritance(env, self, max_fds);
+}
+
+}  // namespace
+
+TEST_CASE("a child's fds and the variables that name them are laid out together, and agree") {
+  using grace::detail::lay_out_child;
+  grace::detail::child_request next;
+  next.listeners = {{20, "web", 's'}, {21, "dns", 'd'}};
+  next.extra_fds = {30};
+  next.successor = grace::detail::successor_place{40, 4, {{10, 5}, {11, 6}}};
+  next.offer_connections = true;
+  const auto layout = lay_out_child({"PATH=/bin"}, next);
+  // Listeners at 3.., the extra fds after them, the readiness socket last.
+  CHECK(layout.fds == std::vector<int>{20, 21, 30, 40});
+  const std::vector<std::string> expected = {"PATH=/bin",           "LISTEN_FDS=2",       "LISTEN_FDNAMES=web:dns",
+                                             "GRACE_LISTEN_TYPES=sd", "GRACE_READY_FD=6", "GRACE_GENERATION=4",
+                                             "GRACE_ANCESTORS=10:5,11:6", "GRACE_CONNECTIONS=1"};
+  CHECK(layout.environment == expected);
+  CHECK(layout.listen_pid);
+
+  // Read back as the child reads them, the variables name exactly the fds laid out, whatever
+  // the number of listeners and extra fds.
+  for (std::size_t listeners = 0; listeners < 4; ++listeners)
+    for (std::size_t extra = 0; extra < 3; ++extra) {
+      CAPTURE(listeners);
+      CAPTURE(extra);
+      grace::detail::child_request r;
+      for (std::size_t i = 0; i < listeners; ++i)
+        r.listeners.push_back({static_cast<int>(100 + i), "l" + std::to_string(i), 's'});
+      for (std::size_t i = 0; i < extra; ++i) r.extra_fds.push_back(static_cast<int>(200 + i));
+      r.successor = grace::detail::successor_place{300, 2, {}};
+      const auto laid = lay_out_child({}, r);
+      REQUIRE(laid.fds.size() == listeners + extra + 1);
+      const auto read = as_child_reads(laid);
+      REQUIRE(read.listen);
+      CHECK(read.listen->count == static_cast<int>(listeners));
+      for (std::size_t i = 0; i < listeners; ++i) {
+        CHECK(laid.fds[i] == r.listeners[i].fd);
+        CHECK(read.listen->names[i] == r.listeners[i].name);
+      }
+      CHECK(read.listen->types == std::string(listeners, 's'));
+      REQUIRE(read.ready_fd);
+      REQUIRE(*read.ready_fd >= 3);
+      // The fd GRACE_READY_FD names in the child is this process's readiness socket.
+      CHECK(laid.fds[static_cast<std::size_t>(*read.ready_fd - 3)] == 300);
+      CHECK(read.generation == 2);
+      CHECK(read.warnings.empty());
+    }
 }

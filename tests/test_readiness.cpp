@@ -9,9 +9,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "generations.hpp"
@@ -134,6 +137,57 @@ TEST_CASE("an exec failure leaves no child and no fd behind") {
   CHECK(child.error().code() == std::errc::no_such_file_or_directory);
   CHECK(open_fd_count() == fds_before);
   check_still_serving(**l);
+}
+
+TEST_CASE("listeners opened and closed on another thread while children start cannot shift GRACE_READY_FD") {
+  grace::net net;
+  REQUIRE(net.listen("tcp", "127.0.0.1:0"));
+  std::atomic<bool> stop{false};
+  std::atomic<int> opened{0};
+  // Up to 100 more listeners, then none, again and again; each change at a moment of its own.
+  std::thread churn([&] {
+    std::vector<grace::listener*> held;
+    bool opening = true;
+    for (unsigned pause = 1; !stop; pause = pause * 7 % 101) {
+      if (opening) {
+        if (auto l = net.listen("tcp", "127.0.0.1:0")) {
+          held.push_back(*l);
+          ++opened;
+        }
+        opening = held.size() < 100;
+      } else {
+        (void)net.close(held.back());
+        held.pop_back();
+        opening = held.empty();
+      }
+      usleep(pause);
+    }
+  });
+  grace::process_options options;
+  options.executable_path = helper_path("GRACE_PROBE");
+  options.extra_env = {"GRACE_PROBE_MODE=notify-ready"};
+  int ready = 0;
+  std::string failure;
+  while (failure.empty() && ready < 50) {
+    auto child = grace::pending_child::start(net, options);
+    if (!child) {
+      failure = child.error().message();
+      break;
+    }
+    // The child checks GRACE_READY_FD at start-up: had a listener opened or closed meanwhile
+    // moved its socket, the number would name a listener or nothing, and notify_ready() fails.
+    if (child->wait(std::chrono::seconds(10)) != grace::upgrade_outcome::ready) {
+      failure = "child " + std::to_string(ready + 1) + " was not ready";
+      break;
+    }
+    ++ready;
+    waitpid(child->pid(), nullptr, 0);
+  }
+  stop = true;
+  churn.join();
+  CAPTURE(opened.load());
+  CHECK(failure == "");
+  CHECK(ready == 50);
 }
 
 TEST_CASE("notify_ready: a first start has nobody to tell; a bad GRACE_READY_FD is a named error") {
