@@ -18,6 +18,7 @@ void print_usage(std::FILE* out, const char* name) {
                "  SIGHUP is logged and ignored.\n"
                "  --handover-socket PATH: take the listeners over from the process serving PATH, if one does,\n"
                "  and serve PATH for the next one: starting the program again with the same PATH upgrades it.\n"
+               "  Without it, GRACE_HANDOVER_SOCKET (set by grace-listen --overlap) names PATH.\n"
                "  --no-migrate: keep connections in the old generation at a hand-over (they end there as\n"
                "  a drain ends them) instead of moving the idle ones to the new generation.\n"
                "  --fd-store: keep the listeners in systemd's fd store (FDSTORE=1), so that even a crash or\n"

@@ -1,6 +1,11 @@
 #include "sample.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <set>
+#include <utility>
 
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +22,12 @@ config parse_uv_command_line(int argc, char** argv, const char* name) {
   c.upgrade.max_generations = line.max_generations;
   c.upgrade.successor_watch = line.successor_watch;
   c.upgrade.handover_socket = line.handover_socket;
+  // Under `grace-listen --overlap`, each generation is told where the hand-over socket is: the
+  // next generation then takes over from the serving one (its listeners, which are grace-listen's
+  // sockets anyway, and its connections), and the old one reports the new one's readiness as
+  // MAINPID=<new> READY=1, which grace-listen takes as that generation's.
+  if (const char* given = std::getenv("GRACE_HANDOVER_SOCKET"); c.upgrade.handover_socket.empty() && given && *given)
+    c.upgrade.handover_socket = given;
   c.migrate = line.migrate;
   c.upgrade.fd_store = line.fd_store;
   c.workers = line.workers;
@@ -46,6 +57,28 @@ std::unique_ptr<grace::uv::worker_group> start_workers(const config& c, const ch
   return std::move(*started);
 }
 
+namespace {
+
+// Under grace-listen --overlap a new generation holds each of grace-listen's sockets twice: once
+// from LISTEN_FDS and once from the takeover. They are one socket (one queue): serve it once.
+grace::listener_group without_duplicates(grace::net& net, grace::listener_group group) {
+  std::vector<grace::listener*> kept;
+  std::set<std::pair<dev_t, ino_t>> seen;
+  for (grace::listener* l : group.members) {
+    struct stat st {};
+    if (fstat(l->fd(), &st) == 0 && !seen.insert({st.st_dev, st.st_ino}).second) {
+      (void)net.close(l);
+      continue;
+    }
+    kept.push_back(l);
+  }
+  group.members = std::move(kept);
+  group.steered = std::min(group.steered, group.members.size());
+  return group;
+}
+
+}  // namespace
+
 grace::listener_group open_listener_group(grace::net& net, const config& c, const char* name) {
   if (c.address.rfind("unix:", 0) == 0) {
     if (c.reuse_port) {
@@ -61,7 +94,7 @@ grace::listener_group open_listener_group(grace::net& net, const config& c, cons
     std::fprintf(stderr, "%s: cannot listen on %s: %s\n", name, c.address.c_str(), group.error().message().c_str());
     std::exit(1);
   }
-  return *group;
+  return without_duplicates(net, *group);
 }
 
 }  // namespace sample

@@ -1,8 +1,10 @@
 // grace-listen: holds the sockets while the application restarts. It binds each socket once,
 // runs the command with them (systemd's socket-activation protocol), and runs it again when it
-// exits, on SIGHUP, or when a watched path changes; a client that connects meanwhile waits in
-// the kernel's backlog instead of being refused.
+// exits, on SIGHUP, on `grace-listen --reload`, or when a watched path changes; a client that
+// connects meanwhile waits in the kernel's backlog instead of being refused. With --overlap the
+// next command starts while the current one serves (supervisor.hpp).
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -10,7 +12,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "control.hpp"
 #include "grace/grace.hpp"
+#include "notify_inbox.hpp"
 #include "options.hpp"
 #include "supervisor.hpp"
 
@@ -42,7 +46,13 @@ int bind_udp(const std::string& address) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const auto options = grace_listen::parse_options(argc, argv);
+  const auto line = grace_listen::parse_command_line(argc, argv);
+  if (line.reload) return grace_listen::reload_and_wait(line.reload->target);
+  const auto& options = line.run;
+  // Orphans of the command (a generation that re-executes itself and exits, a worker whose master
+  // died) become this process's children, to be reaped and watched here: PID 1 is that already.
+  if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
+    std::fprintf(stderr, "grace-listen: cannot become a child subreaper: %s\n", std::strerror(errno));
   // Sockets systemd passed to grace-listen itself are taken by address, like any grace server's.
   static grace::net net;
   std::vector<grace_listen::held_socket> held;
@@ -57,6 +67,14 @@ int main(int argc, char** argv) {
     if (!l) fail(spec.kind + ":" + spec.address + ": " + l.error().message());
     held.push_back({(*l)->fd(), spec.name, spec.kind + " " + (*l)->address()});
   }
-  grace_listen::supervisor s(uv_default_loop(), options, std::move(held));
-  return s.run();
+  std::string why;
+  auto inbox = grace_listen::notify_inbox::open(why);
+  if (!inbox) fail(why);
+  int status = 0;
+  {
+    grace_listen::supervisor s(uv_default_loop(), options, std::move(held), *inbox);
+    status = s.run();
+  }
+  inbox->remove();
+  return status;
 }
