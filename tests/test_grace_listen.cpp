@@ -6,10 +6,12 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -157,4 +159,80 @@ TEST_CASE("any program gets the sockets, a udp one among them, as systemd would 
   auto status = listen->wait(10s);
   REQUIRE(status);
   CHECK(WEXITSTATUS(*status) == 128 + SIGTERM);
+}
+
+namespace {
+
+// Replaces `path` the way linkers, `cp` + `mv` and editors do: a new file renamed over it.
+void replace_by_rename(const std::string& path, const std::string& text) {
+  const std::string temporary = path + ".new";
+  std::ofstream(temporary) << text;
+  REQUIRE(std::rename(temporary.c_str(), path.c_str()) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("--watch follows a file replaced by rename, unlinked and re-created, and a directory made again") {
+  temp_dir dir;
+  const std::string address = free_address();
+  const std::string file = dir.file("app.conf");
+  const std::string tree = dir.file("static");
+  std::ofstream(file) << "0\n";
+  REQUIRE(mkdir(tree.c_str(), 0700) == 0);
+  auto listen = start({"-s", "tcp:" + address, "--watch", file, "--watch", tree, "--", helper_path("GRACE_PROBE"),
+                       "serve-http", address, "100000"});
+  REQUIRE(listen->wait_stderr("(first start)"));
+  const std::string started_for_file = "(a change under " + file + ")";
+  // "restarting ..." and "started ..." name the reason: two lines per restart.
+  for (int i = 1; i <= 3; ++i) {
+    replace_by_rename(file, std::to_string(i) + "\n");
+    REQUIRE_MESSAGE(listen->wait_stderr(started_for_file, 10s, 2 * static_cast<std::size_t>(i)), listen->stderr_text());
+  }
+  std::remove(file.c_str());
+  std::ofstream(file) << "re-created\n";
+  REQUIRE_MESSAGE(listen->wait_stderr(started_for_file, 10s, 8), listen->stderr_text());
+  std::ofstream(file, std::ios::app) << "written in place\n";
+  REQUIRE_MESSAGE(listen->wait_stderr(started_for_file, 10s, 10), listen->stderr_text());
+
+  // The directory: an entry, the directory removed and made again, then an entry in the new one.
+  const std::string started_for_tree = "(a change under " + tree + ")";
+  std::ofstream(tree + "/a.css") << "a\n";
+  REQUIRE_MESSAGE(listen->wait_stderr(started_for_tree, 10s, 2), listen->stderr_text());
+  std::remove((tree + "/a.css").c_str());
+  REQUIRE(rmdir(tree.c_str()) == 0);
+  REQUIRE(mkdir(tree.c_str(), 0700) == 0);
+  REQUIRE_MESSAGE(listen->wait_stderr(started_for_tree, 10s, 4), listen->stderr_text());
+  std::ofstream(tree + "/b.css") << "b\n";
+  REQUIRE_MESSAGE(listen->wait_stderr(started_for_tree, 10s, 6), listen->stderr_text());
+  CHECK(body_at(address).rfind("pid=", 0) == 0);
+  listen->kill(SIGTERM);
+  REQUIRE(listen->wait(10s));
+}
+
+TEST_CASE("a command that ignores SIGTERM is killed after --stop-timeout, and says so") {
+  const std::string address = free_address();
+  // SIG_IGN survives exec: sleep ignores SIGTERM.
+  auto listen = start({"-s", "tcp:" + address, "--stop-timeout", "1", "--", "/bin/sh", "-c",
+                       "trap '' TERM; exec sleep 600"});
+  REQUIRE(listen->wait_stderr("(first start)"));
+  listen->kill(SIGTERM);
+  auto status = listen->wait(15s);
+  REQUIRE_MESSAGE(status, listen->stderr_text());
+  CHECK(WEXITSTATUS(*status) == 128 + SIGKILL);
+  const std::string log = listen->stderr_text();
+  CHECK(log.find("passing Terminated to pid") != std::string::npos);
+  CHECK(log.find("did not exit within 1 s (--stop-timeout) of being told to stop: killing it (SIGKILL)") !=
+        std::string::npos);
+}
+
+TEST_CASE("a command that exits 0 again and again is started again without back-off") {
+  const std::string address = free_address();
+  auto listen = start({"-s", "tcp:" + address, "--", "/bin/sh", "-c", "sleep 0.2; exit 0"});
+  // With the back-off of fast failures, the 8th start would come after 0.1+0.2+...+6.4 s.
+  REQUIRE_MESSAGE(listen->wait_stderr("(it exited with status 0)", 10s, 8), listen->stderr_text());
+  const std::string log = listen->stderr_text();
+  CHECK(log.find("fast failure") == std::string::npos);
+  CHECK(log.find("starting it again in") == std::string::npos);
+  listen->kill(SIGTERM);
+  REQUIRE(listen->wait(10s));
 }
