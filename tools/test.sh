@@ -1,32 +1,87 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: g++ with CMake/CTest, clang with meson, g++ again under
-# AddressSanitizer + UndefinedBehaviorSanitizer, and a bounded libFuzzer run of every fuzz
-# target on its seed corpus. Warnings are errors everywhere.
+# The whole test suite, as CI runs it, every label (unit, e2e, install, fuzz) somewhere:
+#   1. g++, CMake, CTest: the unit tests first (seconds), then e2e and install;
+#   2. clang++, meson test: every suite;
+#   3. g++ under AddressSanitizer + UndefinedBehaviorSanitizer: every label but install (an
+#      installed grace is checked in 1 and 2; its consumers would need the sanitizer runtime);
+#   4. clang, libFuzzer: a bounded run of every fuzz target on its seed corpus.
+# Warnings are errors everywhere. Each phase says what it does, shows the build's progress, and
+# ends with its time; about 20 minutes on an idle 2-core machine, and it must stay under 45.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools/setup.sh
 jobs=$(nproc)
+budget_minutes=45
+start=$SECONDS
+phase_start=$SECONDS
 
-echo "== g++, CMake, CTest =="
-CXX=g++ cmake -S . -B build/gcc -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+phase() {
+  phase_start=$SECONDS
+  echo
+  echo "== $* =="
+}
+done_phase() { echo "-- $* done in $((SECONDS - phase_start)) s (total $((SECONDS - start)) s)"; }
+# Runs a command quietly; shows its output only when it fails.
+quiet() {
+  local log
+  log=$(mktemp)
+  if ! "$@" >"$log" 2>&1; then
+    cat "$log"
+    rm -f "$log"
+    echo "failed: $*" >&2
+    return 1
+  fi
+  rm -f "$log"
+}
+
+phase "setup: Debian packages (tools/setup.sh)"
+tools/setup.sh
+done_phase "setup"
+
+phase "1/4 g++, CMake, CTest (build/gcc, RelWithDebInfo)"
+echo "configure"
+CXX=g++ quiet cmake -S . -B build/gcc -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+echo "build, $jobs jobs"
 cmake --build build/gcc -j "$jobs"
-(cd build/gcc && ctest --output-on-failure -j "$jobs")
+echo "ctest -L unit"
+(cd build/gcc && ctest --output-on-failure -j "$jobs" -L unit)
+echo "ctest -LE unit (e2e, install)"
+(cd build/gcc && ctest --output-on-failure -j "$jobs" -LE unit)
+done_phase "g++, CMake"
 
-echo "== clang++, meson test =="
+phase "2/4 clang++, meson test (build/meson-clang, debugoptimized)"
 if [ ! -f build/meson-clang/build.ninja ]; then
-  CXX=clang++ meson setup build/meson-clang --buildtype=debugoptimized -Dwerror=true >/dev/null
+  echo "meson setup"
+  CXX=clang++ quiet meson setup build/meson-clang --buildtype=debugoptimized -Dwerror=true
 fi
-meson test -C build/meson-clang --print-errorlogs --num-processes "$jobs"
+echo "build, $jobs jobs"
+meson compile -C build/meson-clang -j "$jobs"
+echo "meson test, every suite"
+meson test -C build/meson-clang --no-rebuild --print-errorlogs --num-processes "$jobs"
+done_phase "clang++, meson"
 
-echo "== g++, ASan + UBSan =="
-CXX=g++ cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DGRACE_SANITIZE=ON >/dev/null
+phase "3/4 g++, ASan + UBSan (build/sanitize, Debug)"
+echo "configure"
+CXX=g++ quiet cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DGRACE_SANITIZE=ON
+echo "build, $jobs jobs"
 cmake --build build/sanitize -j "$jobs"
-# The install test builds its own tree without sanitizers; the other suites cover the code.
+echo "ctest -LE install (unit, e2e)"
 (cd build/sanitize && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --output-on-failure -j "$jobs" -E install_consume)
+  ctest --output-on-failure -j "$jobs" -LE install)
+done_phase "sanitizers"
 
-echo "== clang, libFuzzer (bounded runs on the seed corpus) =="
-CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGRACE_FUZZ=ON \
-  -DGRACE_BUILD_TESTS=OFF -DGRACE_BUILD_SAMPLES=OFF -DGRACE_BUILD_TOOLS=OFF >/dev/null
+phase "4/4 clang, libFuzzer (build/fuzz): bounded runs on the seed corpus"
+echo "configure"
+CXX=clang++ quiet cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGRACE_FUZZ=ON \
+  -DGRACE_BUILD_TESTS=OFF -DGRACE_BUILD_SAMPLES=OFF -DGRACE_BUILD_TOOLS=OFF
+echo "build, $jobs jobs"
 cmake --build build/fuzz -j "$jobs"
+echo "ctest -L fuzz"
 (cd build/fuzz && ctest --output-on-failure -j "$jobs" -L fuzz)
+done_phase "fuzz"
+
+total=$((SECONDS - start))
+echo
+echo "all passed in $((total / 60)) min $((total % 60)) s"
+if [ "$total" -gt $((budget_minutes * 60)) ]; then
+  echo "warning: over the ${budget_minutes}-minute budget of CI on a 2-core machine" >&2
+fi
