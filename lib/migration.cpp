@@ -1,14 +1,18 @@
 #include "grace/migration.hpp"
 
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <string_view>
 
 #include "environment_protocol.hpp"
 #include "failure.hpp"
+#include "fd_table.hpp"
 #include "readiness_socket.hpp"
 #include "scm_rights.hpp"
 
@@ -17,6 +21,7 @@ namespace {
 
 constexpr char offer_magic[] = "GRACE-CONNECTIONS 1";
 constexpr std::string_view hello_note = "grace-connections 1";
+constexpr std::string_view capacity_field = " capacity=";
 
 }  // namespace
 
@@ -78,12 +83,34 @@ result<int> offer_connection_channel(int ready_fd) {
   return pair[0];
 }
 
-outgoing_parcel connection_hello() {
+outgoing_parcel connection_hello(std::size_t capacity) {
   outgoing_parcel p;
   p.note = std::string(hello_note);
+  if (capacity != SIZE_MAX) p.note += std::string(capacity_field) + std::to_string(capacity);
   return p;
 }
 
-bool is_connection_hello(const parcel& p) noexcept { return p.note == hello_note && p.fds.empty(); }
+std::optional<std::size_t> hello_capacity(const parcel& p) noexcept {
+  if (!p.fds.empty() || p.note.compare(0, hello_note.size(), hello_note) != 0) return std::nullopt;
+  const std::string_view rest = std::string_view(p.note).substr(hello_note.size());
+  if (rest.empty()) return SIZE_MAX;
+  if (rest.compare(0, capacity_field.size(), capacity_field) != 0) return std::nullopt;
+  const std::string_view digits = rest.substr(capacity_field.size());
+  std::size_t capacity = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), capacity);
+  if (ec != std::errc() || end != digits.data() + digits.size() || digits.empty()) return std::nullopt;
+  return capacity;
+}
+
+bool is_connection_hello(const parcel& p) noexcept { return hello_capacity(p).has_value(); }
+
+std::size_t connection_capacity() noexcept {
+  const std::size_t free_entries = detail::free_fd_count();
+  if (free_entries == SIZE_MAX) return SIZE_MAX;
+  rlimit limit{};
+  getrlimit(RLIMIT_NOFILE, &limit);
+  const std::size_t reserve = std::clamp<std::size_t>(static_cast<std::size_t>(limit.rlim_cur) / 4, 16, 1024);
+  return free_entries > reserve ? free_entries - reserve : 0;
+}
 
 }  // namespace grace

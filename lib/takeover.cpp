@@ -1,9 +1,14 @@
 #include "grace/takeover.hpp"
 
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <thread>
 
 #include "environment_protocol.hpp"
 #include "failure.hpp"
+#include "fd_table.hpp"
 #include "generations.hpp"
 #include "grace/net.hpp"
 #include "grace/readiness.hpp"
@@ -20,6 +25,20 @@ constexpr std::string_view refusal_line = "refused";
 constexpr std::string_view pid_prefix = "pid=";
 
 using clock = std::chrono::steady_clock;
+
+// At least `needed` fds free once this process holds `held` listeners.
+result<void> check_room(const std::string& where, std::size_t needed, std::size_t held) {
+  const std::size_t free_fds = detail::free_fd_count();
+  if (free_fds >= needed) return {};
+  rlimit limit{};
+  getrlimit(RLIMIT_NOFILE, &limit);
+  return detail::fail(std::make_error_code(std::errc::too_many_files_open),
+                      where + ": only " + std::to_string(free_fds) + " fd(s) free of RLIMIT_NOFILE " +
+                          std::to_string(limit.rlim_cur) +
+                          (held == 0 ? std::string() : " once holding " + std::to_string(held) + " listener(s)") +
+                          ", and at least " + std::to_string(needed) +
+                          " are needed: raise the limit (ulimit -n, LimitNOFILE=)");
+}
 
 std::chrono::milliseconds left_until(clock::time_point deadline) {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
@@ -104,12 +123,22 @@ result<takeover_result> net::take_over(std::string_view path, const takeover_opt
   const std::string where = "take over from the process serving " + detail::quoted(path);
   const auto deadline = clock::now() + options.timeout;
   auto channel = fd_channel::connect(path, options.channel);
+  // A full backlog (other takers, or somebody holding the socket's queue) is tried again until
+  // the deadline, a little later each time.
+  for (auto pause = std::chrono::milliseconds(1);
+       !channel && channel.error().code() == std::errc::resource_unavailable_try_again && clock::now() + pause < deadline;
+       pause = std::min(pause * 2, std::chrono::milliseconds(50))) {
+    std::this_thread::sleep_for(pause);
+    channel = fd_channel::connect(path, options.channel);
+  }
   if (!channel) {
     const auto& code = channel.error().code();
     if (code == std::errc::no_such_file_or_directory || code == std::errc::connection_refused)
       return takeover_result{takeover_result::outcome::nobody_serving, 0, 0};
     return detail::fail(code, where + ": " + channel.error().message());
   }
+  // Too few fds to hold even a listener: declined before saying hello, so nothing is sent.
+  if (auto room = check_room(where, options.min_free_fds, 0); !room) return tl::unexpected(room.error());
   const pid_t from = channel->peer().pid;  // who listened first; offered_pid() says who answered
   if (auto sent = channel->send(takeover_hello(), left_until(deadline)); !sent)
     return detail::fail(sent.error().code(), where + ": " + sent.error().message());
@@ -132,6 +161,14 @@ result<takeover_result> net::take_over(std::string_view path, const takeover_opt
     if (!s) return tl::unexpected(s.error());
     s->name = received.description.name.empty() ? "unknown" : received.description.name;
     sockets.push_back(std::move(*s));
+  }
+  // Holding the listeners with too few fds left, this process could not run its loop (libuv
+  // aborts when it cannot make its own descriptors). Said before the listeners are confirmed; the
+  // channel stays open until this process exits, after it has said why: the serving process takes
+  // a taker's hang-up for a crash and kills it, and the reason would be lost.
+  if (auto room = check_room(where, options.min_free_fds, sockets.size()); !room) {
+    (void)channel->release();
+    return tl::unexpected(room.error());
   }
   if (auto flushed = channel->flush(left_until(deadline)); !flushed)
     return detail::fail(flushed.error().code(), where + ": " + flushed.error().message());

@@ -14,6 +14,8 @@
 //
 // grace::uv::upgrader does all of this (on_export / on_import); these are its steps, for other
 // event loops.
+#include <cstddef>
+#include <cstdint>
 #include <optional>
 
 #include "grace/error.hpp"
@@ -37,8 +39,23 @@ GRACE_API int parent_connection_fd() noexcept;
 // connection: pending_child::ready_fd()) one end of a fresh channel and returns the other.
 [[nodiscard]] GRACE_API result<int> offer_connection_channel(int ready_fd);
 
-// The first parcel on the connection channel, from the new generation: it takes connections.
-GRACE_API outgoing_parcel connection_hello();
+// The most application bytes one connection carries (its description also holds its address and
+// listener name, within description_limit). A connection with more state stays in the old
+// generation; an application's buffers for a connection that may move (an HTTP server's request
+// head) stay within this.
+inline constexpr std::size_t connection_state_limit = description_limit - 4096 - 255 - 64;
+
+// The first parcel on the connection channel, from the new generation: it takes connections, at
+// most `capacity` of them (what its fd table holds while it keeps room to accept new clients:
+// connection_capacity()). The old generation sends no more than that and keeps the rest.
+GRACE_API outgoing_parcel connection_hello(std::size_t capacity = SIZE_MAX);
 GRACE_API bool is_connection_hello(const parcel& p) noexcept;
+// The capacity a hello names (SIZE_MAX when it names none: a generation of an older grace);
+// nullopt for a parcel that is not a hello.
+GRACE_API std::optional<std::size_t> hello_capacity(const parcel& p) noexcept;
+// How many connections this process can take in: the free entries of its fd table (counted in
+// one system call, without /proc) less a reserve, a quarter of the table (at least 16, at most
+// 1024), kept for accepting new clients and everything else the process opens.
+GRACE_API std::size_t connection_capacity() noexcept;
 
 }  // namespace grace

@@ -25,9 +25,15 @@ namespace grace {
 class net;
 
 struct takeover_options {
-  // For the whole exchange: connect, hello, the listeners.
+  // For the whole exchange: connect (a full backlog is tried again until then), hello, the
+  // listeners.
   std::chrono::milliseconds timeout{10000};
   channel_options channel;
+  // Free fds this process must still have once it holds the listeners, for its event loop,
+  // threads and first clients: with fewer, it declines the listeners (the serving process keeps
+  // them and serves on) and the error names RLIMIT_NOFILE. A program with many event loops wants
+  // more.
+  std::size_t min_free_fds = 16;
 };
 
 struct takeover_result {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -16,6 +17,12 @@ using namespace std::chrono_literals;
 
 constexpr auto exchange_timeout = 10s;
 constexpr auto refusal_timeout = 2s;
+// A taker says hello as soon as it is connected: a peer silent for longer is no taker.
+constexpr auto hello_deadline = 2s;
+// Peers connected and silent at once, at most; more are hung up on at once.
+constexpr std::size_t max_greeting = 8;
+constexpr auto peer_warning_interval = 10s;
+constexpr unsigned peer_warnings_per_interval = 5;
 const char* const handover_name = "grace-handover";
 
 std::string octal(unsigned mode) {
@@ -89,17 +96,23 @@ result<std::unique_ptr<takeover_server>> takeover_server::open(uv_loop_t* loop, 
 // The handles let go of the fds before the channels close them.
 takeover_server::~takeover_server() {
   poll_.reset();
+  retry_timer_.reset();
   candidate_timer_.reset();
+  greeting_.clear();
 }
 
-pid_t takeover_server::busy_with() const noexcept { return candidate_ ? candidate_->peer().pid : 0; }
+pid_t takeover_server::busy_with() const noexcept { return candidate_ ? candidate_pid_ : 0; }
 
 void takeover_server::start_accepting() {
   if (accepting_ || !poll_) return;
+  accepting_ = true;
+  if (paused_) return;  // the retry timer starts the poll again
   const int rc = uv_poll_start(poll_.get(), UV_READABLE,
                                [](uv_poll_t* p, int, int) { static_cast<takeover_server*>(p->data)->accept_ready(); });
-  if (rc != 0) return hooks_.warn(uv_result(rc, "hand-over socket " + address_ + ": poll").error().message());
-  accepting_ = true;
+  if (rc != 0) {
+    accepting_ = false;
+    hooks_.warn(uv_result(rc, "hand-over socket " + address_ + ": poll").error().message());
+  }
 }
 
 void takeover_server::stop_accepting() {
@@ -108,60 +121,123 @@ void takeover_server::stop_accepting() {
   uv_poll_stop(poll_.get());
 }
 
+void takeover_server::warn_about_peer(const std::string& message) {
+  // Anyone who may connect could otherwise write this process's log at will.
+  const auto now = std::chrono::steady_clock::now();
+  if (now - warn_window_ >= peer_warning_interval) {
+    if (not_shown_ != 0)
+      hooks_.warn("hand-over socket " + address_ + ": " + std::to_string(not_shown_) +
+                  " more warning(s) about peers not shown");
+    warn_window_ = now;
+    warned_in_window_ = 0;
+    not_shown_ = 0;
+  }
+  if (warned_in_window_ < peer_warnings_per_interval) {
+    ++warned_in_window_;
+    hooks_.warn(message);
+    return;
+  }
+  ++not_shown_;
+}
+
 void takeover_server::accept_ready() {
   for (int i = 0; i < 8 && accepting_; ++i) {
     const int fd = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) return pause_accepting(errno);
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
-        hooks_.warn("hand-over socket " + address_ + ": accept: " + std::strerror(errno));
+        warn_about_peer("hand-over socket " + address_ + ": accept: " + std::strerror(errno));
+      if (errno == EAGAIN || errno == EWOULDBLOCK) retry_ms_ = 0;
       return;
     }
     auto c = fd_channel::adopt(loop_, fd, channel_options_);
     if (!c) {
-      hooks_.warn("hand-over socket " + address_ + ": " + c.error().message());
+      warn_about_peer("hand-over socket " + address_ + ": " + c.error().message());
       continue;
     }
-    if (candidate_) {
-      refuse(std::move(*c), "another takeover (pid " + std::to_string(candidate_->peer().pid) + ") is in progress");
+    if (greeting_.size() >= max_greeting) {
+      warn_about_peer("hand-over socket " + address_ + ": " + std::to_string(max_greeting) +
+                      " peers have not said hello yet; hung up on pid " + std::to_string((*c)->peer().pid));
       continue;
     }
-    candidate_ = std::move(*c);
-    candidate_->on_parcel([this](result<parcel> p) { on_hello(std::move(p)); });
-    auto timed = start_timer(
-        candidate_timer_, loop_, this,
-        [](uv_timer_t* t) {
-          auto* self = static_cast<takeover_server*>(t->data);
-          self->hooks_.warn("hand-over socket " + self->address_ + ": pid " +
-                            std::to_string(self->candidate_->peer().pid) +
-                            " did not complete its takeover within 10 s; hung up on it");
-          self->drop_candidate();
-        },
-        static_cast<uint64_t>(std::chrono::milliseconds(exchange_timeout).count()), 0, "takeover timer");
-    if (!timed) {
-      // Without a deadline a silent peer would hold the hand-over socket: nobody is a candidate.
-      hooks_.warn("hand-over socket " + address_ + ": " + timed.error().message() + "; hung up on pid " +
-                  std::to_string(candidate_->peer().pid));
-      drop_candidate();
-    }
+    greet(std::move(*c));
   }
+}
+
+// Out of fds (or memory): the connection waits in the socket's queue, and the poll, which would
+// fire again at once, waits for a timer.
+void takeover_server::pause_accepting(int err) {
+  retry_ms_ = retry_ms_ == 0 ? 50 : std::min(retry_ms_ * 2, 1000u);
+  warn_about_peer("hand-over socket " + address_ + ": accept: " + std::strerror(err) + "; trying again in " +
+                  std::to_string(retry_ms_) + " ms");
+  uv_poll_stop(poll_.get());
+  paused_ = true;
+  auto timed = start_timer(
+      retry_timer_, loop_, this,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<takeover_server*>(t->data);
+        self->retry_timer_.reset();
+        self->paused_ = false;
+        if (!self->accepting_) return;
+        self->accepting_ = false;
+        self->start_accepting();
+      },
+      retry_ms_, 0, "accept retry timer");
+  if (!timed) {
+    // No timer: accept again now, as before, rather than never.
+    paused_ = false;
+    const bool was = std::exchange(accepting_, false);
+    if (was) start_accepting();
+  }
+}
+
+void takeover_server::greet(std::unique_ptr<fd_channel> c) {
+  greeting_.push_back(greeting{this, std::move(c), {}});
+  auto g = std::prev(greeting_.end());
+  g->channel->on_parcel([this, g](result<parcel> p) { on_hello(g, std::move(p)); });
+  auto timed = start_timer(
+      g->deadline, loop_, &*g,
+      [](uv_timer_t* t) {
+        auto* silent = static_cast<greeting*>(t->data);
+        silent->owner->hang_up_silent(silent);
+      },
+      static_cast<uint64_t>(std::chrono::milliseconds(hello_deadline).count()), 0, "hello timer");
+  if (!timed) {
+    warn_about_peer("hand-over socket " + address_ + ": " + timed.error().message() + "; hung up on pid " +
+                    std::to_string(g->channel->peer().pid));
+    greeting_.erase(g);
+  }
+}
+
+void takeover_server::hang_up_silent(greeting* g) {
+  auto it = std::find_if(greeting_.begin(), greeting_.end(), [g](const greeting& each) { return &each == g; });
+  if (it == greeting_.end()) return;
+  warn_about_peer("hand-over socket " + address_ + ": pid " + std::to_string(it->channel->peer().pid) +
+                  " said nothing within " + std::to_string(std::chrono::milliseconds(hello_deadline).count()) +
+                  " ms; hung up on it");
+  greeting_.erase(it);
 }
 
 void takeover_server::drop_candidate() {
   candidate_timer_.reset();
   candidate_.reset();
+  candidate_pid_ = 0;
 }
 
-void takeover_server::on_hello(result<parcel> hello) {
-  const pid_t pid = candidate_->peer().pid;
+void takeover_server::on_hello(greeting_list::iterator g, result<parcel> hello) {
+  std::unique_ptr<fd_channel> c = std::move(g->channel);
+  const pid_t pid = c->peer().pid;
+  greeting_.erase(g);  // its timer with it; `c` may be inside its own callback: allowed
   if (!hello) {
-    hooks_.warn("hand-over socket " + address_ + ": pid " + std::to_string(pid) + ": " + hello.error().message());
-    drop_candidate();
+    warn_about_peer("hand-over socket " + address_ + ": pid " + std::to_string(pid) + ": " + hello.error().message());
     return;
   }
-  if (!is_takeover_hello(*hello)) {
-    refuse(std::move(candidate_), "this is a grace hand-over socket; the first message must be its hello");
-    drop_candidate();
-    return;
+  if (!is_takeover_hello(*hello))
+    return refuse(std::move(c), "this is a grace hand-over socket; the first message must be its hello");
+  if (candidate_) {
+    const std::string why = "another takeover (pid " + std::to_string(candidate_pid_) + ") is in progress";
+    hooks_.refused(pid, why);
+    return refuse(std::move(c), why);
   }
   std::optional<std::string> why = hooks_.cannot_hand_over();
   std::optional<outgoing_parcel> offer;
@@ -172,9 +248,23 @@ void takeover_server::on_hello(result<parcel> hello) {
   }
   if (why) {
     hooks_.refused(pid, *why);
-    refuse(std::move(candidate_), *why);
-    drop_candidate();
-    return;
+    return refuse(std::move(c), *why);
+  }
+  candidate_ = std::move(c);
+  candidate_pid_ = pid;
+  auto timed = start_timer(
+      candidate_timer_, loop_, this,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<takeover_server*>(t->data);
+        self->hooks_.warn("hand-over socket " + self->address_ + ": pid " + std::to_string(self->candidate_pid_) +
+                          " did not complete its takeover within 10 s; hung up on it");
+        self->drop_candidate();
+      },
+      static_cast<uint64_t>(std::chrono::milliseconds(exchange_timeout).count()), 0, "takeover timer");
+  if (!timed) {
+    hooks_.warn("hand-over socket " + address_ + ": " + timed.error().message() + "; hung up on pid " +
+                std::to_string(pid));
+    return drop_candidate();
   }
   candidate_->on_parcel([this, pid](result<parcel> p) {
     // Nothing more is expected before the listeners are confirmed.

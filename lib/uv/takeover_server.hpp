@@ -7,6 +7,8 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include <chrono>
+
 #include <functional>
 #include <list>
 #include <memory>
@@ -53,16 +55,31 @@ class takeover_server {
   void stop_accepting();
   const std::string& address() const noexcept { return address_; }
   // A process is between its hello and the confirmation of the listeners.
+  // Only after a valid hello: a peer that connects and says nothing blocks nobody.
   bool busy() const noexcept { return candidate_ != nullptr; }
   pid_t busy_with() const noexcept;
 
  private:
+  // A peer that connected and has not said its hello yet: it is nobody's candidate, blocks
+  // nothing, and is hung up on when its deadline passes.
+  struct greeting {
+    takeover_server* owner;
+    std::unique_ptr<fd_channel> channel;
+    owned_handle<uv_timer_t> deadline;  // last: lets go before the channel closes
+  };
+  using greeting_list = std::list<greeting>;
   takeover_server(uv_loop_t* loop, grace::net& net, grace::listener* socket, grace::channel_options channel,
                   unsigned max_generations, hooks h);
   void accept_ready();
-  void on_hello(result<parcel> hello);
+  void pause_accepting(int err);
+  void greet(std::unique_ptr<fd_channel> c);
+  void on_hello(greeting_list::iterator g, result<parcel> hello);
+  void hang_up_silent(greeting* g);
+  void hand_over_to(std::unique_ptr<fd_channel> c, pid_t pid);
   void refuse(std::unique_ptr<fd_channel> c, const std::string& why);
   void drop_candidate();
+  // A warning about a peer, at most a few per interval; the rest are counted and said later.
+  void warn_about_peer(const std::string& message);
 
   uv_loop_t* loop_;
   grace::net& net_;
@@ -71,11 +88,19 @@ class takeover_server {
   grace::channel_options channel_options_;
   unsigned max_generations_;
   hooks hooks_;
-  owned_handle<uv_poll_t> poll_;
   bool accepting_ = false;
+  bool paused_ = false;  // out of fds: the poll waits for the retry timer
+  unsigned retry_ms_ = 0;
+  greeting_list greeting_;
   std::unique_ptr<fd_channel> candidate_;  // the process taking over, between hello and ready_fd
-  owned_handle<uv_timer_t> candidate_timer_;
+  pid_t candidate_pid_ = 0;
   std::list<std::unique_ptr<fd_channel>> refusing_;  // until each refusal is confirmed
+  std::chrono::steady_clock::time_point warn_window_{};
+  unsigned warned_in_window_ = 0;
+  std::size_t not_shown_ = 0;
+  // Declared last: they let go of the fds before the channels close them.
+  owned_handle<uv_timer_t> candidate_timer_, retry_timer_;
+  owned_handle<uv_poll_t> poll_;
 };
 
 }  // namespace grace::uv::detail

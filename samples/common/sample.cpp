@@ -37,7 +37,10 @@ config parse_uv_command_line(int argc, char** argv, const char* name) {
 
 void take_over_if_asked(grace::net& net, const config& c, const char* name) {
   if (c.upgrade.handover_socket.empty()) return;
-  auto taken = net.take_over(c.upgrade.handover_socket);
+  grace::takeover_options options;
+  // Each worker's loop needs fds of its own (libuv aborts when it cannot make them).
+  options.min_free_fds += 4 * static_cast<std::size_t>(c.workers);
+  auto taken = net.take_over(c.upgrade.handover_socket, options);
   if (!taken) {
     std::fprintf(stderr, "%s: %s\n", name, taken.error().message().c_str());
     std::exit(1);

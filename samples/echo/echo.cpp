@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (auto ready = upgrader.ready(); !ready) {
-    std::fprintf(stderr, "grace-echo: cannot report readiness: %s\n", ready.error().message().c_str());
+    std::fprintf(stderr, "grace-echo: %s\n", ready.error().message().c_str());  // the error names its subject
     return 1;
   }
   return upgrader.run();

@@ -160,7 +160,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (auto ready = upgrader.ready(); !ready) {
-    std::fprintf(stderr, "%s: cannot report readiness: %s\n", name, ready.error().message().c_str());
+    std::fprintf(stderr, "%s: %s\n", name, ready.error().message().c_str());  // the error names its subject
     return 1;
   }
   return upgrader.run();

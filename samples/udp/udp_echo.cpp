@@ -139,7 +139,7 @@ int main(int argc, char** argv) {
                static_cast<int>(getpid()), sockets->members.front()->address().c_str(), sockets->members.size(),
                sockets->members.front()->inherited() ? "inherited" : "new", loops);
   if (auto ready = upgrader.ready(); !ready) {
-    std::fprintf(stderr, "%s: cannot report readiness: %s\n", name, ready.error().message().c_str());
+    std::fprintf(stderr, "%s: %s\n", name, ready.error().message().c_str());  // the error names its subject
     return 1;
   }
   const int status = upgrader.run();

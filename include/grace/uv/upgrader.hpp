@@ -88,13 +88,17 @@ class GRACE_API upgrader {
   // migrate(), or let it end).
   void on_export(std::function<std::optional<std::string>(connection&)> hook);
   // New side: a connection handed over with its bytes; set it up and read from it. Also runs in
-  // the old process for a connection whose move failed (the new generation died): it stays.
+  // the old process for a connection that stays: one whose move failed (the new generation died;
+  // a new connection object), and one exported that cannot travel (its bytes are more than
+  // connection_state_limit, or the new generation's fd table has no more room; the same
+  // connection object, its user_data as the export hook left it).
   void on_import(std::function<void(connection&, std::string)> hook);
   // A newer generation takes connections now. Thread-safe.
   bool can_migrate() const noexcept;
   // Moves `c` (no write in flight) to the newer generation with `state`; call it on the thread of
   // the loop `c` is served on. False when none takes connections (the caller ends it its own
-  // way). `c` is closed at once (on_closed runs) while a copy of its socket travels: the
+  // way), or when `state` is more than connection_state_limit (grace/migration.hpp). `c` is
+  // closed at once (on_closed runs) while a copy of its socket travels: the
   // application must not touch `c` afterwards. If the new generation cannot take it, it comes
   // back as a new connection through the import hook, on the same loop.
   bool migrate(connection& c, std::string bytes);

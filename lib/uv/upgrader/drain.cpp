@@ -19,6 +19,12 @@ result<void> drain::start(std::chrono::milliseconds timeout) {
   return progress;
 }
 
+bool drain::extend(std::chrono::milliseconds more) {
+  return static_cast<bool>(start_timer(
+      deadline_, loop_, this, [](uv_timer_t* t) { static_cast<drain*>(t->data)->hooks_.deadline(); },
+      static_cast<uint64_t>(more.count()), 0, "drain deadline timer"));
+}
+
 void drain::stop() {
   hook_ran_ = false;
   deadline_.reset();

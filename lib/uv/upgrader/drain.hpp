@@ -27,6 +27,8 @@ class drain {
   // Starts the deadline and the progress lines. Without a timer there is no deadline: an error
   // that names it, for the log.
   result<void> start(std::chrono::milliseconds timeout);
+  // Moves the deadline `more` from now (once it has passed); false when no timer could be made.
+  bool extend(std::chrono::milliseconds more);
   // The drain is over, or called off (this process serves again): the timers stop, and a later
   // drain runs the hook again.
   void stop();

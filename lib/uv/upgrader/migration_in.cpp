@@ -38,7 +38,9 @@ void migration_in::on_offer() {
   if (!channel) return hooks_.warn("connections from the previous generation: " + channel.error().message());
   inbound_ = std::move(*channel);
   inbound_->on_parcel([this](result<parcel> p) { on_parcel(std::move(p)); });
-  inbound_->send(connection_hello(), hello_send_timeout, [](result<void>) {});
+  // It takes what its fd table holds while keeping room to accept new clients; the previous
+  // generation keeps the rest, and they finish there.
+  inbound_->send(connection_hello(connection_capacity()), hello_send_timeout, [](result<void>) {});
 }
 
 void migration_in::on_parcel(result<parcel> p) {

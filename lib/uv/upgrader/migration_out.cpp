@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <iterator>
 
 #include "grace/migration.hpp"
 
@@ -14,6 +16,8 @@ using namespace std::chrono_literals;
 
 constexpr auto hello_timeout = 1000ms;  // a new generation that takes connections answers at once
 constexpr auto parcel_timeout = 10s;
+// Connections in one parcel, at most: the receiver holds a parcel's fds until its last arrives.
+constexpr std::size_t max_parcel = 128;
 
 }  // namespace
 
@@ -40,11 +44,23 @@ void migration_out::offer(const pending_child& successor) {
 }
 
 void migration_out::on_outbound(result<parcel> p) {
-  if (!p) return stop(p.error().message(), true);
-  if (hello_seen_ || !is_connection_hello(*p)) return stop("the new generation sent something other than its hello", true);
+  if (!p) {
+    stop(p.error().message(), true);
+    return;
+  }
+  const auto capacity = hello_capacity(*p);
+  if (hello_seen_ || !capacity) {
+    stop("the new generation sent something other than its hello", true);
+    return;
+  }
   hello_seen_ = true;
-  open_ = true;
   hello_timer_.reset();
+  if (*capacity == 0) {
+    stop("it has no room for connections in its fd table", true);
+    return;
+  }
+  capacity_ = *capacity;
+  open_ = true;
   export_all();
 }
 
@@ -69,22 +85,47 @@ void migration_out::export_from(server& s) {
   for (connection* c : s.connections()) {
     if (!open()) return;
     if (c->closing()) continue;
-    if (auto bytes = app_.export_state(*c); bytes && migrate(*c, std::move(*bytes))) ++exported_;
-    else ++kept_;
+    auto bytes = app_.export_state(*c);
+    if (!bytes) {
+      ++kept_;
+      continue;
+    }
+    if (send_away(*c, *bytes)) {
+      ++exported_;
+      continue;
+    }
+    // It stays (its state is too large to travel, or the new generation has no more room): the
+    // application serves it here again, on the same connection.
+    ++kept_;
+    app_.import_state(*c, std::move(*bytes));
   }
 }
 
 void migration_out::report_exports() {
   if (!report_due_ || exports_running_.load() != 0) return;
   report_due_ = false;
+  const std::size_t too_large = too_large_.load();
   hooks_.progress("handing " + std::to_string(exported_.load()) + " idle connection(s) to pid " +
                       std::to_string(successor_) + "; " + std::to_string(kept_.load()) +
-                      " busy one(s) finish here first",
+                      " busy one(s) finish here first" +
+                      (too_large == 0 ? std::string()
+                                      : " (" + std::to_string(too_large) +
+                                            " with more state than a connection carries)"),
                   kept_.load());
 }
 
-bool migration_out::migrate(connection& c, std::string bytes) {
-  if (!open() || c.closing() || c.owner() == nullptr) return false;
+bool migration_out::fits(const std::string& bytes) {
+  if (bytes.size() <= connection_state_limit) return true;
+  if (too_large_++ == 0)
+    hooks_.warn("a connection with " + std::to_string(bytes.size()) + " bytes of state stays here (at most " +
+                std::to_string(connection_state_limit) + " travel with a connection); it finishes in this generation");
+  return false;
+}
+
+bool migration_out::migrate(connection& c, std::string bytes) { return send_away(c, bytes); }
+
+bool migration_out::send_away(connection& c, std::string& bytes) {
+  if (!open() || c.closing() || c.owner() == nullptr || !fits(bytes)) return false;
   uv_os_fd_t fd = -1;
   if (uv_fileno(reinterpret_cast<uv_handle_t*>(c.stream()), &fd) != 0) return false;
   // A copy of the socket travels; closing `c` then leaves the connection open.
@@ -120,8 +161,12 @@ void migration_out::collect() {
 // On this loop: joins the next parcel, or goes back where it came from when the new generation
 // no longer takes connections.
 void migration_out::queue(handed h) {
-  if (!open() || !outbound_) return give_back(std::move(h));
+  if (!open() || !outbound_ || capacity_ == 0) return give_back(std::move(h));
   queued_.push_back(std::move(h));
+  if (--capacity_ == 0)
+    close_for_good("pid " + std::to_string(successor_) +
+                   " has room for no more connections in its fd table: any others stay here and finish in this "
+                   "generation");
   // Connections handed over in one turn of the loop travel together.
   if (flush_timer_) return;
   auto timed = start_timer(
@@ -146,11 +191,22 @@ void migration_out::give_back(handed h) {
   }
 }
 
+// Sends what is queued, in parcels small enough for the receiver to take one at a time.
 void migration_out::flush() {
   flush_timer_.reset();
-  if (queued_.empty() || !outbound_) return;
+  while (!queued_.empty() && outbound_) {
+    std::vector<handed> batch;
+    const std::size_t n = std::min(queued_.size(), max_parcel);
+    batch.reserve(n);
+    std::move(queued_.begin(), queued_.begin() + static_cast<std::ptrdiff_t>(n), std::back_inserter(batch));
+    queued_.erase(queued_.begin(), queued_.begin() + static_cast<std::ptrdiff_t>(n));
+    send(std::move(batch));
+  }
+}
+
+void migration_out::send(std::vector<handed> batch_of) {
   outgoing_parcel p;
-  for (const auto& each : queued_) {
+  for (const auto& each : batch_of) {
     const listener_info& from = each.from->listener();
     fd_description d;
     d.kind = fd_kind::connection;
@@ -160,11 +216,13 @@ void migration_out::flush() {
     d.application = each.state;
     p.fds.push_back({each.fd.get(), std::move(d)});
   }
-  in_flight_.push_back(std::move(queued_));
-  queued_.clear();
+  in_flight_.push_back(std::move(batch_of));
   auto batch = std::prev(in_flight_.end());
   outbound_->send(std::move(p), parcel_timeout, [this, batch](result<void> sent) {
-    if (!sent) return stop(sent.error().message(), true);
+    if (!sent) {
+      stop(sent.error().message(), true);
+      return;
+    }
     // The new generation holds them now: this process lets go of its copies, which leaves the
     // connections open.
     moving_ -= batch->size();
@@ -173,9 +231,15 @@ void migration_out::flush() {
   });
 }
 
-void migration_out::stop(const std::string& why, bool give_back_connections) {
+void migration_out::close_for_good(const std::string& why) {
   open_ = false;
-  if (!outbound_) return;
+  hooks_.warn(why);
+  hooks_.given_back();
+}
+
+std::size_t migration_out::stop(const std::string& why, bool give_back_connections) {
+  open_ = false;
+  if (!outbound_) return 0;
   std::vector<handed> back = std::move(queued_);
   for (auto& batch : in_flight_)
     for (auto& each : batch) back.push_back(std::move(each));
@@ -187,12 +251,13 @@ void migration_out::stop(const std::string& why, bool give_back_connections) {
   outbound_.reset();  // may be inside its own callback: allowed
   if (!give_back_connections) {
     moving_ -= back.size();
-    return;  // their copies close with `back`
+    return back.size();  // their copies close with `back`
   }
   hooks_.warn("connections stay here (" + std::to_string(back.size()) + " given back): pid " +
               std::to_string(successor_) + ": " + why);
   for (auto& each : back) give_back(std::move(each));
   hooks_.given_back();
+  return 0;
 }
 
 }  // namespace grace::uv::detail

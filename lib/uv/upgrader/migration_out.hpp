@@ -55,13 +55,19 @@ class migration_out {
   bool open() const noexcept { return open_.load(); }
   // upgrader::migrate(), on the thread of the loop `c` is served on.
   bool migrate(connection& c, std::string bytes);
+  // Whether `bytes` can travel with a connection (connection_state_limit); when not, the
+  // connection stays here, counted and said once.
+  bool fits(const std::string& bytes);
   // On this loop after a worker woke it: connections migrated there join the next parcel.
   void collect();
   // Connections between migrate() and the new generation's confirmation (or their return). Thread-safe.
   std::size_t moving() const noexcept { return moving_.load(); }
+  // Connections sent and not confirmed yet: the drain waits for the answer (bounded) before its
+  // deadline applies to them.
+  bool awaiting_answer() const noexcept { return !in_flight_.empty(); }
   // The channel failed, or this process stops: what is not confirmed yet is given back to the
-  // application (`give_back`) or closed.
-  void stop(const std::string& why, bool give_back);
+  // application (`give_back`) or closed; how many were closed.
+  std::size_t stop(const std::string& why, bool give_back);
 
  private:
   struct handed {
@@ -76,6 +82,9 @@ class migration_out {
   void queue(handed h);
   void give_back(handed h);
   void flush();
+  void send(std::vector<handed> batch);
+  bool send_away(connection& c, std::string& bytes);  // `bytes` is taken only when it succeeds
+  void close_for_good(const std::string& why);
 
   uv_loop_t* loop_;
   server_set& servers_;
@@ -92,6 +101,8 @@ class migration_out {
   std::atomic<int> exports_running_{0};
   std::atomic<std::size_t> exported_{0};
   std::atomic<std::size_t> kept_{0};  // busy when the exports ran: they finish here first
+  std::atomic<std::size_t> too_large_{0};  // state larger than a connection carries: they stay
+  std::size_t capacity_ = 0;  // connections the new generation has room for, not sent yet
   bool report_due_ = false;
   std::vector<handed> queued_;                // sent with the next parcel
   std::list<std::vector<handed>> in_flight_;  // sent, not confirmed yet

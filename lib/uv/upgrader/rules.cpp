@@ -65,7 +65,9 @@ std::string serving_line(const serving_view& v) {
 }
 
 std::optional<error> check_options(const upgrader_options& o) {
-  auto bad = [](const std::string& what) { return error(make_error_code(errc::invalid_argument), what); };
+  auto bad = [](const std::string& what) {
+    return error(make_error_code(errc::invalid_argument), "upgrader options: " + what);
+  };
   if (o.ready_timeout.count() <= 0) return bad("ready_timeout must be positive");
   if (o.drain_timeout.count() < 0) return bad("drain_timeout must not be negative");
   if (o.max_generations < 2) return bad("max_generations must be at least 2 (this one and the next)");

@@ -23,6 +23,13 @@ namespace grace::uv {
 
 using detail::phase;
 
+namespace {
+
+// How long past the drain deadline connections in flight wait for the next generation's answer.
+constexpr std::chrono::milliseconds answer_wait{2000};
+
+}  // namespace
+
 struct upgrader::impl {
   impl(uv_loop_t* loop, grace::net& net, upgrader_options options);
   ~impl();
@@ -50,6 +57,7 @@ struct upgrader::impl {
   result<void> open_handover_socket();
   result<void> handle_signals();
   std::string serving_line() const;
+  void close_unclaimed_listeners();
   void close_listeners();
   void begin_drain(const std::string& why, bool defer_hook = false);
   void check_drained();
@@ -64,6 +72,7 @@ struct upgrader::impl {
   phase at = phase::starting;
   bool terminating = false;  // SIGTERM (or shutdown()) came
   bool offered_connections = false;  // the pending process was told it gets connections
+  bool deadline_extended = false;    // the drain deadline waits once for connections in flight
   std::function<void()> reload_hook;
   std::function<void()> resume_hook;
   detail::migration_hooks migration;
@@ -177,9 +186,19 @@ result<void> upgrader::impl::ready() {
   at = phase::serving;
   if (takeover) takeover->start_accepting();
   if (options.fd_store) charge.keep_listeners_in_store(net);
+  close_unclaimed_listeners();
   log(event_kind::serving, serving_line());
   events.end_start_up_soon([this] { charge.start_up_over(); });
   return {};
+}
+
+// An inherited listener this generation did not claim would be a black hole: the kernel
+// completes its clients' handshakes and nobody ever answers. Closed, they are refused instead.
+void upgrader::impl::close_unclaimed_listeners() {
+  for (const grace::listener* unused : net.unused_inherited())
+    log(event_kind::warning, "the inherited listener " + unused->address() + " (name " + unused->name() +
+                                 ") is not claimed by this generation: closed, its clients are refused");
+  net.close_unused_inherited();
 }
 
 std::string upgrader::impl::serving_line() const {
@@ -396,10 +415,24 @@ void upgrader::impl::begin_drain(const std::string& why, bool defer_hook) {
 }
 
 void upgrader::impl::on_drain_deadline() {
-  outbound.stop("the drain deadline passed", false);
+  // Connections on their way to the next generation are its as soon as it answers: wait for the
+  // answer (bounded) rather than close them under it.
+  if (outbound.awaiting_answer() && !deadline_extended) {
+    deadline_extended = true;
+    log(event_kind::drain_progress,
+        "drain deadline passed with " + std::to_string(outbound.moving()) +
+            " connection(s) on their way to the next generation: waiting up to " +
+            std::to_string(answer_wait.count()) + " ms for its answer",
+        0, outbound.moving());
+    if (draining.extend(answer_wait)) return;
+  }
+  const std::size_t in_flight = outbound.stop("the drain deadline passed", false);
   const std::size_t forced = servers.close_all_connections();
-  log(event_kind::forced_close, "drain deadline passed: closed " + std::to_string(forced) + " connection(s) by force",
-      0, forced);
+  log(event_kind::forced_close,
+      "drain deadline passed: closed " + std::to_string(forced + in_flight) + " connection(s) by force" +
+          (in_flight == 0 ? std::string()
+                          : " (" + std::to_string(in_flight) + " of them on their way to the next generation)"),
+      0, forced + in_flight);
   finish();
 }
 

@@ -1,0 +1,13 @@
+#pragma once
+// This process's fd table: how much of it is free.
+#include <cstddef>
+#include <cstdint>
+
+namespace grace::detail {
+
+// Free entries below RLIMIT_NOFILE's soft limit, counted in one poll() over the table (a closed
+// entry answers POLLNVAL), without /proc. SIZE_MAX for a table too large to be worth counting
+// (over 65,536 entries) or without a limit.
+std::size_t free_fd_count() noexcept;
+
+}  // namespace grace::detail
