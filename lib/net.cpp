@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "canonical_address.hpp"
 #include "endpoint_index.hpp"
@@ -122,7 +123,38 @@ result<void> net::state::prepare_listen_locked(const listen_options& options) {
   return inherit_locked();
 }
 
-result<listener*> net::state::take_inherited_locked(const detail::endpoint& where, network n, int family, bool wildcard) {
+namespace {
+
+// A socket named by its generation ("unknown" is systemd's word for none).
+bool named(const std::string& name) { return !name.empty() && name != "unknown"; }
+
+// The same IP address, whatever the ports.
+bool same_host(const socket_address& a, const socket_address& b) {
+  if (a.family() != b.family()) return false;
+  if (a.family() == AF_INET)
+    return reinterpret_cast<const sockaddr_in*>(a.data())->sin_addr.s_addr ==
+           reinterpret_cast<const sockaddr_in*>(b.data())->sin_addr.s_addr;
+  if (a.family() == AF_INET6)
+    return std::memcmp(&reinterpret_cast<const sockaddr_in6*>(a.data())->sin6_addr,
+                       &reinterpret_cast<const sockaddr_in6*>(b.data())->sin6_addr, sizeof(in6_addr)) == 0;
+  return false;
+}
+
+}  // namespace
+
+result<listener*> net::state::take_inherited_locked(const detail::endpoint& where, network n, int family, bool wildcard,
+                                                    const std::string& name) {
+  // Two sockets on one address told apart by their names: one named otherwise is left for the
+  // listen call that names it (or, if none does, claimed by address as before).
+  if (named(name)) {
+    auto same_name = take_inherited_locked(where, n, family, wildcard, name, true);
+    if (!same_name || *same_name != nullptr) return same_name;
+  }
+  return take_inherited_locked(where, n, family, wildcard, name, false);
+}
+
+result<listener*> net::state::take_inherited_locked(const detail::endpoint& where, network n, int family, bool wildcard,
+                                                    const std::string& name, bool same_name_only) {
   // Of equal candidates the one inherited first, so that a group is claimed in its order: the
   // index visits them in that order.
   detail::inherited_slot* chosen = nullptr;
@@ -131,6 +163,7 @@ result<listener*> net::state::take_inherited_locked(const detail::endpoint& wher
   inherited_index_.for_each(where.hash(), [&](std::uint32_t index) {
     detail::inherited_slot& slot = inherited_[index];
     if (!slot.open() || !(slot.socket.where == where)) return true;
+    if (same_name_only && slot.socket.name != name) return true;
     const int candidate_family = slot.socket.family;
     if (wildcard && (n == network::tcp4 || n == network::udp4) && candidate_family != AF_INET) return true;
     if (wildcard && (n == network::tcp6 || n == network::udp6) && candidate_family != AF_INET6) return true;
@@ -150,10 +183,28 @@ result<listener*> net::state::take_inherited_locked(const detail::endpoint& wher
   });
   if (unfit) return tl::unexpected(*unfit);
   if (chosen == nullptr) return nullptr;
-  std::unique_ptr<listener> taken = chosen->shown ? std::move(chosen->shown) : show_inherited_locked(*chosen);
-  chosen->socket.fd = -1;
+  return claim_slot_locked(*chosen, n);
+}
+
+result<listener*> net::state::claim_slot_locked(detail::inherited_slot& slot, network n) {
+  std::unique_ptr<listener> taken = slot.shown ? std::move(slot.shown) : show_inherited_locked(slot);
+  slot.socket.fd = -1;
   taken->network_ = n;
   return activate_locked(std::move(taken));
+}
+
+// An ephemeral port (":0") asked for by name: the inherited socket of that name, of the same
+// family and host, whatever port the kernel gave it when it was bound.
+result<listener*> net::state::take_named_ephemeral_locked(network n, const socket_address& asked,
+                                                          const std::string& name) {
+  for (auto& slot : inherited_) {
+    if (!slot.open() || slot.socket.name != name || slot.socket.family != asked.family()) continue;
+    if (!same_host(detail::address_of(slot.socket.where, slot.socket.family), asked)) continue;
+    auto fits = detail::claimable_as(slot.socket, n, inherited_source_);
+    if (!fits) return tl::unexpected(fits.error());
+    if (*fits) return claim_slot_locked(slot, n);
+  }
+  return nullptr;
 }
 
 listener* net::state::activate_locked(std::unique_ptr<listener> l) {
@@ -222,11 +273,20 @@ result<listener*> net::state::listen_inet_locked(network n, const socket_address
 
 result<listener*> net::state::claim_inherited_inet_locked(network n, const socket_address* candidates, std::size_t count,
                                                    const listen_options& options) {
-  // An ephemeral port is by definition a new socket.
-  if (candidates[0].port() == 0 || inherited_index_.empty()) return nullptr;
+  if (inherited_index_.empty()) return nullptr;
+  // An ephemeral port is a new socket, unless it is asked for by the name its socket was given.
+  if (candidates[0].port() == 0) {
+    if (!named(options.name)) return nullptr;
+    for (std::size_t i = 0; i < count; ++i) {
+      auto l = take_named_ephemeral_locked(n, candidates[i], options.name);
+      if (!l || *l != nullptr) return l;
+    }
+    return nullptr;
+  }
   for (std::size_t i = 0; i < count; ++i) {
     const socket_address& candidate = candidates[i];
-    auto l = take_inherited_locked(detail::endpoint_of(candidate), n, candidate.family(), candidate.is_wildcard());
+    auto l = take_inherited_locked(detail::endpoint_of(candidate), n, candidate.family(), candidate.is_wildcard(),
+                                   options.name);
     if (!l || *l == nullptr) {
       if (!l) return l;
       continue;
@@ -319,7 +379,7 @@ result<listener*> net::state::listen_unix_locked(network n, std::string_view pat
   auto address = resolve_unix(path, detail::startup_cwd());
   if (!address) return tl::unexpected(address.error());
   const int type = socket_type(n);
-  auto inherited = take_inherited_locked(detail::endpoint_of(*address), n, AF_UNIX, false);
+  auto inherited = take_inherited_locked(detail::endpoint_of(*address), n, AF_UNIX, false, options.name);
   if (!inherited) return inherited;
   if (listener* l = *inherited) {
     if (!options.name.empty()) l->name_ = options.name;

@@ -22,8 +22,14 @@ struct net::state {
   void file_inherited_locked(std::size_t index);  // into inherited_index_
   result<void> prepare_listen_locked(const listen_options& options);
   // The first inherited socket filed under `where` that is a socket of `n` (family rules as for
-  // a wildcard), or null; an error when one of its kind cannot serve.
-  result<listener*> take_inherited_locked(const detail::endpoint& where, network n, int family, bool wildcard);
+  // a wildcard), or null; an error when one of its kind cannot serve. Given a name, one inherited
+  // under that name comes first.
+  result<listener*> take_inherited_locked(const detail::endpoint& where, network n, int family, bool wildcard,
+                                          const std::string& name);
+  result<listener*> take_inherited_locked(const detail::endpoint& where, network n, int family, bool wildcard,
+                                          const std::string& name, bool same_name_only);
+  result<listener*> take_named_ephemeral_locked(network n, const socket_address& asked, const std::string& name);
+  result<listener*> claim_slot_locked(detail::inherited_slot& slot, network n);
   listener* activate_locked(std::unique_ptr<listener> l);
   // TCP or UDP: a numeric address without resolving it, else what resolve_tcp gives.
   result<listener*> listen_inet(network n, std::string_view address, const listen_options& options);

@@ -155,6 +155,48 @@ TEST_CASE("a different network or port 0 never takes an inherited listener") {
   close(tcp);
 }
 
+TEST_CASE("by name: an ephemeral port, and two sockets on one address, are claimed by the names they were given") {
+  // An ephemeral port (":0") bound by the previous generation under the name "admin".
+  int ephemeral = 0;
+  const int admin = raw_tcp_listener("127.0.0.1", ephemeral);
+  // Two SO_REUSEPORT sockets on one port, "a" and "b".
+  auto reuse_port_listener = [](int port) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(listen(fd, 16) == 0);
+    return fd;
+  };
+  int shared_port = 0;
+  close(raw_tcp_listener("127.0.0.1", shared_port));
+  const int a = reuse_port_listener(shared_port);
+  const int b = reuse_port_listener(shared_port);
+  const std::string shared = "127.0.0.1:" + std::to_string(shared_port);
+  auto report = run_probe({admin, a, b}, {{"LISTEN_FDS", "3"}, {"LISTEN_FDNAMES", "admin:a:b"}},
+                          {"tcp@admin", "127.0.0.1:0", "tcp@b", shared, "tcp@a", shared});
+  REQUIRE(report.results.size() == 3);
+  CHECK(report.results[0] == "ok tcp 127.0.0.1:" + std::to_string(ephemeral) + " inherited=1 name=admin ino=" +
+                                 std::to_string(socket_inode(admin)) + " fd=3");
+  CHECK(report.results[1] == "ok tcp " + shared + " inherited=1 name=b ino=" + std::to_string(socket_inode(b)) + " fd=5");
+  CHECK(report.results[2] == "ok tcp " + shared + " inherited=1 name=a ino=" + std::to_string(socket_inode(a)) + " fd=4");
+  CHECK(report.unused == "unused 0");
+  // Asked for under another name, an ephemeral port is a new socket; an address is claimed by
+  // address when no socket there has the name asked for.
+  auto other = run_probe({admin, a}, {{"LISTEN_FDS", "2"}, {"LISTEN_FDNAMES", "admin:a"}},
+                         {"tcp@metrics", "127.0.0.1:0", "tcp@renamed", shared});
+  REQUIRE(other.results.size() == 2);
+  CHECK(contains(other.results[0], "inherited=0"));
+  CHECK(contains(other.results[1], "inherited=1 name=renamed ino=" + std::to_string(socket_inode(a))));
+  close(admin);
+  close(a);
+  close(b);
+}
+
 TEST_CASE("fds meant for another process (LISTEN_PID) are left alone") {
   int port = 0;
   const int fd = raw_tcp_listener("127.0.0.1", port);

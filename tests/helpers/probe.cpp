@@ -68,7 +68,12 @@ void say(const std::string& line) { std::cout << line << std::endl; }
 int run_listen(int argc, char** argv) {
   grace::net net;
   for (int i = 2; i + 1 < argc; i += 2) {
-    auto l = net.listen(argv[i], argv[i + 1]);
+    // "tcp@web": network tcp, listener name "web".
+    const std::string network = argv[i];
+    const auto at = network.find('@');
+    grace::listen_options options;
+    if (at != std::string::npos) options.name = network.substr(at + 1);
+    auto l = net.listen(network.substr(0, at), argv[i + 1], options);
     if (l) say("ok " + describe(**l));
     else say("error " + std::string(l.error().code().category().name()) + ":" + std::to_string(l.error().code().value()) + " " + l.error().message());
   }
