@@ -7,6 +7,7 @@
 #include <string>
 
 #include "../samples/http/protocol.hpp"
+#include "grace/migration.hpp"
 
 namespace {
 
@@ -27,6 +28,10 @@ answer feed(std::string input, bool draining = false) {
 bool starts_with(const std::string& text, const std::string& prefix) { return text.rfind(prefix, 0) == 0; }
 
 }  // namespace
+
+TEST_CASE("a request head that may still move fits what a connection carries") {
+  CHECK(http_protocol::max_head < grace::connection_state_limit);
+}
 
 TEST_CASE("a GET, pipelined requests, a body with a Content-Length") {
   auto get = feed("GET / HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -6,7 +6,9 @@
 
 namespace http_protocol {
 
-constexpr std::size_t max_head = 64 * 1024;    // request line and headers
+// Request line and headers; below grace::connection_state_limit, so that a connection with
+// half a head read can still move to the next generation.
+constexpr std::size_t max_head = 48 * 1024;
 constexpr std::size_t max_body = 1024 * 1024;  // a larger Content-Length is 413
 
 // Takes one complete request off the front of `input` (GET/HEAD, an optional Content-Length
