@@ -1,0 +1,275 @@
+// grace-listen --overlap, with real processes: the next generation starts beside the serving one
+// and takes over once it says READY=1; the old one then drains. Under the referee: Debian's
+// gunicorn (an application nobody here wrote) and grace-http (whose keep-alive connections move
+// to the new generation), and grace-listen as PID 1 of a pid namespace. Rollbacks (a new
+// generation that exits at once, one that never says READY=1 and ignores SIGTERM), the cap on
+// generations alive, and `grace-listen --reload`, which waits for the outcome.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "support/harness_run.hpp"
+#include "support/process.hpp"
+#include "support/sockets.hpp"
+
+using namespace test_support;
+
+namespace {
+
+std::unique_ptr<child_process> start(const std::vector<std::string>& args) {
+  spawn_options options;
+  options.argv = {helper_path("GRACE_LISTEN")};
+  options.argv.insert(options.argv.end(), args.begin(), args.end());
+  return std::make_unique<child_process>(options);
+}
+
+struct reload_outcome {
+  int status = -1;
+  std::string output;
+};
+
+// `grace-listen --reload TARGET`, as a deploy script or ExecReload= runs it.
+reload_outcome reload(const std::string& target) {
+  spawn_options options;
+  options.argv = {helper_path("GRACE_LISTEN"), "--reload", target};
+  child_process client(options);
+  reload_outcome out;
+  while (auto line = client.read_line(30s)) out.output += *line + "\n";
+  auto status = client.wait(30s);
+  REQUIRE(status);
+  out.status = WIFEXITED(*status) ? WEXITSTATUS(*status) : -1;
+  out.output += client.stderr_text();
+  return out;
+}
+
+std::string body_at(const std::string& address) {
+  const auto colon = address.rfind(':');
+  const int c = connect_tcp(address.substr(0, colon), std::atoi(address.c_str() + colon + 1));
+  if (c < 0) return "refused";
+  timeval bound{10, 0};
+  setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof bound);
+  const std::string request = "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+  if (write(c, request.data(), request.size()) != static_cast<ssize_t>(request.size())) return "write failed";
+  std::string in;
+  char chunk[1024];
+  ssize_t n;
+  while ((n = read(c, chunk, sizeof chunk)) > 0) in.append(chunk, static_cast<std::size_t>(n));
+  close(c);
+  const auto at = in.find("\r\n\r\n");
+  return at == std::string::npos ? "no answer" : in.substr(at + 4);
+}
+
+std::string server_log(const harness_run& run) {
+  const auto at = run.output.find("server log: ");
+  if (at == std::string::npos) return {};
+  std::ifstream log(run.output.substr(at + 12, run.output.find('\n', at) - at - 12));
+  return std::string((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+}
+
+// The pids grace-listen's log lines carry ("grace-listen[PID]: ...").
+std::set<std::string> listen_pids(const std::string& log) {
+  std::set<std::string> pids;
+  for (std::size_t at = log.find("grace-listen["); at != std::string::npos; at = log.find("grace-listen[", at + 1))
+    pids.insert(log.substr(at + 13, log.find(']', at) - at - 13));
+  return pids;
+}
+
+}  // namespace
+
+TEST_CASE("gunicorn behind grace-listen --overlap: 10 upgrades, nothing refused or lost, one pid") {
+  const char* gunicorn = "/usr/bin/gunicorn";
+  if (access(gunicorn, X_OK) != 0) {
+    MESSAGE("SKIPPED: " << gunicorn << " is not installed (apt-get install gunicorn; tools/setup.sh does)");
+    return;
+  }
+  temp_dir dir;
+  std::ofstream(dir.file("app.py")) << "def app(environ, start_response):\n"
+                                       "    body = b'hello from gunicorn\\n'\n"
+                                       "    start_response('200 OK', [('Content-Type', 'text/plain'),\n"
+                                       "                              ('Content-Length', str(len(body)))])\n"
+                                       "    return [body]\n";
+  const std::string address = free_address();
+  const std::string control = dir.file("control.sock");
+  // gunicorn takes LISTEN_FDS and says READY=1 on NOTIFY_SOCKET; SIGTERM makes it finish what
+  // it serves and exit. --timeout bounds how long an idle sync worker takes to notice.
+  auto run = run_harness({"--target", "tcp://" + address, "--mode", "http-close", "--clients", "8", "--restarts", "10",
+                          "--restart-cmd", helper_path("GRACE_LISTEN") + " --reload " + control, "--",
+                          helper_path("GRACE_LISTEN"), "--overlap", "--control", control, "--ready-timeout", "30",
+                          "-s", "tcp:" + address, "--", gunicorn, "--chdir", dir.path(), "--workers", "2",
+                          "--timeout", "4", "--graceful-timeout", "10", "app:app"},
+                         dir);
+  check_pass(run, 10);
+  CHECK(run.output.find("connect refused                                   0            0            0") !=
+        std::string::npos);
+  const std::string log = server_log(run);
+  INFO(log);
+  // One grace-listen all along, and eleven generations that each said READY=1 themselves.
+  CHECK(listen_pids(log).size() == 1);
+  CHECK(count_of(log, "is ready (READY=1)") == 11);
+  CHECK(count_of(log, "rollback") == 0);
+}
+
+TEST_CASE("grace-http behind grace-listen --overlap keeps every keep-alive connection across 10 upgrades") {
+  temp_dir dir;
+  const std::string address = free_address();
+  const std::string control = dir.file("control.sock");
+  auto run = run_harness({"--target", "tcp://" + address, "--mode", "http-keepalive", "--clients", "16", "--restarts",
+                          "10", "--think-ms", "0-30", "--restart-cmd",
+                          helper_path("GRACE_LISTEN") + " --reload " + control, "--", helper_path("GRACE_LISTEN"),
+                          "--overlap", "--control", control, "-s", "tcp:" + address, "--", helper_path("GRACE_HTTP"),
+                          address},
+                         dir);
+  check_pass(run, 10);
+  const auto json = nlohmann::json::parse(run.json);
+  // The old generation hands its idle connections to the new one: the server ends none.
+  CHECK(json["server_ended_connections"]["idle"] == 0);
+  CHECK(json["server_ended_connections"]["after_answer"] == 0);
+  const std::string log = server_log(run);
+  INFO(log);
+  CHECK(listen_pids(log).size() == 1);
+  // The old generation said the new one was ready (MAINPID=<new> READY=1), after the takeover.
+  CHECK(count_of(log, " READY=1) after ") == 10);
+  CHECK(count_of(log, "rollback") == 0);
+}
+
+TEST_CASE("rollback: a new generation that exits at once, or never says READY=1, leaves the old one serving") {
+  temp_dir dir;
+  const std::string address = free_address();
+  const std::string control = dir.file("control.sock");
+  // The next release is broken in the way a file in the directory says.
+  const std::string command = "if [ -e " + dir.file("exit") + " ]; then exit 3; fi; if [ -e " + dir.file("hang") +
+                              " ]; then trap '' TERM; exec sleep 600; fi; exec " + helper_path("GRACE_HTTP") + " " +
+                              address;
+  auto listen = start({"--overlap", "--control", control, "--ready-timeout", "2", "--stop-timeout", "1", "-s",
+                       "tcp:" + address, "--", "/bin/sh", "-c", command});
+  REQUIRE(listen->wait_stderr("is ready (READY=1) and serves"));
+  const std::string first = body_at(address);
+  REQUIRE(first.rfind("pid=", 0) == 0);
+
+  std::ofstream(dir.file("exit")) << "";
+  auto outcome = reload(control);
+  CHECK(outcome.status == 1);
+  CHECK(outcome.output.find("rollback: pid ") != std::string::npos);
+  CHECK(outcome.output.find("(generation 2) exited with status 3 before it was ready") != std::string::npos);
+  CHECK(body_at(address) == first);
+
+  std::remove(dir.file("exit").c_str());
+  std::ofstream(dir.file("hang")) << "";
+  outcome = reload(control);
+  CHECK(outcome.status == 1);
+  CHECK(outcome.output.find("(generation 3) was not ready within 2 s (--ready-timeout)") != std::string::npos);
+  CHECK(body_at(address) == first);
+  // It ignores SIGTERM: killed after the stop timeout.
+  REQUIRE_MESSAGE(listen->wait_stderr("(generation 3) did not exit within 1 s (--stop-timeout)"), listen->stderr_text());
+  REQUIRE_MESSAGE(listen->wait_stderr("(generation 3) was killed by Killed after it was told to stop"),
+                  listen->stderr_text());
+
+  // A good release then goes through, and the old one drains and exits.
+  std::remove(dir.file("hang").c_str());
+  outcome = reload(control);
+  CHECK(outcome.status == 0);
+  CHECK(outcome.output.find("(generation 4) serves") != std::string::npos);
+  const std::string now = body_at(address);
+  CHECK(now.rfind("pid=", 0) == 0);
+  CHECK(now != first);
+  REQUIRE_MESSAGE(listen->wait_stderr("(generation 1) exited with status 0 after it was told to stop"),
+                  listen->stderr_text());
+
+  listen->kill(SIGTERM);
+  auto status = listen->wait(20s);
+  REQUIRE(status);
+  CHECK(WEXITSTATUS(*status) == 0);  // grace-http drains and exits 0
+}
+
+TEST_CASE("the cap: no more generations alive than --max-generations, draining ones included") {
+  temp_dir dir;
+  const std::string address = free_address();
+  // Generations that never leave on SIGTERM: each one told to stop stays until the stop timeout.
+  auto listen = start({"--overlap", "--ready-after", "0.2", "--max-generations", "3", "--stop-timeout", "5", "-s",
+                       "tcp:" + address, "--", "/bin/sh", "-c", "trap '' TERM; exec sleep 600"});
+  REQUIRE(listen->wait_stderr("(generation 1) is ready (it ran for 0.2 s (--ready-after))"));
+  listen->kill(SIGHUP);
+  REQUIRE(listen->wait_stderr("(generation 2) is ready"));
+  listen->kill(SIGHUP);
+  REQUIRE(listen->wait_stderr("(generation 3) is ready"));
+  // Generations 1 and 2 drain (they ignore SIGTERM), 3 serves: a fourth would exceed the cap.
+  listen->kill(SIGHUP);
+  REQUIRE_MESSAGE(listen->wait_stderr("SIGHUP: not now: 3 generation(s) alive"), listen->stderr_text());
+  CHECK(listen->stderr_text().find("--max-generations is 3") != std::string::npos);
+  CHECK(listen->stderr_text().find("(generation 4)") == std::string::npos);
+  // Once the stop timeout has removed one, the next upgrade goes through.
+  REQUIRE_MESSAGE(listen->wait_stderr("(generation 1) was killed by Killed after it was told to stop", 15s),
+                  listen->stderr_text());
+  listen->kill(SIGHUP);
+  REQUIRE_MESSAGE(listen->wait_stderr("(generation 4) is ready"), listen->stderr_text());
+  listen->kill(SIGTERM);
+  auto status = listen->wait(20s);
+  REQUIRE_MESSAGE(status, listen->stderr_text());
+  CHECK(WEXITSTATUS(*status) == 128 + SIGKILL);  // the serving one ignored SIGTERM too
+}
+
+TEST_CASE("grace-listen --overlap as PID 1 of a pid namespace: 10 upgrades under the referee, 0 lost") {
+  {
+    spawn_options probe;
+    probe.argv = {"/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "/bin/true"};
+    child_process p(probe);
+    auto status = p.wait(10s);
+    if (!status || !WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
+      MESSAGE("SKIPPED: unshare --pid --fork --mount-proc does not work here (needs root): " << p.stderr_text());
+      return;
+    }
+  }
+  temp_dir dir;
+  const std::string address = free_address();
+  const std::string control = dir.file("control.sock");
+  // HEAD: grace-http's body names its pid as seen in its own namespace, which the referee (in
+  // the parent namespace) would take for a pid of its own.
+  auto run = run_harness({"--target", "tcp://" + address, "--mode", "http-keepalive", "--method", "HEAD", "--clients",
+                          "16", "--restarts", "10", "--restart-cmd", helper_path("GRACE_LISTEN") + " --reload " + control,
+                          "--", "/usr/bin/unshare", "--pid", "--fork", "--mount-proc", helper_path("GRACE_LISTEN"), "--overlap",
+                          "--control", control, "-s", "tcp:" + address, "--", helper_path("GRACE_HTTP"), address},
+                         dir);
+  check_pass(run, 10);
+  const std::string log = server_log(run);
+  INFO(log);
+  // PID 1 of its namespace all along: its generations exit and are reaped, and it stays.
+  CHECK(listen_pids(log) == std::set<std::string>{"1"});
+  CHECK(count_of(log, " READY=1) after ") == 10);
+}
+
+TEST_CASE("--reload refuses a second upgrade while one is under way, and talks only to the pid it names") {
+  temp_dir dir;
+  const std::string address = free_address();
+  // Ready only 1.5 s after it starts: long enough to ask again meanwhile.
+  auto listen = start({"--overlap", "--ready-after", "1.5", "--ready-timeout", "10", "-s", "tcp:" + address, "--",
+                       "/bin/sh", "-c", "exec sleep 600"});
+  REQUIRE(listen->wait_stderr("(generation 1) is ready"));
+  const std::string pid = std::to_string(listen->pid());
+  spawn_options first;
+  first.argv = {helper_path("GRACE_LISTEN"), "--reload", pid};
+  child_process waiting(first);
+  REQUIRE(listen->wait_stderr("upgrading (--reload)"));
+  auto second = reload(pid);
+  CHECK(second.status == 1);
+  CHECK(second.output.find("an upgrade is under way") != std::string::npos);
+  auto status = waiting.wait(15s);
+  REQUIRE(status);
+  CHECK(WEXITSTATUS(*status) == 0);
+  CHECK(waiting.read_line().value_or("").find("(generation 2) serves") != std::string::npos);
+  // A pid that is not a grace-listen's: nothing answers there.
+  auto wrong = reload(std::to_string(getpid()));
+  CHECK(wrong.status == 2);
+  listen->kill(SIGTERM);
+  REQUIRE(listen->wait(20s));
+}
