@@ -3,7 +3,7 @@
 # of it is present. Run as root on Debian 12.
 set -euo pipefail
 packages=(g++ clang cmake ninja-build meson pkg-config libuv1-dev doctest-dev libexpected-dev libasio-dev
-          libclang-rt-14-dev nlohmann-json3-dev nginx
+          libclang-rt-14-dev nlohmann-json3-dev nginx gunicorn
           systemd procps)
 missing=()
 for p in "${packages[@]}"; do
