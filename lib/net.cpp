@@ -12,6 +12,7 @@
 #include "inherit.hpp"
 #include "net_state.hpp"
 #include "printable.hpp"
+#include "sock_diag.hpp"
 #include "socket_ops.hpp"
 #include "spawn.hpp"
 #include "startup_state.hpp"
@@ -191,6 +192,21 @@ result<listener*> net::state::claim_slot_locked(detail::inherited_slot& slot, ne
   slot.socket.fd = -1;
   taken->network_ = n;
   return activate_locked(std::move(taken));
+}
+
+result<listener*> net::state::take_inherited_by_file_locked(const socket_address& address, network n) {
+  const std::string path = address.unix_path();
+  for (auto& slot : inherited_) {
+    if (!slot.open() || slot.socket.family != AF_UNIX) continue;
+    if (!detail::unix_socket_bound_to(slot.socket.fd, path.c_str())) continue;
+    auto fits = detail::claimable_as(slot.socket, n, inherited_source_);
+    if (!fits) return tl::unexpected(fits.error());
+    if (!*fits) continue;
+    slot.shown.reset();
+    slot.socket.where = detail::endpoint_of(address);
+    return claim_slot_locked(slot, n);
+  }
+  return nullptr;
 }
 
 // An ephemeral port (":0") asked for by name: the inherited socket of that name, of the same
@@ -381,6 +397,12 @@ result<listener*> net::state::listen_unix_locked(network n, std::string_view pat
   const int type = socket_type(n);
   auto inherited = take_inherited_locked(detail::endpoint_of(*address), n, AF_UNIX, false, options.name);
   if (!inherited) return inherited;
+  // The same socket file reached through another path (a bind mount, another container's view
+  // of a shared directory): recognised by its device and inode, and shown under this path.
+  if (*inherited == nullptr && !address->is_abstract()) {
+    inherited = take_inherited_by_file_locked(*address, n);
+    if (!inherited) return inherited;
+  }
   if (listener* l = *inherited) {
     if (!options.name.empty()) l->name_ = options.name;
     return l;

@@ -1,6 +1,10 @@
 #include "sock_diag.hpp"
 
 #include <linux/sock_diag.h>
+#include <linux/rtnetlink.h>
+#include <linux/unix_diag.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,6 +39,31 @@ bool sock_diag_dump(const void* request, std::size_t size, const std::function<v
   }
   close(fd);
   return asked;
+}
+
+bool unix_socket_bound_to(int fd, const char* path) {
+  struct stat file {};
+  struct stat sock {};
+  if (::stat(path, &file) != 0 || !S_ISSOCK(file.st_mode) || ::fstat(fd, &sock) != 0) return false;
+  unix_diag_req request{};
+  request.sdiag_family = AF_UNIX;
+  request.udiag_states = 1u << 10;  // TCP_LISTEN: listening stream and seqpacket sockets
+  request.udiag_show = UDIAG_SHOW_VFS;
+  request.udiag_cookie[0] = request.udiag_cookie[1] = ~0u;
+  bool bound = false;
+  sock_diag_dump(&request, sizeof request, [&](const nlmsghdr& h) {
+    const auto* m = static_cast<const unix_diag_msg*>(NLMSG_DATA(&h));
+    if (bound || m->udiag_ino != sock.st_ino) return;
+    int left = static_cast<int>(h.nlmsg_len) - static_cast<int>(NLMSG_LENGTH(sizeof *m));
+    for (auto* a = reinterpret_cast<const rtattr*>(m + 1); RTA_OK(a, left); a = RTA_NEXT(a, left)) {
+      if (a->rta_type != UNIX_DIAG_VFS || RTA_PAYLOAD(a) < sizeof(unix_diag_vfs)) continue;
+      const auto* vfs = static_cast<const unix_diag_vfs*>(RTA_DATA(a));
+      // The kernel's own device encoding: major in the top 12 bits, minor in the low 20.
+      const dev_t dev = makedev(vfs->udiag_vfs_dev >> 20, vfs->udiag_vfs_dev & 0xfffff);
+      bound = dev == file.st_dev && vfs->udiag_vfs_ino == file.st_ino;
+    }
+  });
+  return bound;
 }
 
 }  // namespace grace::detail

@@ -12,4 +12,9 @@ namespace grace::detail {
 // message that comes back. False when netlink could not be asked.
 bool sock_diag_dump(const void* request, std::size_t size, const std::function<void(const nlmsghdr&)>& each);
 
+// Whether the unix socket `fd` is bound to the socket file `path` names, however the path reads:
+// the same file reached through a bind mount or another mount namespace's view has the same
+// device and inode. One stat of `path` and one dump of the listening unix sockets.
+bool unix_socket_bound_to(int fd, const char* path);
+
 }  // namespace grace::detail

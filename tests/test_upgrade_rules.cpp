@@ -28,6 +28,12 @@ TEST_CASE("an upgrade is refused until this generation serves, and while one is 
         "an upgrade is already in progress (starting the next generation)");
   CHECK(d::upgrade_refusal({phase::serving, 0, false, 77}) == "pid 77 is taking over through the hand-over socket");
   CHECK_FALSE(d::upgrade_refusal({phase::serving, 0, false, 0}));
+  // PID 1 of a pid namespace: its exit would take the new generation down; the refusal names
+  // the fix.
+  const auto pid_one = d::upgrade_refusal({phase::serving, 0, false, 0, true});
+  REQUIRE(pid_one);
+  CHECK(pid_one->find("PID 1 of its pid namespace") != std::string::npos);
+  CHECK(pid_one->find("grace-listen --overlap") != std::string::npos);
 }
 
 TEST_CASE("a takeover is refused while this generation cannot hand over; its own candidate does not count") {

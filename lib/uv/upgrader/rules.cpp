@@ -16,6 +16,11 @@ std::optional<std::string> hand_over_refusal(const hand_over_view& v) {
 
 std::optional<std::string> upgrade_refusal(const hand_over_view& v) {
   if (v.at == phase::starting) return std::string("not serving yet");
+  if (v.pid_one)
+    return std::string(
+        "this process is PID 1 of its pid namespace (a container's entrypoint): when it exits after handing "
+        "over, the kernel kills the new generation with it. Run it under `grace-listen --overlap -- ...`, which "
+        "stays PID 1 and starts each generation beside the last; this one serves on");
   if (v.at != phase::serving) return std::string("this generation is draining; signal the newest one");
   if (auto why = hand_over_refusal(v)) return why;
   if (v.taking_over != 0)

@@ -25,9 +25,12 @@ struct hand_over_view {
   pid_t pending = 0;      // a child started or adopted and not settled yet
   bool starting = false;  // the next generation is being started (on the helper thread)
   pid_t taking_over = 0;  // a process between its hello and its confirmation on the hand-over socket
+  bool pid_one = false;   // this process is PID 1 of its pid namespace
 };
 
-// Why SIGUSR2 (upgrade()) starts nothing now; nullopt when it may.
+// Why SIGUSR2 (upgrade()) starts nothing now; nullopt when it may. PID 1 of a pid namespace never
+// upgrades itself: when it exits after handing over, the kernel kills every process of the
+// namespace, the new generation with it.
 std::optional<std::string> upgrade_refusal(const hand_over_view& v);
 // Why this generation cannot hand over to a taker now (the hand-over socket asks, and so does a
 // taker that arrives while a child is pending); nullopt when it can.

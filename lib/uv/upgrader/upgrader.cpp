@@ -164,7 +164,8 @@ result<void> upgrader::impl::handle_signals() {
 }
 
 detail::hand_over_view upgrader::impl::hand_over_state() const {
-  return {at, successor.pending(), starter.busy(), takeover && takeover->busy() ? takeover->busy_with() : 0};
+  return {at, successor.pending(), starter.busy(), takeover && takeover->busy() ? takeover->busy_with() : 0,
+          getpid() == 1};
 }
 
 // --- Ready: this generation serves -------------------------------------------------------------

@@ -1,0 +1,108 @@
+// grace in namespaces, with real ones (unshare, as root): a server that is PID 1 of its pid
+// namespace refuses to upgrade itself and serves on; a taker in another pid namespace takes
+// over; a hand-over socket reached through another path (a bind mount) is recognised. Skipped,
+// loudly, where namespaces cannot be made.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "support/http_client.hpp"
+#include "support/process.hpp"
+#include "support/service.hpp"
+#include "support/sockets.hpp"
+
+using namespace test_support;
+
+namespace {
+
+constexpr const char* unshare_path = "/usr/bin/unshare";
+
+// Whether this process may make pid and mount namespaces (root, and unshare present).
+bool namespaces_available() {
+  if (geteuid() != 0 || access(unshare_path, X_OK) != 0) return false;
+  spawn_options options;
+  options.argv = {unshare_path, "--pid", "--fork", "--mount-proc", "/bin/true"};
+  child_process probe(options);
+  const auto status = probe.wait(10s);
+  return status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
+}
+
+bool skip_without_namespaces() {
+  static const bool available = namespaces_available();
+  if (!available) MESSAGE("SKIPPED: cannot make namespaces here (needs root and util-linux's unshare)");
+  return !available;
+}
+
+// The first child of `pid`, as this pid namespace numbers it (0 until there is one).
+pid_t child_of(pid_t pid, std::chrono::milliseconds timeout = 10s) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  do {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+    pid_t child = 0;
+    if (in >> child && child > 0) return child;
+    struct timespec pause {0, 10 * 1000 * 1000};
+    nanosleep(&pause, nullptr);
+  } while (std::chrono::steady_clock::now() < until);
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("PID 1 of a pid namespace refuses SIGUSR2, names the fix, and serves on") {
+  if (skip_without_namespaces()) return;
+  const int port = free_port();
+  spawn_options options;
+  options.argv = {unshare_path, "--pid", "--fork", "--mount-proc", helper_path("GRACE_HTTP"),
+                  "127.0.0.1:" + std::to_string(port)};
+  child_process unshared(options);
+  REQUIRE(unshared.wait_stderr("as pid 1"));
+  const pid_t server = child_of(unshared.pid());
+  REQUIRE(server > 0);
+  REQUIRE(kill(server, SIGUSR2) == 0);
+  REQUIRE(unshared.wait_stderr("upgrade refused: this process is PID 1 of its pid namespace"));
+  CHECK(unshared.stderr_text().find("grace-listen --overlap") != std::string::npos);
+  CHECK(unshared.stderr_text().find("started generation 2") == std::string::npos);
+  // Still serving, as generation 1.
+  const int c = connect_tcp("127.0.0.1", port);
+  CHECK(http_body_of(c) == expected_body(1, 1));
+  close(c);
+  REQUIRE(kill(server, SIGTERM) == 0);
+  const auto status = unshared.wait(15s);
+  REQUIRE(status);
+  CHECK(WIFEXITED(*status));
+}
+
+TEST_CASE("a hand-over socket reached through another path (a bind mount) is the same socket: the takeover completes") {
+  if (skip_without_namespaces()) return;
+  temp_dir dir;
+  const std::string run = dir.file("run"), elsewhere = dir.file("elsewhere");
+  REQUIRE(mkdir(run.c_str(), 0700) == 0);
+  REQUIRE(mkdir(elsewhere.c_str(), 0700) == 0);
+  const int port = free_port();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  service http(helper_path("GRACE_HTTP"),
+               {address, "--handover-socket", run + "/handover.sock", "--pidfile", dir.file("http.pid")});
+  REQUIRE(http.wait_for("as pid"));
+  // The taker sees the directory only at another path, in a mount namespace of its own.
+  spawn_options options;
+  options.argv = {unshare_path, "--mount", "--propagation", "private", "/bin/sh", "-c",
+                  "mount --bind \"$1\" \"$2\" && exec \"$3\" \"$4\" --handover-socket \"$2/handover.sock\" "
+                  "--pidfile \"$5\"",
+                  "sh", run, elsewhere, helper_path("GRACE_HTTP"), address, dir.file("http.pid")};
+  child_process taker(options);  // unshare, then sh, exec into grace-http: one pid
+  REQUIRE(http.wait_for("pid " + std::to_string(taker.pid()) + " is ready and in charge"));
+  CHECK(taker.wait_stderr("hand-over socket " + elsewhere + "/handover.sock as pid " + std::to_string(taker.pid())));
+  CHECK(taker.stderr_text().find("rollback") == std::string::npos);
+  CHECK(wait_exited(http.first_pid(), 15s));
+  const int c = connect_tcp("127.0.0.1", port);
+  CHECK(http_body_of(c) == expected_body(taker.pid(), 2));
+  close(c);
+  CHECK(pidfile_names(dir.file("http.pid"), taker.pid()));
+}
