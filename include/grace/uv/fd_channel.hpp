@@ -43,9 +43,9 @@ class GRACE_API fd_channel {
   int release() noexcept;
 
  private:
-  fd_channel(uv_loop_t* loop, grace::fd_channel channel);
-  struct handles;
-  void rearm();
+  GRACE_LOCAL fd_channel(uv_loop_t* loop, grace::fd_channel channel);
+  struct GRACE_LOCAL handles;
+  GRACE_LOCAL void rearm();
   grace::fd_channel channel_;
   std::unique_ptr<handles> handles_;
 };

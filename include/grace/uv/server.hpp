@@ -99,11 +99,11 @@ class GRACE_API server {
 
  private:
   friend class connection;
-  server(uv_loop_t* loop, int fd, listener_info info, accept_callback on_accept);
-  void accept_ready();
-  void accept_fd(int fd);
-  connection* open_connection(int fd);
-  void release(connection* c);
+  GRACE_LOCAL server(uv_loop_t* loop, int fd, listener_info info, accept_callback on_accept);
+  GRACE_LOCAL void accept_ready();
+  GRACE_LOCAL void accept_fd(int fd);
+  GRACE_LOCAL connection* open_connection(int fd);
+  GRACE_LOCAL void release(connection* c);
 
   uv_loop_t* loop_;
   int fd_;  // our duplicate of the listening socket

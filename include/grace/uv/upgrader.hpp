@@ -126,7 +126,7 @@ class GRACE_API upgrader {
   std::size_t connection_count() const noexcept;
 
  private:
-  struct impl;
+  struct GRACE_LOCAL impl;
   std::unique_ptr<impl> impl_;
 };
 

@@ -40,8 +40,8 @@ class GRACE_API worker_group {
   static int current() noexcept;
 
  private:
-  struct worker;
-  worker_group();
+  struct GRACE_LOCAL worker;
+  GRACE_LOCAL worker_group();
   std::unique_ptr<worker[]> workers_;
   unsigned count_ = 0;
 };
