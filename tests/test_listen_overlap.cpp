@@ -6,13 +6,16 @@
 // generations alive, and `grace-listen --reload`, which waits for the outcome.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -272,4 +275,58 @@ TEST_CASE("--reload refuses a second upgrade while one is under way, and talks o
   CHECK(wrong.status == 2);
   listen->kill(SIGTERM);
   REQUIRE(listen->wait(20s));
+}
+
+TEST_CASE("grace-listen speaks for the service: READY=1, RELOADING=1, READY=1, STOPPING=1; its commands tell it") {
+  temp_dir dir;
+  const std::string manager_path = dir.file("manager.sock");
+  const int manager = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un un{};
+  un.sun_family = AF_UNIX;
+  std::memcpy(un.sun_path, manager_path.c_str(), manager_path.size() + 1);
+  REQUIRE(bind(manager, reinterpret_cast<sockaddr*>(&un), sizeof un) == 0);
+  auto next_message = [&] {
+    pollfd p{manager, POLLIN, 0};
+    if (poll(&p, 1, 15000) != 1) return std::string("<none>");
+    char buf[512];
+    const ssize_t n = recv(manager, buf, sizeof buf, 0);
+    return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string("<none>");
+  };
+  const std::string address = free_address();
+  const std::string control = dir.file("control.sock");
+  const std::string command = "if [ -e " + dir.file("exit") + " ]; then exit 3; fi; exec " + helper_path("GRACE_HTTP") +
+                              " " + address;
+  spawn_options options;
+  options.argv = {helper_path("GRACE_LISTEN"), "--overlap", "--control", control, "-s", "tcp:" + address, "--",
+                  "/bin/sh", "-c", command};
+  options.env["NOTIFY_SOCKET"] = manager_path;
+  child_process listen(options);
+  // grace-http's own READY=1 and MAINPID= go to grace-listen, which alone tells the manager.
+  CHECK(next_message() == "READY=1");
+  auto outcome = reload(control);
+  CHECK(outcome.status == 0);
+  CHECK(next_message().rfind("RELOADING=1\nMONOTONIC_USEC=", 0) == 0);
+  CHECK(next_message() == "READY=1");
+  // A rolled-back upgrade ends the reload too.
+  std::ofstream(dir.file("exit")) << "";
+  outcome = reload(control);
+  CHECK(outcome.status == 1);
+  CHECK(next_message().rfind("RELOADING=1\nMONOTONIC_USEC=", 0) == 0);
+  CHECK(next_message() == "READY=1");
+  std::remove(dir.file("exit").c_str());
+
+  // The serving generation crashing is no outage: it is started again with the sockets held.
+  const std::string before = body_at(address);
+  REQUIRE(before.rfind("pid=", 0) == 0);
+  REQUIRE(kill(std::atoi(before.c_str() + 4), SIGKILL) == 0);
+  CHECK(body_at(address).rfind("pid=", 0) == 0);
+  REQUIRE(listen.wait_stderr("(it was killed by Killed)"));
+  CHECK(next_message() == "READY=1");  // the new one serves
+
+  listen.kill(SIGTERM);
+  CHECK(next_message() == "STOPPING=1");
+  auto status = listen.wait(20s);
+  REQUIRE(status);
+  CHECK(WEXITSTATUS(*status) == 0);
+  close(manager);
 }
