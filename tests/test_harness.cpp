@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "grace/version.hpp"
 #include "support/harness_run.hpp"
 #include "support/process.hpp"
 #include "support/sockets.hpp"
@@ -280,6 +281,7 @@ TEST_CASE("the JSON: per-restart losses, failures with their time, generations; 
   temp_dir dir;
   const std::string address = free_address(), pidfile = dir.file("http.pid");
   auto run = run_harness({"--target", "tcp://" + address, "--clients", "8", "--restarts", "3", "--pidfile", pidfile,
+                          "--server-log", dir.file("server.log"),
                           "--method", "HEAD", "--path", "/", "--header", "X-Test: \"quoted\"", "--", helper_path("GRACE_HTTP"),
                           address, "--pidfile", pidfile},
                          dir);
@@ -321,10 +323,10 @@ TEST_CASE("the JSON: per-restart losses, failures with their time, generations; 
   const auto log_at = run.output.find("server log: ");
   REQUIRE(log_at != std::string::npos);
   const std::string log_path = run.output.substr(log_at + 12, run.output.find('\n', log_at) - log_at - 12);
+  CHECK(log_path == dir.file("server.log"));
   std::ifstream log(log_path);
   const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   CHECK(text.find("is ready and in charge") != std::string::npos);
-  unlink(log_path.c_str());
 }
 
 TEST_CASE("with a request body, the answers still check out") {
@@ -396,6 +398,149 @@ TEST_CASE("options that make no sense are refused with the reason") {
     options.argv.insert(options.argv.end(), c.first.begin(), c.first.end());
     child_process refused(options);
     CHECK(refused.wait_stderr(message));
+    CHECK(refused.wait() == std::optional<int>(2 << 8));
+  }
+}
+
+namespace {
+
+// The server logs restart-harness keeps under /tmp.
+std::set<std::string> kept_logs() {
+  std::set<std::string> out;
+  for (const auto& entry : std::filesystem::directory_iterator("/tmp"))
+    if (entry.path().filename().string().rfind("restart-harness-", 0) == 0) out.insert(entry.path().string());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("attached by pid to a server started elsewhere: 10 restarts, each found wherever its processes are") {
+  // The test starts grace-http, not the harness: every new generation is reparented away from
+  // the process the harness attached to, so it is no descendant of anything the harness knows.
+  temp_dir dir;
+  const std::string address = free_address();
+  spawn_options options;
+  options.argv = {helper_path("GRACE_HTTP"), address};
+  child_process server(options);
+  REQUIRE(server.wait_stderr("(new socket) as pid"));
+  auto run = run_harness({"--target", "tcp://" + address, "--clients", "8", "--restarts", "10", "--attach-pid",
+                          std::to_string(server.pid())},
+                         dir);
+  check_pass(run, 10);
+  CHECK(run.output.find("no look found a process serving") == std::string::npos);
+  const auto json = nlohmann::json::parse(run.json);
+  REQUIRE(json["restarts"].size() == 10);
+  std::set<pid_t> generations;
+  for (const auto& restart : json["restarts"]) {
+    CHECK(restart["completed"] == true);
+    generations.insert(restart["new_pid"].get<pid_t>());
+  }
+  CHECK(generations.size() == 10);  // a new process each time, found by its connections
+  // The newest generation is left running, as an attached server should be.
+  const pid_t newest = json["restarts"].back()["new_pid"].get<pid_t>();
+  CHECK_FALSE(has_exited(newest));
+  kill(newest, SIGTERM);
+  CHECK(wait_exited(newest));
+}
+
+TEST_CASE("UDP behind a socket holder (grace-listen): 5 restarts told apart by the new process, not the socket") {
+  temp_dir dir;
+  int port = 0;
+  close(raw_udp_socket(port));
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  auto run = run_harness({"--target", "udp://" + address, "--mode", "udp-echo", "--clients", "8", "--restarts", "5",
+                          "--signal", "HUP", "--", helper_path("GRACE_LISTEN"), "-s", "udp:" + address, "--",
+                          helper_path("GRACE_UDP_ECHO"), address},
+                         dir);
+  check_pass(run, 5);
+  const auto json = nlohmann::json::parse(run.json);
+  REQUIRE(json["restarts"].size() == 5);
+  std::set<pid_t> generations;
+  for (const auto& restart : json["restarts"]) {
+    CHECK(restart["completed"] == true);
+    const pid_t holder = restart["old_pid"].get<pid_t>();  // grace-listen, signalled every time
+    const pid_t new_pid = restart["new_pid"].get<pid_t>();
+    CHECK(new_pid != holder);
+    CHECK_FALSE(restart["old_generation"].empty());
+    for (const auto& old : restart["old_generation"]) CHECK(old["pid"].get<pid_t>() != new_pid);
+    generations.insert(new_pid);
+  }
+  CHECK(generations.size() == 5);
+}
+
+TEST_CASE("a tiny --timeout is refused by name; a busy run still ends at the hard cap, with a reason") {
+  temp_dir dir;
+  spawn_options refused_options;
+  refused_options.argv = {helper_path("GRACE_HARNESS"), "--target", "tcp://127.0.0.1:1", "--timeout", "1e-9",
+                          "--hard-cap", "5", "--", "/bin/true"};
+  child_process refused(refused_options);
+  CHECK(refused.wait_stderr("--timeout must be at least"));
+  CHECK(refused.wait() == std::optional<int>(2 << 8));
+  // The smallest timeout allowed, endless restarts back to back: the loop is as busy as it gets.
+  const std::string address = free_address();
+  const auto started = std::chrono::steady_clock::now();
+  auto run = run_harness({"--target", "tcp://" + address, "--timeout", "0.01", "--hard-cap", "5", "--restarts",
+                          "100000", "--", helper_path("GRACE_HTTP"), address},
+                         dir);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  INFO(run.output);
+  CHECK(run.exit_status == 1);
+  CHECK(run.output.find("hard cap of 5 s reached") != std::string::npos);
+  CHECK(took < 5 + 10);  // the cap, and the slack a busy machine needs to start and reap
+}
+
+TEST_CASE("the server log: removed when the run passes, kept and named when it fails, or kept where asked") {
+  temp_dir dir;
+  const auto before = kept_logs();
+  const std::string address = free_address();
+  auto passing = run_harness({"--target", "tcp://" + address, "--clients", "4", "--restarts", "1", "--",
+                              helper_path("GRACE_HTTP"), address},
+                             dir);
+  check_pass(passing, 1);
+  CHECK(passing.output.find("server log") == std::string::npos);
+  CHECK(kept_logs() == before);
+  // A server that exits at once: the run fails, and its log is kept and named.
+  auto failing = run_harness({"--target", "tcp://" + free_address(), "--restarts", "1", "--", "/bin/sh", "-c",
+                              "echo the-server-said-this >&2; exit 3"},
+                             dir);
+  INFO(failing.output);
+  CHECK(failing.exit_status == 1);
+  const std::string marker = "server log (kept because the run failed): ";
+  const auto at = failing.output.find(marker);
+  REQUIRE(at != std::string::npos);
+  const std::string path = failing.output.substr(at + marker.size(), failing.output.find('\n', at) - at - marker.size());
+  std::ifstream log(path);
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  CHECK(text.find("the-server-said-this") != std::string::npos);
+  unlink(path.c_str());
+  CHECK(kept_logs() == before);
+  // Asked for: kept where asked, and said where, even when the run passes.
+  const std::string address2 = free_address();
+  auto asked = run_harness({"--target", "tcp://" + address2, "--clients", "4", "--restarts", "1", "--server-log",
+                            dir.file("mine.log"), "--", helper_path("GRACE_HTTP"), address2},
+                           dir);
+  check_pass(asked, 1);
+  CHECK(asked.output.find("server log: " + dir.file("mine.log")) != std::string::npos);
+  CHECK(std::filesystem::file_size(dir.file("mine.log")) > 0);
+}
+
+TEST_CASE("restart-harness --version; an unknown option is unknown wherever it stands") {
+  spawn_options options;
+  options.argv = {helper_path("GRACE_HARNESS"), "--version"};
+  child_process version(options);
+  const auto line = version.read_line();
+  REQUIRE(line);
+  CHECK(line->rfind("restart-harness ", 0) == 0);
+  CHECK(line->find(GRACE_VERSION_STRING) != std::string::npos);
+  CHECK(version.wait() == std::optional<int>(0));
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--bogus"}, {"--target", "tcp://127.0.0.1:1", "--bogus"},
+        {"--bogus", "--target", "tcp://127.0.0.1:1", "--", "/bin/true"}}) {
+    spawn_options bad;
+    bad.argv = {helper_path("GRACE_HARNESS")};
+    bad.argv.insert(bad.argv.end(), args.begin(), args.end());
+    child_process refused(bad);
+    CHECK_MESSAGE(refused.wait_stderr("unknown option \"--bogus\""), args.size());
     CHECK(refused.wait() == std::optional<int>(2 << 8));
   }
 }

@@ -10,7 +10,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <set>
 #include <utility>
 
@@ -23,9 +25,15 @@ namespace {
 
 constexpr unsigned held_states = (1U << 1) | (1U << 8);  // TCP_ESTABLISHED, TCP_CLOSE_WAIT
 
+struct server_socket {
+  connection_key key;   // the client's port, or its socket's inode (unix)
+  unsigned long inode;  // of the server's end
+  long uid;             // its owner's, -1 when the kernel does not say
+};
+
 // (client port, inode) of every server-side socket of `target` that a process holds.
-std::vector<std::pair<connection_key, unsigned long>> tcp_server_sockets(const grace::socket_address& target) {
-  std::vector<std::pair<connection_key, unsigned long>> out;
+std::vector<server_socket> tcp_server_sockets(const grace::socket_address& target) {
+  std::vector<server_socket> out;
   inet_diag_req_v2 request{};
   request.sdiag_family = static_cast<std::uint8_t>(target.family());
   request.sdiag_protocol = IPPROTO_TCP;
@@ -33,7 +41,7 @@ std::vector<std::pair<connection_key, unsigned long>> tcp_server_sockets(const g
   grace::detail::sock_diag_dump(&request, sizeof request, [&](const nlmsghdr& h) {
     const auto* msg = static_cast<const inet_diag_msg*>(NLMSG_DATA(&h));
     if (ntohs(msg->id.idiag_sport) == target.port() && msg->idiag_inode != 0)
-      out.emplace_back(ntohs(msg->id.idiag_dport), msg->idiag_inode);
+      out.push_back({ntohs(msg->id.idiag_dport), msg->idiag_inode, static_cast<long>(msg->idiag_uid)});
   });
   return out;
 }
@@ -42,9 +50,8 @@ std::vector<std::pair<connection_key, unsigned long>> tcp_server_sockets(const g
 // addresses: the server's end is local `target`, remote `ours.local` at the client's port. Empty
 // when none is found (a dual-stack server whose end of an IPv4 connection is an IPv6 socket is
 // filed under the other family): the caller dumps instead.
-std::vector<std::pair<connection_key, unsigned long>> tcp_server_sockets_of(const grace::socket_address& target,
-                                                                            const client_ports& ours) {
-  std::vector<std::pair<connection_key, unsigned long>> out;
+std::vector<server_socket> tcp_server_sockets_of(const grace::socket_address& target, const client_ports& ours) {
+  std::vector<server_socket> out;
   const int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
   if (fd < 0) return out;
   struct {
@@ -77,7 +84,7 @@ std::vector<std::pair<connection_key, unsigned long>> tcp_server_sockets_of(cons
       if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;  // NLMSG_ERROR: not there (any more)
       const auto* msg = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
       if ((held_states & (1U << msg->idiag_state)) != 0 && msg->idiag_inode != 0)
-        out.emplace_back(port, msg->idiag_inode);
+        out.push_back({port, msg->idiag_inode, static_cast<long>(msg->idiag_uid)});
     }
   }
   close(fd);
@@ -86,8 +93,8 @@ std::vector<std::pair<connection_key, unsigned long>> tcp_server_sockets_of(cons
 
 // (client socket inode, server socket inode) of every connected unix socket pair: the dump
 // lists both ends, each with its peer; the harness's own end is the key.
-std::vector<std::pair<connection_key, unsigned long>> unix_server_sockets() {
-  std::vector<std::pair<connection_key, unsigned long>> out;
+std::vector<server_socket> unix_server_sockets() {
+  std::vector<server_socket> out;
   unix_diag_req request{};
   request.sdiag_family = AF_UNIX;
   request.udiag_states = 1U << 1;  // TCP_ESTABLISHED: connected
@@ -96,18 +103,71 @@ std::vector<std::pair<connection_key, unsigned long>> unix_server_sockets() {
     const auto* msg = static_cast<const unix_diag_msg*>(NLMSG_DATA(&h));
     auto attributes = static_cast<int>(h.nlmsg_len - NLMSG_LENGTH(sizeof *msg));
     for (auto* a = reinterpret_cast<const rtattr*>(msg + 1); RTA_OK(a, attributes); a = RTA_NEXT(a, attributes))
-      if (a->rta_type == UNIX_DIAG_PEER) out.emplace_back(*static_cast<const std::uint32_t*>(RTA_DATA(a)), msg->udiag_ino);
+      if (a->rta_type == UNIX_DIAG_PEER) out.push_back({*static_cast<const std::uint32_t*>(RTA_DATA(a)), msg->udiag_ino, -1});
   });
   return out;
 }
 
+// The inode and owner of every UDP socket bound to `target`'s port, in either family (a socket
+// bound to [::] receives IPv4 datagrams too).
+std::vector<server_socket> udp_server_sockets(const grace::socket_address& target) {
+  std::vector<server_socket> out;
+  for (const int family : {AF_INET, AF_INET6}) {
+    inet_diag_req_v2 request{};
+    request.sdiag_family = static_cast<std::uint8_t>(family);
+    request.sdiag_protocol = IPPROTO_UDP;
+    request.idiag_states = ~0U;
+    grace::detail::sock_diag_dump(&request, sizeof request, [&](const nlmsghdr& h) {
+      const auto* msg = static_cast<const inet_diag_msg*>(NLMSG_DATA(&h));
+      if (ntohs(msg->id.idiag_sport) == target.port() && msg->idiag_inode != 0)
+        out.push_back({0, msg->idiag_inode, static_cast<long>(msg->idiag_uid)});
+    });
+  }
+  return out;
+}
+
+// The owner the inodes share, or -1 (any owner) when they do not.
+long common_uid(const std::vector<server_socket>& sockets) {
+  long uid = sockets.empty() ? -1 : sockets.front().uid;
+  for (const auto& s : sockets)
+    if (s.uid != uid) return -1;
+  return uid;
+}
+
 }  // namespace
 
-std::map<connection_key, pid_t> connection_owners::sample(const std::vector<pid_t>& tree, bool recheck,
+std::vector<pid_t> connection_owners::with_found(std::vector<pid_t> tree) {
+  for (auto it = found_.begin(); it != found_.end();)
+    it = grace::detail::process_has_exited(*it) ? found_.erase(it) : std::next(it);
+  for (pid_t pid : found_)
+    if (std::find(tree.begin(), tree.end(), pid) == tree.end()) tree.push_back(pid);
+  return tree;
+}
+
+std::set<pid_t> connection_owners::datagram_holders(const std::vector<pid_t>& given_tree) {
+  const auto sockets = udp_server_sockets(target_);
+  std::set<unsigned long> inodes;
+  for (const auto& s : sockets) inodes.insert(s.inode);
+  const std::vector<pid_t> tree = with_found(given_tree);
+  std::set<pid_t> holders = holders_among(tree, inodes);
+  // A server started elsewhere: its new generation can be anywhere; look (at most every 200 ms).
+  const std::uint64_t now = now_us();
+  if (anywhere_ && now - last_anywhere_us_ > 200000) {
+    last_anywhere_us_ = now;
+    for (const auto& [pid, held] : holders_anywhere(inodes, common_uid(sockets))) {
+      holders.insert(pid);
+      found_.insert(pid);
+    }
+  }
+  return holders;
+}
+
+std::map<connection_key, pid_t> connection_owners::sample(const std::vector<pid_t>& given_tree, bool recheck,
                                                           const client_ports& ours) {
   std::map<connection_key, pid_t> owners;
-  if (!supported()) return owners;
-  std::vector<std::pair<connection_key, unsigned long>> sockets;
+  if (!supported() || datagrams_) return owners;
+  const std::vector<pid_t> tree = with_found(given_tree);
+  std::vector<server_socket> sockets;
   if (target_.family() == AF_UNIX) {
     sockets = unix_server_sockets();
   } else {
@@ -123,17 +183,49 @@ std::map<connection_key, pid_t> connection_owners::sample(const std::vector<pid_
   }
   if (recheck) owner_by_inode_ = socket_owners(tree);
   bool refreshed = recheck;
-  for (const auto& [port, inode] : sockets) {
-    auto it = owner_by_inode_.find(inode);
+  std::vector<server_socket> unknown;
+  for (const auto& socket : sockets) {
+    auto it = owner_by_inode_.find(socket.inode);
     if (it == owner_by_inode_.end() && !refreshed) {
       // Inodes are new with every connection: look again, once per sample, at who holds what.
       owner_by_inode_ = socket_owners(tree);
       refreshed = true;
-      it = owner_by_inode_.find(inode);
+      it = owner_by_inode_.find(socket.inode);
     }
-    if (it != owner_by_inode_.end()) owners[port] = it->second;
+    if (it != owner_by_inode_.end()) owners[socket.key] = it->second;
+    else unknown.push_back(socket);
   }
+  if (anywhere_ && !unknown.empty()) search_anywhere(unknown, owners);
   return owners;
+}
+
+// Connections held by no process we know of: a server started elsewhere whose new generation is
+// no descendant of anything we follow. Only the processes of the sockets' owner are read, and
+// an inode that such a look did not find is not looked for again for a second (a connection the
+// server has not accepted yet has no inode; one of another user's processes cannot be read).
+template <typename Sockets>
+void connection_owners::search_anywhere(const Sockets& unknown, std::map<connection_key, pid_t>& owners) {
+  const std::uint64_t now = now_us();
+  for (auto it = not_found_.begin(); it != not_found_.end();)
+    it = now - it->second > 1000000 ? not_found_.erase(it) : std::next(it);
+  std::set<unsigned long> inodes;
+  std::vector<server_socket> asked;
+  for (const auto& socket : unknown)
+    if (not_found_.count(socket.inode) == 0) {
+      inodes.insert(socket.inode);
+      asked.push_back(socket);
+    }
+  if (inodes.empty()) return;
+  const auto holders = holders_anywhere(inodes, common_uid(asked));
+  for (const auto& [pid, held] : holders) {
+    found_.insert(pid);
+    for (const unsigned long inode : held) owner_by_inode_[inode] = pid;
+  }
+  for (const auto& socket : asked) {
+    const auto it = owner_by_inode_.find(socket.inode);
+    if (it != owner_by_inode_.end()) owners[socket.key] = it->second;
+    else not_found_[socket.inode] = now;
+  }
 }
 
 }  // namespace harness

@@ -38,6 +38,7 @@ struct options {
   unsigned requests_per_connection = 0;
   bool requests_per_connection_set = false;
   double timeout_s = 5;         // a request without an answer after this long is lost
+  std::string server_log;       // where the started server's output goes, kept; empty: a temporary file
   double stall_ms = 1000;       // an answer slower than this is a stall (reported, not lost)
   double startup_timeout_s = 10;
   double restart_timeout_s = 30;
@@ -55,6 +56,8 @@ struct options {
   std::vector<std::string> headers;  // "Name: value"
   std::size_t body_bytes = 0;        // a body of this many bytes, with its Content-Length
 };
+
+inline constexpr double min_timeout_s = 0.01;
 
 // Parses the command line; exits with the help text (0) or a usage error (2).
 options parse_options(int argc, char** argv);

@@ -8,7 +8,11 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
+#include <thread>
 #include <memory>
 #include <set>
 #include <string>
@@ -64,7 +68,12 @@ class referee {
     }
     load_.on_served_by = [this](pid_t pid) { served_by(pid); };
     load_.on_answer_at_port = [this](connection_key port) { answered_at_port(port); };
-    load_.on_port_closed = [this](connection_key port) { owner_by_port_.erase(port); };
+    load_.on_port_closed = [this](connection_key port) {
+      owner_by_port_.erase(port);
+      // A port is reused by a later connection, maybe one the new generation holds: an answer
+      // on this one (maybe from the old generation) must not be taken for that one's.
+      last_answer_at_.erase(port);
+    };
     load_.owner_of_port = [this](connection_key port) {
       const auto it = owner_by_port_.find(port);
       return it == owner_by_port_.end() ? pid_t{0} : it->second;
@@ -75,29 +84,93 @@ class referee {
 
   int run() {
     record_.start_us = now_us();
-    log_path_ = "/tmp/restart-harness-" + std::to_string(getpid()) + ".log";
-    if (auto started = server_.start(log_path_); !started) return fail_early(started.error().message());
+    if (server_.started_by_us()) {
+      if (!options_.server_log.empty()) {
+        log_path_ = options_.server_log;
+      } else {
+        // Kept only if the run fails (report()): runs that pass leave nothing behind.
+        char name[] = "/tmp/restart-harness-XXXXXX.log";
+        const int fd = mkstemps(name, 4);
+        if (fd >= 0) {
+          close(fd);
+          log_path_ = name;
+          temporary_log_ = true;
+        }
+      }
+    }
+    if (auto started = server_.start(log_path_); !started) {
+      if (temporary_log_) unlink(log_path_.c_str());
+      return fail_early(started.error().message());
+    }
+    start_watchdog();
+    // A server we did not start: its generations need not descend from anything we know.
+    owners_.search_anywhere(!server_.started_by_us());
     if (owners_.supported()) {
       const bool ours = server_.started_by_us();
       sampler_ = std::make_unique<owner_sampler>(loop_, owners_, ours ? getpid() : options_.attach_pid,
                                                  !ours && options_.attach_pid > 0,
                                                  [this](owner_sample s) { apply_owners(std::move(s)); });
     }
+    // The loop's own cap leaves time to stop the server and report before the watchdog's.
     uv_timer_start(&cap_timer_, [](uv_timer_t* t) {
       auto* self = static_cast<referee*>(t->data);
-      self->record_.notes.push_back("hard cap of " + std::to_string(static_cast<int>(self->options_.hard_cap_s)) + " s reached");
+      self->record_.notes.push_back("hard cap of " + seconds_text(self->options_.hard_cap_s) + " s reached");
       self->record_.aborted = true;
       self->finish();
-    }, static_cast<std::uint64_t>(options_.hard_cap_s * 1000), 0);
+    }, static_cast<std::uint64_t>(loop_cap_s() * 1000), 0);
     startup_deadline_ = now_us() + static_cast<std::uint64_t>(options_.startup_timeout_s * 1e6);
     uv_timer_start(&watch_timer_, [](uv_timer_t* t) { static_cast<referee*>(t->data)->wait_for_target(); }, 0, 20);
     if (options_.progress && isatty(STDERR_FILENO))
       uv_timer_start(&progress_timer_, [](uv_timer_t* t) { static_cast<referee*>(t->data)->show_progress(); }, 250, 250);
     uv_run(loop_, UV_RUN_DEFAULT);
+    stop_watchdog();
     return exit_status_;
   }
 
+  ~referee() { stop_watchdog(); }
+
  private:
+  static std::string seconds_text(double s) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g", s);
+    return text;
+  }
+
+  // When the loop stops the run: a little before the hard cap, so that stopping the server and
+  // the report fit in it.
+  double loop_cap_s() const { return std::max(options_.hard_cap_s * 0.8, options_.hard_cap_s - 3); }
+
+  // The hard cap, kept by a thread of its own: a loop too busy to run its timers (a tiny
+  // --timeout once made it spin through timeouts and reconnects) cannot outlive it. At the cap
+  // it stops every process we started, says so, and ends the run with status 1.
+  void start_watchdog() {
+    const auto cap = std::chrono::microseconds(static_cast<std::int64_t>(options_.hard_cap_s * 1e6));
+    const bool ours = server_.started_by_us();
+    watchdog_ = std::thread([this, cap, ours] {
+      std::unique_lock<std::mutex> lock(watchdog_mutex_);
+      if (watchdog_done_cv_.wait_for(lock, cap, [this] { return watchdog_done_; })) return;
+      if (ours)
+        for (pid_t pid : descendants_of(getpid())) kill(pid, SIGKILL);
+      std::string line = "FAIL: hard cap of " + seconds_text(options_.hard_cap_s) +
+                         " s reached before the referee could finish; the run was ended";
+      if (ours) line += " and the server killed (server log: " + log_path_ + ")";
+      line += "\n";
+      std::fflush(stdout);
+      if (write(STDOUT_FILENO, line.data(), line.size()) < 0) {}
+      _exit(1);
+    });
+  }
+
+  void stop_watchdog() {
+    if (!watchdog_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(watchdog_mutex_);
+      watchdog_done_ = true;
+    }
+    watchdog_done_cv_.notify_one();
+    watchdog_.join();
+  }
+
   int fail_early(const std::string& why) {
     std::printf("FAIL: %s\n", why.c_str());
     return 1;
@@ -116,7 +189,7 @@ class referee {
     }
     if (server_.started_by_us() && server_.first_exited()) {
       record_.notes.push_back("the server exited with status " + std::to_string(server_.first_exit_status()) +
-                              " before it accepted a connection (log: " + log_path_ + ")");
+                              " before it accepted a connection");
       record_.aborted = true;
       return finish();
     }
@@ -179,7 +252,11 @@ class referee {
     served_before_ = ever_served_;
     for (pid_t pid : tree_) served_before_.insert(pid);
     for (pid_t pid : ever_served_)
-      if (!grace::detail::process_has_exited(pid)) rs.old_serving.emplace_back(pid, 0);
+      // UDP: the main process may be a socket holder that stays (grace-listen); the old
+      // generation is the others. Without others, the main pid's exit is the old generation's.
+      if (!grace::detail::process_has_exited(pid) && !(options_.udp && pid == rs.old_pid))
+        rs.old_serving.emplace_back(pid, 0);
+    udp_new_holder_ = 0;
     new_ports_.clear();
     rs.signal_us = elapsed();
     record_.restarts.push_back(rs);
@@ -217,6 +294,11 @@ class referee {
   void apply_owners(owner_sample s) {
     tree_ = std::move(s.tree);
     const bool watching = !record_.restarts.empty() && !record_.restarts.back().completed && !finishing_;
+    // UDP: the processes holding the socket serve; one that did not hold it before the signal is new.
+    for (const pid_t pid : s.holders) {
+      ever_served_.insert(pid);
+      if (watching && served_before_.count(pid) == 0 && udp_new_holder_ == 0) udp_new_holder_ = pid;
+    }
     for (const auto& [port, pid] : s.owners) {
       owner_by_port_[port] = pid;
       ever_served_.insert(pid);
@@ -261,6 +343,16 @@ class referee {
       if (gone_us == 0) all_old_gone = false;
     }
     if (rs.old_serving.empty()) all_old_gone = grace::detail::process_has_exited(rs.old_pid);
+    if (options_.udp && owners_known) {
+      // UDP behind a socket holder: the socket is the same in every generation, and an answer
+      // names nobody. A new process holding the socket is the new generation, and the first
+      // answer once every old holder is gone is its first: none of the old ones could send it.
+      if (rs.new_pid == 0 && udp_new_holder_ != 0 && all_old_gone) rs.new_pid = udp_new_holder_;
+      if (rs.new_pid != 0 && rs.new_answer_us == 0) {
+        if (answered_at_takeover_ == 0) answered_at_takeover_ = load_.answered() + 1;
+        else if (load_.answered() >= answered_at_takeover_) rs.new_answer_us = elapsed();
+      }
+    }
     if (rs.old_exit_us == 0 && rs.new_pid != 0 && all_old_gone) {
       rs.old_exit_us = elapsed();
       for (const auto& [pid, gone_us] : rs.old_serving) rs.old_exit_us = std::max(rs.old_exit_us, gone_us);
@@ -299,7 +391,9 @@ class referee {
     for (uv_timer_t* t : {&phase_timer_, &watch_timer_, &cap_timer_, &progress_timer_, &owner_timer_}) uv_timer_stop(t);
     load_.stop([this] {
       record_.end_us = elapsed();
-      server_.stop_all(10, [this] { report(); });
+      // Within the hard cap, leaving the watchdog a second.
+      const double left = options_.hard_cap_s - static_cast<double>(elapsed()) / 1e6 - 1;
+      server_.stop_all(std::max(0.1, std::min(10.0, left)), [this] { report(); });
     });
   }
 
@@ -314,7 +408,11 @@ class referee {
     if (!options_.plot_file.empty())
       if (auto written = write_svg(options_, record_, options_.plot_file); !written)
         std::printf("  note: %s\n", written.error().message().c_str());
-    if (server_.started_by_us()) std::printf("  server log: %s\n", log_path_.c_str());
+    if (!log_path_.empty()) {
+      if (!temporary_log_) std::printf("  server log: %s\n", log_path_.c_str());
+      else if (!v.pass) std::printf("  server log (kept because the run failed): %s\n", log_path_.c_str());
+      else unlink(log_path_.c_str());
+    }
     std::printf("%s\n", v.line.c_str());
     std::fflush(stdout);
     exit_status_ = v.pass ? 0 : 1;
@@ -344,7 +442,13 @@ class referee {
   std::unordered_map<connection_key, std::uint64_t> last_answer_at_;
   std::unordered_map<connection_key, pid_t> owner_by_port_;  // as last seen; a port is reused later
   bool answers_name_pids_ = false;  // grace's samples say "pid=N"; other servers do not
-  std::string log_path_;
+  std::string log_path_;     // empty for a server we did not start
+  bool temporary_log_ = false;  // ours to remove when the run passes
+  std::thread watchdog_;
+  std::mutex watchdog_mutex_;
+  std::condition_variable watchdog_done_cv_;
+  bool watchdog_done_ = false;
+  pid_t udp_new_holder_ = 0;  // UDP: a process holding the socket that did not before the signal
   bool finishing_ = false;
   int exit_status_ = 1;
 };

@@ -10,6 +10,7 @@
 #include <cerrno>
 
 #include "grace/net.hpp"
+#include "grace/version.hpp"
 #include "harness.hpp"
 
 namespace harness {
@@ -39,7 +40,7 @@ Load
                          browsers and connection pools do (default 0)
   --method M, --path P, --host H, --header "Name: value" (repeatable), --body-bytes N
                        the HTTP request (default GET / with Host: harness, no body)
-  --timeout S          a request unanswered after S seconds is lost (default 5)
+  --timeout S          a request unanswered after S seconds is lost (default 5, at least 0.01)
   --stall-ms MS        an answer slower than this counts as a stall, reported but not lost (default 1000)
 
 Restarts
@@ -56,12 +57,16 @@ Restarts
 
 Bounds and output
   --duration S         run at least S seconds (default: until the restarts are done)
-  --hard-cap S         never run longer than S seconds (default 300)
+  --hard-cap S         never run longer than S seconds (default 300); a watchdog ends the run
+                         (status 1) even if the referee's loop is too busy to
   --settle S           load before the first and after the last restart (default 0.5)
   --json FILE          every figure, machine-readable
   --plot FILE.svg      timeline: requests/s and errors over time, restarts marked, generations shaded
+  --server-log FILE    write the output of the server we start to FILE, and keep it (default: a
+                         temporary file, kept and named only when the run fails)
   --no-progress        no live progress line (it only shows on a terminal anyway)
   -h, --help           this text
+  --version            the program's name and grace's version
 
 Verdict: "PASS: 0 lost in N requests across R restarts" and exit status 0, or "FAIL: ..." and 1.
 A request is lost when it got no complete, correct answer. The losses are shown by category:
@@ -157,6 +162,17 @@ int signal_by_name(const std::string& name) {
   usage_error("unknown signal \"" + name + "\"");
 }
 
+bool takes_value(const std::string& arg) {
+  static const char* const with_value[] = {
+      "--target", "--mode", "--clients", "--restarts", "--requests-per-connection", "--interval", "--signal",
+      "--restart-cmd", "--pidfile", "--attach-pid", "--duration", "--hard-cap", "--timeout", "--stall-ms",
+      "--startup-timeout", "--restart-timeout", "--settle", "--think-ms", "--method", "--path", "--host",
+      "--header", "--body-bytes", "--json", "--plot", "--server-log"};
+  for (const char* name : with_value)
+    if (arg == name) return true;
+  return false;
+}
+
 }  // namespace
 
 options parse_options(int argc, char** argv) {
@@ -173,10 +189,18 @@ options parse_options(int argc, char** argv) {
       std::fputs(help_text, stdout);
       std::exit(0);
     }
+    if (arg == "--version") {
+      std::printf("restart-harness (grace) %s\n", GRACE_VERSION_STRING);
+      std::exit(0);
+    }
     if (arg == "--no-progress") {
       o.progress = false;
       continue;
     }
+    // Unknown before "needs a value": an unknown option given last is still unknown.
+    if (!takes_value(arg))
+      usage_error(arg.empty() || arg[0] != '-' ? "unexpected argument \"" + arg + "\" (the server command goes after --)"
+                                               : "unknown option \"" + arg + "\"");
     if (i + 1 >= argc) usage_error(arg + " needs a value");
     const char* value = argv[++i];
     if (arg == "--target") {
@@ -222,6 +246,10 @@ options parse_options(int argc, char** argv) {
     }
     else if (arg == "--json") o.json_file = value;
     else if (arg == "--plot") o.plot_file = value;
+    else if (arg == "--server-log") {
+      o.server_log = value;
+      if (o.server_log.empty()) usage_error("--server-log needs a file name");
+    }
     else usage_error("unknown option \"" + arg + "\"");
   }
   for (; i < argc; ++i) o.server_command.emplace_back(argv[i]);
@@ -234,7 +262,10 @@ options parse_options(int argc, char** argv) {
   const bool has_server = !o.server_command.empty() || o.attach_pid > 0 || !o.pidfile.empty();
   if (!has_server) usage_error("name the server: a command after --, --attach-pid PID or --pidfile FILE");
   if (!o.server_command.empty() && o.attach_pid > 0) usage_error("--attach-pid and a server command exclude each other");
-  if (o.timeout_s <= 0) usage_error("--timeout must be positive");
+  // Below this a request times out before any server could answer, and the clients' timers and
+  // reconnects would keep the loop spinning.
+  if (o.timeout_s < min_timeout_s) usage_error("--timeout must be at least 0.01 s");
+  if (!o.server_log.empty() && o.server_command.empty()) usage_error("--server-log is for a server we start (a command after --)");
   if (o.hard_cap_s <= 0) usage_error("--hard-cap must be positive");
   if (o.attach_pid > 0 && kill(o.attach_pid, 0) != 0 && errno == ESRCH)
     usage_error("--attach-pid " + std::to_string(o.attach_pid) + ": no such process");

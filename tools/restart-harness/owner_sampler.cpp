@@ -1,5 +1,7 @@
 #include "owner_sampler.hpp"
 
+#include <algorithm>
+
 #include "process_tree.hpp"
 
 namespace harness {
@@ -69,7 +71,12 @@ void owner_sampler::run() {
       if (include_root_) tree.push_back(root_);
       tree_at_us = now;
     }
-    owner_sample sample{sequence, tree, owners_.sample(tree, recheck, ours)};
+    owner_sample sample{sequence, tree, {}, {}};
+    if (owners_.datagrams()) sample.holders = owners_.datagram_holders(tree);
+    else sample.owners = owners_.sample(tree, recheck, ours);
+    // Processes found serving outside the tree are the server's too.
+    for (pid_t pid : owners_.found_elsewhere())
+      if (std::find(sample.tree.begin(), sample.tree.end(), pid) == sample.tree.end()) sample.tree.push_back(pid);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       latest_ = std::move(sample);

@@ -14,6 +14,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -25,6 +26,7 @@ struct owner_sample {
   std::uint64_t sequence = 0;  // of the latest request this look answers
   std::vector<pid_t> tree;     // the server's processes at the time
   std::map<connection_key, pid_t> owners;
+  std::set<pid_t> holders;     // UDP: the processes holding the target's socket
 };
 
 class owner_sampler {

@@ -1,6 +1,7 @@
 #include "process_tree.hpp"
 
 #include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -86,23 +87,60 @@ std::vector<pid_t> descendants_of(pid_t root) {
   return out;
 }
 
+namespace {
+
+// Calls `each` with the inode of every socket `pid` holds.
+template <typename F>
+void for_each_socket(pid_t pid, F each) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  DIR* fds = opendir(dir.c_str());
+  if (fds == nullptr) return;  // gone meanwhile, or not ours to read
+  while (dirent* entry = readdir(fds)) {
+    if (entry->d_name[0] == '.') continue;
+    char target[64];
+    const ssize_t n = readlinkat(dirfd(fds), entry->d_name, target, sizeof target - 1);
+    if (n <= 8 || std::strncmp(target, "socket:[", 8) != 0) continue;
+    target[n] = '\0';
+    each(std::strtoul(target + 8, nullptr, 10));
+  }
+  closedir(fds);
+}
+
+}  // namespace
+
 std::map<unsigned long, pid_t> socket_owners(const std::vector<pid_t>& pids) {
   std::map<unsigned long, pid_t> owners;
-  for (const pid_t pid : pids) {
-    const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
-    DIR* fds = opendir(dir.c_str());
-    if (fds == nullptr) continue;  // gone meanwhile
-    while (dirent* entry = readdir(fds)) {
-      if (entry->d_name[0] == '.') continue;
-      char target[64];
-      const ssize_t n = readlinkat(dirfd(fds), entry->d_name, target, sizeof target - 1);
-      if (n <= 8 || std::strncmp(target, "socket:[", 8) != 0) continue;
-      target[n] = '\0';
-      owners[std::strtoul(target + 8, nullptr, 10)] = pid;
-    }
-    closedir(fds);
-  }
+  for (const pid_t pid : pids) for_each_socket(pid, [&](unsigned long inode) { owners[inode] = pid; });
   return owners;
+}
+
+std::map<pid_t, std::set<unsigned long>> holders_anywhere(const std::set<unsigned long>& inodes, long uid) {
+  std::map<pid_t, std::set<unsigned long>> out;
+  if (inodes.empty()) return out;
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return out;
+  const pid_t self = getpid();
+  while (dirent* entry = readdir(proc)) {
+    if (entry->d_name[0] < '1' || entry->d_name[0] > '9') continue;
+    const pid_t pid = static_cast<pid_t>(std::atol(entry->d_name));
+    if (pid == self) continue;
+    struct stat st {};
+    if (uid >= 0 && (fstatat(dirfd(proc), entry->d_name, &st, 0) != 0 || st.st_uid != static_cast<uid_t>(uid))) continue;
+    for_each_socket(pid, [&](unsigned long inode) {
+      if (inodes.count(inode) != 0) out[pid].insert(inode);
+    });
+  }
+  closedir(proc);
+  return out;
+}
+
+std::set<pid_t> holders_among(const std::vector<pid_t>& pids, const std::set<unsigned long>& inodes) {
+  std::set<pid_t> out;
+  for (const pid_t pid : pids)
+    for_each_socket(pid, [&](unsigned long inode) {
+      if (inodes.count(inode) != 0) out.insert(pid);
+    });
+  return out;
 }
 
 }  // namespace harness

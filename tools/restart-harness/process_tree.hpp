@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <map>
+#include <set>
 #include <vector>
 
 namespace harness {
@@ -13,5 +14,14 @@ std::vector<pid_t> descendants_of(pid_t root);
 
 // The socket inodes the processes `pids` hold open, mapped to the pid that holds each.
 std::map<unsigned long, pid_t> socket_owners(const std::vector<pid_t>& pids);
+
+// The processes holding any of `inodes`, each with the inodes it holds, among every process of
+// the machine whose owner is `uid` (any owner when `uid` is -1), this one excepted: a server
+// started elsewhere (systemd, a shell) whose generations are not descendants of anything we know.
+// One stat per process to skip other users' processes, and the fd list of the rest.
+std::map<pid_t, std::set<unsigned long>> holders_anywhere(const std::set<unsigned long>& inodes, long uid);
+
+// The processes among `pids` holding any of `inodes`.
+std::set<pid_t> holders_among(const std::vector<pid_t>& pids, const std::set<unsigned long>& inodes);
 
 }  // namespace harness
