@@ -45,7 +45,12 @@ result<peer_credentials> check_channel_socket(int fd, const channel_options& opt
   socklen_t size = sizeof cred;
   if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &size) < 0)
     return fail_errno(errno, "fd channel: the peer's credentials (SO_PEERCRED)");
-  if (cred.pid <= 0) return fail(errc::invalid_argument, "fd channel: fd " + std::to_string(fd) + " is not connected");
+  // Connected or not, by the socket itself: SO_PEERCRED gives pid 0 for a peer in a pid
+  // namespace this process cannot see (another container), and that peer is a real one.
+  sockaddr_storage peer_address{};
+  socklen_t peer_size = sizeof peer_address;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer_address), &peer_size) != 0)
+    return fail(errc::invalid_argument, "fd channel: fd " + std::to_string(fd) + " is not connected");
   if (!uid_allowed(cred.uid, options))
     return fail(errc::peer_not_allowed, "fd channel: the peer, pid " + std::to_string(cred.pid) + ", runs as uid " +
                                             std::to_string(cred.uid) + ", which is not allowed");

@@ -273,7 +273,14 @@ bool started_by_grace_parent() {
   return !s.ready_fd || *s.ready_fd >= 0;
 }
 
-void adopt_takeover(const environment& offered, int ready_fd) {
+namespace {
+std::atomic<bool> predecessor_elsewhere{false};
+}  // namespace
+
+bool predecessor_out_of_sight_flag() { return predecessor_elsewhere.load(); }
+
+void adopt_takeover(const environment& offered, int ready_fd, bool out_of_sight) {
+  predecessor_elsewhere.store(out_of_sight);
   auto& s = startup_state();
   inheritance parsed = parse_inheritance(offered, getpid(), max_fd_count());
   s.parsed.generation = parsed.generation;

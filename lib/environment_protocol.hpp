@@ -88,7 +88,10 @@ bool started_by_grace_parent();
 // After a takeover: the generation and ancestors the serving process offered (GRACE_GENERATION
 // and GRACE_ANCESTORS entries, parsed as from the environment) and the connection on which
 // notify_ready() and notify_retiring() then speak. Start-up only, before other threads.
-void adopt_takeover(const environment& offered, int ready_fd);
+// `out_of_sight`: the serving process runs in another pid namespace, so this one names itself in
+// the pid file and to the service manager once ready (predecessor_out_of_sight()).
+void adopt_takeover(const environment& offered, int ready_fd, bool out_of_sight = false);
+bool predecessor_out_of_sight_flag();
 
 // The entries "NAME=VALUE" for a child of generation `generation` whose older generations
 // still alive are `ancestors` (at most max_ancestors, newest last).

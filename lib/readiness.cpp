@@ -74,6 +74,8 @@ result<ready_outcome> notify_ready() {
   return detail::fail_errno(err, "tell the parent generation that this one is ready (GRACE_READY_FD)");
 }
 
+bool predecessor_out_of_sight() noexcept { return detail::predecessor_out_of_sight_flag(); }
+
 void notify_retiring() noexcept {
   const int fd = kept_ready_fd.exchange(-1);
   if (fd < 0) return;
@@ -146,6 +148,13 @@ result<pending_child> pending_child::start(net& n, process_options options, unsi
 }
 
 result<pending_child> pending_child::adopt(pid_t pid, int ready_fd) {
+  if (pid <= 0) {
+    // In a pid namespace this process cannot see: watched through its readiness connection
+    // alone (it says ready, or hangs up), never signalled.
+    pending_child unseen(0, ready_fd, -1);
+    unseen.own_child_ = false;
+    return unseen;
+  }
   const int pid_fd = open_pidfd(pid);
   if (pid_fd < 0) {
     const int err = errno;

@@ -1,6 +1,9 @@
 #include "grace/takeover.hpp"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +26,7 @@ constexpr std::string_view hello_note = "grace-takeover 1";
 constexpr std::string_view offer_line = "listeners";
 constexpr std::string_view refusal_line = "refused";
 constexpr std::string_view pid_prefix = "pid=";
+constexpr std::string_view pidns_prefix = "pidns=";
 
 using clock = std::chrono::steady_clock;
 
@@ -66,6 +70,40 @@ detail::environment offered_environment(std::string_view note) {
 
 std::string_view first_line(std::string_view note) { return note.substr(0, note.find('\n')); }
 
+// This process's pid namespace, "DEV:INODE" of /proc/self/ns/pid (read once); empty when unknown.
+const std::string& own_pid_namespace() {
+  static const std::string id = [] {
+    struct stat st {};
+    if (::stat("/proc/self/ns/pid", &st) != 0) return std::string();
+    return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+  }();
+  return id;
+}
+
+// The value of the "NAME=" line of a note after its first line; nullopt when there is none.
+std::optional<std::string_view> note_field(std::string_view note, std::string_view prefix) {
+  std::size_t at = note.find('\n');
+  while (at != std::string_view::npos) {
+    const std::size_t next = note.find('\n', at + 1);
+    const std::string_view line = note.substr(at + 1, next == std::string_view::npos ? next : next - at - 1);
+    if (line.substr(0, prefix.size()) == prefix) return line.substr(prefix.size());
+    at = next;
+  }
+  return std::nullopt;
+}
+
+// Whether the socket `fd` belongs to another network namespace than this process.
+bool in_other_network_namespace(int fd) {
+  const int ns = ioctl(fd, SIOCGSKNS);
+  if (ns < 0) return false;
+  struct stat theirs {};
+  struct stat ours {};
+  const bool other = ::fstat(ns, &theirs) == 0 && ::stat("/proc/self/ns/net", &ours) == 0 &&
+                     (theirs.st_dev != ours.st_dev || theirs.st_ino != ours.st_ino);
+  ::close(ns);
+  return other;
+}
+
 // The "pid=N" line of an offer; 0 when missing or malformed.
 pid_t offered_pid(std::string_view note) {
   const std::size_t at = note.find(std::string("\n") + std::string(pid_prefix));
@@ -82,12 +120,26 @@ pid_t offered_pid(std::string_view note) {
 
 }  // namespace
 
-bool is_takeover_hello(const parcel& p) noexcept { return p.note == hello_note && p.fds.empty(); }
+bool is_takeover_hello(const parcel& p) noexcept { return first_line(p.note) == hello_note && p.fds.empty(); }
 
 outgoing_parcel takeover_hello() {
+  // Exactly this, as every release has sent it: a serving process of an older release compares
+  // it whole.
   outgoing_parcel p;
   p.note = std::string(hello_note);
   return p;
+}
+
+bool same_pid_namespace(const parcel& offer) noexcept {
+  const auto theirs = note_field(offer.note, pidns_prefix);
+  return !theirs || own_pid_namespace().empty() || *theirs == own_pid_namespace();
+}
+
+bool in_this_pid_namespace(pid_t pid) noexcept {
+  if (pid <= 0) return false;  // SO_PEERCRED's word for a process this namespace cannot see
+  struct stat theirs {};
+  if (::stat(("/proc/" + std::to_string(pid) + "/ns/pid").c_str(), &theirs) != 0) return true;  // gone: moot
+  return own_pid_namespace() == std::to_string(theirs.st_dev) + ":" + std::to_string(theirs.st_ino);
 }
 
 outgoing_parcel takeover_refusal(std::string_view why) {
@@ -96,7 +148,8 @@ outgoing_parcel takeover_refusal(std::string_view why) {
   return p;
 }
 
-result<outgoing_parcel> takeover_offer(net& n, unsigned max_generations, bool offer_connections) {
+result<outgoing_parcel> takeover_offer(net& n, unsigned max_generations, bool offer_connections,
+                                       bool same_namespace) {
   auto admitted = detail::admit_next_generation(detail::startup_inheritance().ancestors, max_generations);
   if (!admitted) return tl::unexpected(admitted.error());
   const auto& alive = *admitted;
@@ -104,7 +157,11 @@ result<outgoing_parcel> takeover_offer(net& n, unsigned max_generations, bool of
   // Its own pid: the peer credentials a connecting process sees are those of whoever called
   // listen() on the hand-over socket, which after a hand-over is an older generation.
   p.note = std::string(offer_line) + "\n" + std::string(pid_prefix) + std::to_string(getpid());
-  for (const auto& entry : detail::generation_entries(generation() + 1, alive)) p.note += "\n" + entry;
+  if (!own_pid_namespace().empty()) p.note += "\n" + std::string(pidns_prefix) + own_pid_namespace();
+  // Pids of this namespace would name unrelated processes in another: the taker is told none.
+  const std::vector<detail::process_identity> none;
+  for (const auto& entry : detail::generation_entries(generation() + 1, same_namespace ? alive : none))
+    p.note += "\n" + entry;
   if (offer_connections) p.note += "\n" + detail::connections_entry();
   for (const listener* l : n.active_listeners()) {
     fd_description d;
@@ -180,9 +237,17 @@ result<takeover_result> net::take_over(std::string_view path, const takeover_opt
       offer->fds[i].fd.release();  // the net owns it now
     }
   }
-  detail::adopt_takeover(offered_environment(offer->note), channel->release());
+  const bool other_pid_namespace = !same_pid_namespace(*offer);
+  bool other_network_namespace = false;
+  for (const auto& s : sockets)
+    if (s.family != AF_UNIX && in_other_network_namespace(s.fd)) other_network_namespace = true;
+  detail::adopt_takeover(offered_environment(offer->note), channel->release(), other_pid_namespace);
   const pid_t offered = offered_pid(offer->note);
-  return takeover_result{takeover_result::outcome::took_over, offered > 0 ? offered : from, sockets.size()};
+  takeover_result taken{takeover_result::outcome::took_over, offered > 0 ? offered : from, sockets.size()};
+  if (other_pid_namespace) taken.from = 0;
+  taken.other_pid_namespace = other_pid_namespace;
+  taken.other_network_namespace = other_network_namespace;
+  return taken;
 }
 
 }  // namespace grace

@@ -106,3 +106,85 @@ TEST_CASE("a hand-over socket reached through another path (a bind mount) is the
   close(c);
   CHECK(pidfile_names(dir.file("http.pid"), taker.pid()));
 }
+
+TEST_CASE("a taker in a nested pid namespace takes over, names itself in the pid file, and nothing is lost") {
+  if (skip_without_namespaces()) return;
+  temp_dir dir;
+  const int port = free_port();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  const std::vector<std::string> args = {address, "--handover-socket", dir.file("handover.sock"), "--pidfile",
+                                         dir.file("http.pid")};
+  service http(helper_path("GRACE_HTTP"), args);
+  REQUIRE(http.wait_for("as pid"));
+  const int kept = connect_tcp("127.0.0.1", port);
+  REQUIRE(http_get(kept));
+  spawn_options options;
+  options.argv = {unshare_path, "--pid", "--fork", "--mount-proc", helper_path("GRACE_HTTP")};
+  options.argv.insert(options.argv.end(), args.begin(), args.end());
+  child_process unshared(options);
+  REQUIRE(http.wait_for("through the hand-over socket from another pid namespace"));
+  REQUIRE(http.wait_for("in another pid namespace is ready and in charge"));
+  CHECK(unshared.wait_stderr("names itself in the pid file and to the service manager"));
+  CHECK(wait_exited(http.first_pid(), 15s));
+  // The idle connection moved; new clients are answered by the taker (PID 1 where it runs).
+  auto moved = http_get(kept);
+  REQUIRE(moved);
+  CHECK(moved->body == expected_body(1, 2));
+  close(kept);
+  const int c = connect_tcp("127.0.0.1", port);
+  CHECK(http_body_of(c) == expected_body(1, 2));
+  close(c);
+  CHECK(pidfile_names(dir.file("http.pid"), 1));  // its own pid, as its namespace numbers it
+}
+
+TEST_CASE("a server in a nested pid namespace hands over to a taker it cannot see") {
+  if (skip_without_namespaces()) return;
+  temp_dir dir;
+  const int port = free_port();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  const std::vector<std::string> args = {address, "--handover-socket", dir.file("handover.sock"), "--pidfile",
+                                         dir.file("http.pid")};
+  spawn_options options;
+  options.argv = {unshare_path, "--pid", "--fork", "--mount-proc", helper_path("GRACE_HTTP")};
+  options.argv.insert(options.argv.end(), args.begin(), args.end());
+  child_process unshared(options);
+  REQUIRE(unshared.wait_stderr("as pid 1"));
+  const int kept = connect_tcp("127.0.0.1", port);
+  REQUIRE(http_get(kept));
+  spawn_options taking;
+  taking.argv = {helper_path("GRACE_HTTP")};
+  taking.argv.insert(taking.argv.end(), args.begin(), args.end());
+  child_process taker(taking);
+  REQUIRE(unshared.wait_stderr("a process in another pid namespace, started independently, took the listeners"));
+  REQUIRE(unshared.wait_stderr("in another pid namespace is ready and in charge"));
+  CHECK(taker.wait_stderr("took 2 listener(s) over from a process in another pid namespace"));
+  CHECK(taker.wait_stderr("names itself in the pid file"));
+  // The old generation (PID 1 of its namespace) drains and exits; only it dies with it.
+  const auto status = unshared.wait(15s);
+  REQUIRE(status);
+  auto moved = http_get(kept);
+  REQUIRE(moved);
+  CHECK(moved->body == expected_body(taker.pid(), 2));
+  close(kept);
+  CHECK(pidfile_names(dir.file("http.pid"), taker.pid()));
+}
+
+TEST_CASE("a taker in another network namespace serves the listeners it received, and says so") {
+  if (skip_without_namespaces()) return;
+  temp_dir dir;
+  const int port = free_port();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  const std::vector<std::string> args = {address, "--handover-socket", dir.file("handover.sock")};
+  service http(helper_path("GRACE_HTTP"), args);
+  REQUIRE(http.wait_for("as pid"));
+  spawn_options options;
+  options.argv = {unshare_path, "--net", helper_path("GRACE_HTTP")};
+  options.argv.insert(options.argv.end(), args.begin(), args.end());
+  child_process taker(options);  // unshare execs: one pid
+  REQUIRE(taker.wait_stderr("the listeners belong to another network namespace: they serve there"));
+  REQUIRE(http.wait_for("pid " + std::to_string(taker.pid()) + " is ready and in charge"));
+  CHECK(wait_exited(http.first_pid(), 15s));
+  const int c = connect_tcp("127.0.0.1", port);  // this namespace's loopback: the listener's own
+  CHECK(http_body_of(c) == expected_body(taker.pid(), 2));
+  close(c);
+}

@@ -41,6 +41,10 @@ enum class ready_outcome {
 // exits, takes the exit for a crash and serves again. Never blocks; nothing to do without a
 // parent.
 GRACE_API void notify_retiring() noexcept;
+// After net::take_over() from a process in another pid namespace: that process cannot name this
+// one (its pid means nothing there), so this generation, once ready, writes the pid file and
+// tells the service manager itself (grace::uv::upgrader does).
+GRACE_API bool predecessor_out_of_sight() noexcept;
 
 enum class upgrade_outcome {
   ready,      // the child called notify_ready()

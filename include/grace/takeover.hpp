@@ -43,21 +43,36 @@ struct takeover_result {
     inherited,       // this process was started by a grace parent and inherited already
   };
   outcome what = outcome::nobody_serving;
-  pid_t from = 0;             // the process that handed over
+  pid_t from = 0;             // the process that handed over; 0 when it runs in another pid namespace
   std::size_t listeners = 0;  // how many it handed over
+  // It runs in another pid namespace (another container): its pid means nothing here, and this
+  // process names itself in the pid file and to its service manager once ready.
+  bool other_pid_namespace = false;
+  // The listeners belong to another network namespace: they serve there, on that namespace's
+  // addresses, whatever this process's own network looks like.
+  bool other_network_namespace = false;
 };
 
 // Serving side. The hello a new process sends first.
 GRACE_API bool is_takeover_hello(const parcel& p) noexcept;
 GRACE_API outgoing_parcel takeover_hello();
+// Taking side: whether an offer comes from this process's pid namespace (true when it does not
+// say, as from an older grace).
+GRACE_API bool same_pid_namespace(const parcel& offer) noexcept;
+// Serving side: whether `pid`, as the peer's credentials give it, is a process of this pid
+// namespace: false for 0 (a process this namespace cannot see) and for one of a nested namespace.
+GRACE_API bool in_this_pid_namespace(pid_t pid) noexcept;
 // The answer: every active listener of `n` (the hand-over socket among them), with the next
 // generation's number and the generations alive, or errc::too_many_generations when taking
 // over would exceed `max_generations` alive at once. The fds are lent: they stay open in `n`,
 // which from then on leaves their socket files in place when it closes them (they are shared).
 // With `offer_connections`, the taker learns that this process will hand it connections once it
 // is ready (grace/migration.hpp).
+// A taker in another pid namespace (`same_pid_namespace` false) is not told the generations alive:
+// their pids mean nothing there.
 [[nodiscard]] GRACE_API result<outgoing_parcel> takeover_offer(net& n, unsigned max_generations,
-                                                               bool offer_connections = false);
+                                                               bool offer_connections = false,
+                                                               bool same_pid_namespace = true);
 // A refusal the new process reports as errc::takeover_refused with `why`.
 GRACE_API outgoing_parcel takeover_refusal(std::string_view why);
 

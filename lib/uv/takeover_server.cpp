@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "../failure.hpp"
+#include "grace/takeover.hpp"
 
 namespace grace::uv::detail {
 namespace {
@@ -240,9 +241,11 @@ void takeover_server::on_hello(greeting_list::iterator g, result<parcel> hello) 
     return refuse(std::move(c), why);
   }
   std::optional<std::string> why = hooks_.cannot_hand_over();
+  const bool same_namespace = in_this_pid_namespace(pid);
   std::optional<outgoing_parcel> offer;
   if (!why) {
-    auto made = takeover_offer(net_, max_generations_, hooks_.offers_connections && hooks_.offers_connections());
+    auto made = takeover_offer(net_, max_generations_, hooks_.offers_connections && hooks_.offers_connections(),
+                               same_namespace);
     if (made) offer = std::move(*made);
     else why = made.error().message();
   }
@@ -272,7 +275,7 @@ void takeover_server::on_hello(greeting_list::iterator g, result<parcel> hello) 
                 (p ? std::string("an unexpected message") : p.error().message()));
     drop_candidate();
   });
-  candidate_->send(std::move(*offer), exchange_timeout, [this, pid](result<void> sent) {
+  candidate_->send(std::move(*offer), exchange_timeout, [this, pid, same_namespace](result<void> sent) {
     if (!sent) {
       hooks_.warn("hand-over socket " + address_ + ": pid " + std::to_string(pid) +
                   " did not take the listeners: " + sent.error().message());
@@ -282,7 +285,7 @@ void takeover_server::on_hello(greeting_list::iterator g, result<parcel> hello) 
     // From here the connection speaks the readiness protocol: its next word is "ready".
     const int ready_fd = candidate_->release();
     drop_candidate();
-    hooks_.took_listeners(pid, ready_fd);
+    hooks_.took_listeners(pid, ready_fd, same_namespace);
   });
 }
 

@@ -33,8 +33,10 @@ class takeover_server {
     // Why this generation cannot hand over now; nullopt when it can.
     std::function<std::optional<std::string>()> cannot_hand_over;
     // `pid` took the listeners and will say on `ready_fd` when it is ready (the fd is the
-    // callee's). Not called when the exchange failed.
-    std::function<void(pid_t pid, int ready_fd)> took_listeners;
+    // callee's). `same_pid_namespace` false: it runs in another pid namespace (pid 0 when this
+    // one cannot see it), and names itself in the pid file once ready. Not called when the
+    // exchange failed.
+    std::function<void(pid_t pid, int ready_fd, bool same_pid_namespace)> took_listeners;
     // A refusal this side sent (generation cap, upgrade in progress), for the log.
     std::function<void(pid_t pid, const std::string& why)> refused;
     std::function<void(const std::string&)> warn;

@@ -45,9 +45,16 @@ void take_over_if_asked(grace::net& net, const config& c, const char* name) {
     std::fprintf(stderr, "%s: %s\n", name, taken.error().message().c_str());
     std::exit(1);
   }
-  if (taken->what == grace::takeover_result::outcome::took_over)
+  if (taken->what != grace::takeover_result::outcome::took_over) return;
+  if (taken->other_pid_namespace)
+    std::fprintf(stderr, "%s[%d]: took %zu listener(s) over from a process in another pid namespace\n", name,
+                 static_cast<int>(getpid()), taken->listeners);
+  else
     std::fprintf(stderr, "%s[%d]: took %zu listener(s) over from pid %d\n", name, static_cast<int>(getpid()),
                  taken->listeners, static_cast<int>(taken->from));
+  if (taken->other_network_namespace)
+    std::fprintf(stderr, "%s[%d]: the listeners belong to another network namespace: they serve there, on its "
+                         "addresses\n", name, static_cast<int>(getpid()));
 }
 
 std::unique_ptr<grace::uv::worker_group> start_workers(const config& c, const char* name) {

@@ -41,7 +41,7 @@ struct upgrader::impl {
   void reload();
   int run();
   void on_started(result<pending_child> child);
-  void adopt_taker(pid_t pid, int ready_fd);
+  void adopt_taker(pid_t pid, int ready_fd, bool same_pid_namespace);
   void on_settled(upgrade_outcome outcome, pending_child child, const std::string& kill_reason);
   void hand_over(pending_child child);
   void on_successor_exited(pid_t pid, int status, bool retired);
@@ -73,6 +73,7 @@ struct upgrader::impl {
   bool terminating = false;  // SIGTERM (or shutdown()) came
   bool offered_connections = false;  // the pending process was told it gets connections
   bool deadline_extended = false;    // the drain deadline waits once for connections in flight
+  bool charge_elsewhere = false;     // the pending process runs in another pid namespace
   std::function<void()> reload_hook;
   std::function<void()> resume_hook;
   detail::migration_hooks migration;
@@ -177,7 +178,15 @@ result<void> upgrader::impl::ready() {
   if (!told) return tl::unexpected(told.error());
   switch (*told) {
     case ready_outcome::first_start: charge.take(); break;
-    case ready_outcome::told_parent: inbound.watch_parent(); break;
+    case ready_outcome::told_parent:
+      inbound.watch_parent();
+      if (predecessor_out_of_sight()) {
+        charge.take();
+        log(event_kind::took_charge, "the previous generation runs in another pid namespace, where this one's pid means "
+                                     "nothing: pid " + std::to_string(getpid()) +
+                                         " names itself in the pid file and to the service manager");
+      }
+      break;
     case ready_outcome::parent_gone:
       charge.take();
       log(event_kind::took_charge,
@@ -221,7 +230,9 @@ result<void> upgrader::impl::open_handover_socket() {
   handover = *l;
   detail::takeover_server::hooks h;
   h.cannot_hand_over = [this] { return detail::hand_over_refusal(hand_over_state()); };
-  h.took_listeners = [this](pid_t pid, int ready_fd) { adopt_taker(pid, ready_fd); };
+  h.took_listeners = [this](pid_t pid, int ready_fd, bool same_pid_namespace) {
+    adopt_taker(pid, ready_fd, same_pid_namespace);
+  };
   h.refused = [this](pid_t pid, const std::string& why) {
     log(event_kind::upgrade_refused, "takeover by pid " + std::to_string(pid) + " refused: " + why, pid);
   };
@@ -275,31 +286,34 @@ void upgrader::impl::on_started(result<pending_child> child) {
 
 // A process started by somebody else took the listeners: from here it is watched exactly as a
 // child this process started (ready, rollback, timeout), except that it is not reaped here.
-void upgrader::impl::adopt_taker(pid_t pid, int ready_fd) {
+void upgrader::impl::adopt_taker(pid_t pid, int ready_fd, bool same_pid_namespace) {
   auto taker = pending_child::adopt(pid, ready_fd);
   if (!taker) {
     log(event_kind::rollback,
         "takeover by pid " + std::to_string(pid) + ": " + taker.error().message() + "; still serving", pid);
     return;
   }
+  const std::string who = pid > 0 ? "pid " + std::to_string(pid) : std::string("a process in another pid namespace");
   if (auto why = detail::hand_over_refusal(hand_over_state())) {
     // It holds the listeners and would take a hang-up for this process's death: it must go.
     taker->kill_pending();
-    log(event_kind::rollback, "takeover by pid " + std::to_string(pid) + " abandoned (" + *why + "); it was killed",
-        pid);
+    log(event_kind::rollback, "takeover by " + who + " abandoned (" + *why + "); it was killed", pid);
     successor.reap_later(std::move(*taker), [](const pending_child&) {});
     return;
   }
   log(event_kind::upgrade_started,
-      "pid " + std::to_string(pid) + ", started independently, took the listeners as generation " +
-          std::to_string(generation + 1) + " through the hand-over socket; waiting until it is ready",
+      who + ", started independently, took the listeners as generation " + std::to_string(generation + 1) +
+          " through the hand-over socket" + (same_pid_namespace ? "" : " from another pid namespace") +
+          "; waiting until it is ready",
       pid);
   wait_for(std::move(*taker), migration.set());
+  charge_elsewhere = !same_pid_namespace;
 }
 
 void upgrader::impl::wait_for(pending_child child, bool offered) {
   charge.notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(monotonic_usec()));
   offered_connections = offered;
+  charge_elsewhere = false;
   successor.wait_for(std::move(child));
 }
 
@@ -333,12 +347,21 @@ void upgrader::impl::hand_over(pending_child child) {
   const pid_t pid = child.pid();
   servers.stop_accepting();
   if (takeover) takeover->stop_accepting();
-  charge.hand_to(pid);
-  log(event_kind::child_ready, "pid " + std::to_string(pid) + " is ready and in charge", pid);
+  if (charge_elsewhere) {
+    // Its pid means nothing here, nor this one's there: it names itself (pid file, MAINPID).
+    log(event_kind::child_ready,
+        (pid > 0 ? "pid " + std::to_string(pid) : std::string("the process")) +
+            " in another pid namespace is ready and in charge; it writes the pid file and tells its service "
+            "manager itself",
+        pid);
+  } else {
+    charge.hand_to(pid);
+    log(event_kind::child_ready, "pid " + std::to_string(pid) + " is ready and in charge", pid);
+  }
   if (offered_connections) outbound.offer(child);
   successor.watch(std::move(child));
   // With connections moving, the drain hook waits: it runs only if they cannot move.
-  begin_drain("handed over to pid " + std::to_string(pid), outbound.offered());
+  begin_drain(pid > 0 ? "handed over to pid " + std::to_string(pid) : std::string("handed over"), outbound.offered());
 }
 
 void upgrader::impl::on_successor_exited(pid_t pid, int status, bool retired) {
