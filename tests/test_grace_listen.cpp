@@ -213,8 +213,8 @@ TEST_CASE("a command that ignores SIGTERM is killed after --stop-timeout, and sa
   const std::string address = free_address();
   // SIG_IGN survives exec: sleep ignores SIGTERM.
   auto listen = start({"-s", "tcp:" + address, "--stop-timeout", "1", "--", "/bin/sh", "-c",
-                       "trap '' TERM; exec sleep 600"});
-  REQUIRE(listen->wait_stderr("(first start)"));
+                       "trap '' TERM; echo armed; exec sleep 600"});
+  REQUIRE(listen->read_line() == "armed");  // SIGTERM ignored from here on
   listen->kill(SIGTERM);
   auto status = listen->wait(15s);
   REQUIRE_MESSAGE(status, listen->stderr_text());
