@@ -1,5 +1,6 @@
 #include "grace/net.hpp"
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -209,6 +210,34 @@ result<listener*> net::state::take_inherited_by_file_locked(const socket_address
   return nullptr;
 }
 
+// Binding with SO_REUSEPORT where another process of this user already serves the address would
+// join its group: the kernel would split the traffic between two services that know nothing of
+// each other (a fresh start that missed the hand-over socket: a tmpfiles clean-up, a new
+// container's empty /run). Refused, naming that process. Sockets of this process (a worker
+// group's members) are its own group.
+result<void> net::state::refuse_foreign_group(const socket_address& candidate, int type) {
+  const int protocol = type == SOCK_DGRAM ? IPPROTO_UDP : IPPROTO_TCP;
+  const auto* raw = candidate.family() == AF_INET
+                        ? reinterpret_cast<const unsigned char*>(&reinterpret_cast<const sockaddr_in*>(candidate.data())->sin_addr)
+                        : reinterpret_cast<const unsigned char*>(&reinterpret_cast<const sockaddr_in6*>(candidate.data())->sin6_addr);
+  const std::size_t length = candidate.family() == AF_INET ? 4 : 16;
+  static const unsigned char zeros[16] = {};
+  const bool wildcard = std::memcmp(raw, zeros, length) == 0;
+  for (const auto& b : detail::sockets_on_port(candidate.family(), protocol, candidate.port())) {
+    if (b.uid != geteuid()) continue;  // a group never spans users: binding fails on its own
+    if (!wildcard && std::memcmp(b.address, zeros, length) != 0 && std::memcmp(b.address, raw, length) != 0) continue;
+    if (detail::holds_socket(b.inode)) continue;
+    const pid_t holder = detail::holder_of_socket(b.inode, b.uid);
+    return fail(std::make_error_code(std::errc::address_in_use),
+                "listen " + candidate.text() + " with SO_REUSEPORT: " +
+                    (holder > 0 ? "pid " + std::to_string(holder) : std::string("another process")) +
+                    " of this user already serves it; binding would join its group and split its traffic with a "
+                    "service that knows nothing of this one. Take over from it (its hand-over socket) or stop it "
+                    "first");
+  }
+  return {};
+}
+
 // An ephemeral port (":0") asked for by name: the inherited socket of that name, of the same
 // family and host, whatever port the kernel gave it when it was bound.
 result<listener*> net::state::take_named_ephemeral_locked(network n, const socket_address& asked,
@@ -320,6 +349,8 @@ result<listener*> net::state::bind_inet_locked(network n, const socket_address* 
   for (std::size_t i = 0; i < count; ++i) {
     const socket_address& candidate = candidates[i];
     const bool v6only = n == network::tcp6 || n == network::udp6;
+    if (options.reuse_port && candidate.port() != 0)
+      if (auto alone = refuse_foreign_group(candidate, type); !alone) return tl::unexpected(alone.error());
     auto fd = type == SOCK_DGRAM ? detail::bind_udp_socket(candidate, v6only, options.reuse_port)
                                  : detail::bind_tcp_listener(candidate, v6only, options.backlog, options.reuse_port);
     if (!fd) {

@@ -28,6 +28,7 @@ struct net::state {
                                           const std::string& name);
   result<listener*> take_inherited_locked(const detail::endpoint& where, network n, int family, bool wildcard,
                                           const std::string& name, bool same_name_only);
+  result<void> refuse_foreign_group(const socket_address& candidate, int type);
   result<listener*> take_inherited_by_file_locked(const socket_address& address, network n);
   result<listener*> take_named_ephemeral_locked(network n, const socket_address& asked, const std::string& name);
   result<listener*> claim_slot_locked(detail::inherited_slot& slot, network n);

@@ -5,11 +5,17 @@
 #include <linux/unix_diag.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/inet_diag.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 namespace grace::detail {
@@ -64,6 +70,70 @@ bool unix_socket_bound_to(int fd, const char* path) {
     }
   });
   return bound;
+}
+
+std::vector<bound_socket> sockets_on_port(int family, int protocol, unsigned short port) {
+  std::vector<bound_socket> out;
+  inet_diag_req_v2 request{};
+  request.sdiag_family = static_cast<std::uint8_t>(family);
+  request.sdiag_protocol = static_cast<std::uint8_t>(protocol);
+  // TCP: listening sockets; UDP: bound ones (TCP_CLOSE in the kernel's state numbers).
+  request.idiag_states = protocol == IPPROTO_TCP ? (1u << 10) : (1u << 7);
+  request.id.idiag_sport = htons(port);
+  sock_diag_dump(&request, sizeof request, [&](const nlmsghdr& h) {
+    const auto* msg = static_cast<const inet_diag_msg*>(NLMSG_DATA(&h));
+    if (ntohs(msg->id.idiag_sport) != port || msg->idiag_inode == 0) return;
+    bound_socket b;
+    std::memcpy(b.address, msg->id.idiag_src, sizeof b.address);
+    b.inode = msg->idiag_inode;
+    b.uid = msg->idiag_uid;
+    out.push_back(b);
+  });
+  return out;
+}
+
+namespace {
+
+// Whether /proc/PID/fd (PID a number, or "self") holds socket `inode`.
+bool fd_dir_holds(const std::string& pid, unsigned long inode) {
+  const std::string dir = "/proc/" + pid + "/fd";
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return false;
+  const std::string wanted = "socket:[" + std::to_string(inode) + "]";
+  char target[64];
+  bool found = false;
+  while (!found) {
+    const dirent* e = readdir(d);
+    if (e == nullptr) break;
+    const ssize_t n = readlinkat(dirfd(d), e->d_name, target, sizeof target - 1);
+    found = n > 0 && wanted.compare(0, wanted.size(), target, static_cast<std::size_t>(n)) == 0 &&
+            static_cast<std::size_t>(n) == wanted.size();
+  }
+  closedir(d);
+  return found;
+}
+
+}  // namespace
+
+bool holds_socket(unsigned long inode) { return fd_dir_holds("self", inode); }
+
+pid_t holder_of_socket(unsigned long inode, unsigned uid) {
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return 0;
+  pid_t holder = 0;
+  const pid_t self = getpid();
+  while (holder == 0) {
+    const dirent* e = readdir(proc);
+    if (e == nullptr) break;
+    char* end = nullptr;
+    const long pid = std::strtol(e->d_name, &end, 10);
+    if (pid <= 0 || *end != '\0' || pid == self) continue;
+    struct stat st {};
+    if (fstatat(dirfd(proc), e->d_name, &st, 0) != 0 || st.st_uid != uid) continue;
+    if (fd_dir_holds(e->d_name, inode)) holder = static_cast<pid_t>(pid);
+  }
+  closedir(proc);
+  return holder;
 }
 
 }  // namespace grace::detail

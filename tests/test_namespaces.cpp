@@ -188,3 +188,29 @@ TEST_CASE("a taker in another network namespace serves the listeners it received
   CHECK(http_body_of(c) == expected_body(taker.pid(), 2));
   close(c);
 }
+
+TEST_CASE("split brain: a fresh start never joins the SO_REUSEPORT group another server of this user serves") {
+  // No namespace needed: the hand-over socket's directory was cleaned away, and a second
+  // instance starts fresh on the same address.
+  temp_dir dir;
+  const int port = free_port();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  service http(helper_path("GRACE_HTTP"), {address, "--workers", "2", "--reuse-port"});
+  REQUIRE(http.wait_for("as pid"));
+  spawn_options options;
+  options.argv = {helper_path("GRACE_HTTP"), address, "--workers", "2", "--reuse-port"};
+  child_process second(options);
+  const auto status = second.wait(15s);
+  REQUIRE(status);
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) != 0);
+  const std::string err = second.stderr_text();
+  CHECK(err.find("pid " + std::to_string(http.first_pid()) + " of this user already serves it") != std::string::npos);
+  CHECK(err.find("split its traffic") != std::string::npos);
+  // The first one serves every client alone.
+  for (int i = 0; i < 10; ++i) {
+    const int c = connect_tcp("127.0.0.1", port);
+    CHECK(http_body_of(c).find("pid=" + std::to_string(http.first_pid()) + " ") == 0);
+    close(c);
+  }
+}
