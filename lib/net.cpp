@@ -203,9 +203,13 @@ result<listener*> net::state::take_inherited_by_file_locked(const socket_address
     auto fits = detail::claimable_as(slot.socket, n, inherited_source_);
     if (!fits) return tl::unexpected(fits.error());
     if (!*fits) continue;
-    slot.shown.reset();
     slot.socket.where = detail::endpoint_of(address);
-    return claim_slot_locked(slot, n);
+    auto claimed = claim_slot_locked(slot, n);
+    if (claimed && *claimed != nullptr) {
+      (*claimed)->address_ = address;  // shown under the path this process asked for
+      (*claimed)->text_ = address.text();
+    }
+    return claimed;
   }
   return nullptr;
 }
