@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -333,4 +334,48 @@ TEST_CASE("grace-listen speaks for the service: READY=1, RELOADING=1, READY=1, S
   REQUIRE(status);
   CHECK(WEXITSTATUS(*status) == 0);
   close(manager);
+}
+
+TEST_CASE("a command that re-executes itself stays tracked, and orphans are reaped") {
+  temp_dir dir;
+  const std::string address = free_address();
+  const std::string orphan_file = dir.file("orphan.pid");
+  // The shell leaves an orphan behind (a subshell's background sleep), then becomes grace-http.
+  const std::string command = "(sleep 1 & echo $! > " + orphan_file + ".tmp; mv " + orphan_file + ".tmp " +
+                              orphan_file + "); exec " + helper_path("GRACE_HTTP") + " " + address;
+  auto listen = start({"--overlap", "-s", "tcp:" + address, "--", "/bin/sh", "-c", command});
+  REQUIRE(listen->wait_stderr("(generation 1) is ready (READY=1) and serves"));
+  const std::string first = body_at(address);
+  REQUIRE(first.rfind("pid=", 0) == 0);
+
+  // The orphan became grace-listen's child (a child subreaper) and is reaped once it exits: its
+  // pid disappears, a zombie would not.
+  const pid_t orphan = wait_pidfile(orphan_file, [](pid_t p) { return p > 0; });
+  REQUIRE(orphan > 0);
+  REQUIRE(wait_exited(orphan, 10s));
+  bool reaped = false;
+  for (int i = 0; i < 500 && !reaped; ++i) {
+    reaped = kill(orphan, 0) != 0 && errno == ESRCH;
+    if (!reaped) usleep(10000);  // bounded: the reap follows the exit within one turn of its loop
+  }
+  CHECK(reaped);
+
+  // SIGUSR2 to grace-http itself: it re-executes, and says MAINPID=<new> READY=1; grace-listen
+  // follows the new process, which becomes its child once the old one exits.
+  const pid_t old_pid = std::atoi(first.c_str() + 4);
+  REQUIRE(kill(old_pid, SIGUSR2) == 0);
+  REQUIRE_MESSAGE(listen->wait_stderr("(MAINPID=), which stands for it from now on"), listen->stderr_text());
+  REQUIRE_MESSAGE(listen->wait_stderr("pid " + std::to_string(old_pid) + " (generation 1) exited with status 0 after it handed over"),
+                  listen->stderr_text());
+  const std::string second = body_at(address);
+  CHECK(second.rfind("pid=", 0) == 0);
+  CHECK(second != first);
+  // ...and is the one an upgrade replaces, through the hand-over socket it inherited.
+  auto outcome = reload(std::to_string(listen->pid()));
+  CHECK(outcome.status == 0);
+  CHECK(body_at(address) != second);
+  listen->kill(SIGTERM);
+  auto status = listen->wait(20s);
+  REQUIRE(status);
+  CHECK(WEXITSTATUS(*status) == 0);
 }
