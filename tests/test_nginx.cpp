@@ -5,13 +5,18 @@
 // keep-alive closes must land in the retryable category.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -86,6 +91,68 @@ bool nothing_left(const std::string& address) {
   return true;
 }
 
+// The command name and parent of a process, from /proc/PID/stat; an empty name when it is gone.
+std::pair<std::string, pid_t> name_and_parent(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  const std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto open = stat.find('('), close = stat.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close + 4 >= stat.size()) return {"", 0};
+  return {stat.substr(open + 1, close - open - 1), static_cast<pid_t>(std::atol(stat.c_str() + close + 4))};
+}
+
+// Freezes (SIGSTOP) every worker of a new nginx master as soon as it exists, and lets it run
+// (SIGCONT) `frozen_for` later: a worker whose parent and grandparent are nginx (a master started
+// by the binary upgrade, whose parent is the old master). Watches /proc without pause.
+class worker_freezer {
+ public:
+  explicit worker_freezer(std::chrono::milliseconds frozen_for) : frozen_for_(frozen_for) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~worker_freezer() {
+    stop_ = true;
+    thread_.join();
+    for (const auto& [pid, until] : frozen_) kill(pid, SIGCONT);
+  }
+  unsigned frozen() const { return count_; }
+
+ private:
+  void run() {
+    std::set<pid_t> seen;
+    bool armed = false;
+    while (!stop_) {
+      std::error_code error;
+      for (std::filesystem::directory_iterator it("/proc", error), end; !error && it != end; it.increment(error)) {
+        const pid_t pid = static_cast<pid_t>(std::atol(it->path().filename().c_str()));
+        if (pid <= 0 || !seen.insert(pid).second || !armed) continue;
+        const auto [name, parent] = name_and_parent(pid);
+        if (name != "nginx") continue;
+        const auto [parent_name, grandparent] = name_and_parent(parent);
+        if (parent_name != "nginx" || name_and_parent(grandparent).first != "nginx") continue;
+        kill(pid, SIGSTOP);
+        frozen_[pid] = std::chrono::steady_clock::now() + frozen_for_;
+        ++count_;
+      }
+      // What ran before this first pass (the first master and its workers) is never frozen.
+      armed = true;
+      const auto now = std::chrono::steady_clock::now();
+      for (auto it = frozen_.begin(); it != frozen_.end();)
+        if (it->second <= now) {
+          kill(it->first, SIGCONT);
+          it = frozen_.erase(it);
+        } else {
+          ++it;
+        }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+
+  std::chrono::milliseconds frozen_for_;
+  std::map<pid_t, std::chrono::steady_clock::time_point> frozen_;
+  std::atomic<unsigned> count_{0};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 }  // namespace
 
 TEST_CASE("nginx -s reload: the master stays, new workers take over") {
@@ -118,6 +185,66 @@ TEST_CASE("nginx binary upgrade: a new master and new workers take over; the dae
                            dir);
     check_refereed(run, restarts);
     if (std::string(mode) == "http-close") CHECK(run.verdict.rfind("PASS: 0 lost", 0) == 0);
+    CHECK(nothing_left(config));
+  }
+}
+
+TEST_CASE("nginx binary upgrade with its new workers frozen for 600 ms: no takeover is reported before they run") {
+  // The control for the takeover figure: the first answer of a new generation cannot come before
+  // its workers run, and they are stopped from the moment they exist until 600 ms later. Both
+  // with nginx started by the harness and started elsewhere (followed through its pid file only,
+  // its processes found by their connections wherever they are).
+  for (const bool elsewhere : {false, true}) {
+    CAPTURE(elsewhere);
+    const unsigned restarts = 3;
+    temp_dir dir;
+    const std::string address = free_address();
+    const std::string config = write_config(dir, address, true);
+    const std::string pidfile = dir.file("nginx.pid");
+    if (elsewhere) {
+      spawn_options o;
+      o.argv = {nginx_binary, "-c", config};
+      child_process daemon(o);  // forks the master and exits
+      REQUIRE(daemon.wait(30s) == std::optional<int>(0));
+    }
+    std::unique_ptr<worker_freezer> freezer;
+    std::thread arm([&] {
+      // The daemon's workers are forked while its first parent may still be nginx: arm the
+      // freezer only when the master has written its pid file and settled.
+      if (wait_pidfile(pidfile, [](pid_t p) { return p > 0; }, 30s) > 0) {
+        std::this_thread::sleep_for(200ms);
+        freezer = std::make_unique<worker_freezer>(600ms);
+      }
+    });
+    struct joined {
+      std::thread& t;
+      ~joined() {
+        if (t.joinable()) t.join();
+      }
+    } arm_joined{arm};
+    std::vector<std::string> args = {"--target", "tcp://" + address, "--mode", "http-close", "--clients", "16",
+                                     "--restarts", std::to_string(restarts), "--interval", "0.5", "--settle", "1",
+                                     "--pidfile", pidfile, "--restart-cmd", "sh " + write_binary_upgrade(dir)};
+    if (!elsewhere) args.insert(args.end(), {"--", nginx_binary, "-c", config});
+    auto run = run_harness(args, dir);
+    arm.join();
+    REQUIRE(freezer);
+    CHECK(freezer->frozen() >= 2 * restarts);  // two workers per new master
+    freezer.reset();
+    check_refereed(run, restarts);
+    const auto json = nlohmann::json::parse(run.json);
+    for (const auto& restart : json["restarts"]) {
+      MESSAGE("restart " << restart["index"] << ": first answer of the new generation after "
+                         << restart["first_new_answer_ms"] << " ms");
+      CHECK(restart["first_new_answer_ms"].get<double>() >= 600);
+    }
+    if (elsewhere) {  // not the harness's to stop
+      const pid_t master = read_pidfile(pidfile);
+      REQUIRE(master > 0);
+      kill(master, SIGTERM);
+      CHECK(wait_exited(master, 30s));
+      for (int i = 0; i < 300 && !nothing_left(config); ++i) std::this_thread::sleep_for(10ms);
+    }
     CHECK(nothing_left(config));
   }
 }
