@@ -24,6 +24,7 @@
 #include "grace/version.hpp"
 #include "support/harness_run.hpp"
 #include "support/process.hpp"
+#include "support/service.hpp"
 #include "support/sockets.hpp"
 
 using namespace test_support;
@@ -543,4 +544,117 @@ TEST_CASE("restart-harness --version; an unknown option is unknown wherever it s
     CHECK_MESSAGE(refused.wait_stderr("unknown option \"--bogus\""), args.size());
     CHECK(refused.wait() == std::optional<int>(2 << 8));
   }
+}
+
+namespace {
+
+// Runs `argv` to its end (bounded); its exit status, stdout and stderr.
+struct finished {
+  int status = -1;
+  std::string out, err;
+};
+finished run_to_end(const std::vector<std::string>& argv) {
+  spawn_options options;
+  options.argv = argv;
+  child_process p(options);
+  finished f;
+  while (auto line = p.read_line(20s)) f.out += *line + "\n";
+  const auto status = p.wait(20s);
+  f.status = status && WIFEXITED(*status) ? WEXITSTATUS(*status) : -1;
+  f.err = p.stderr_text();
+  return f;
+}
+
+// A program built beside restart-harness (tools/ in both builds), if this build made it.
+std::string beside_harness(const std::string& name) {
+  const std::string harness = helper_path("GRACE_HARNESS");
+  return harness.substr(0, harness.rfind('/') + 1) + name;
+}
+
+}  // namespace
+
+TEST_CASE("every sample and benchmark: --version names it and grace's version; an unknown option is unknown, even last") {
+  std::vector<std::pair<std::string, std::string>> programs = {
+      {helper_path("GRACE_HTTP"), "grace-http"},     {helper_path("GRACE_ECHO"), "grace-echo"},
+      {helper_path("GRACE_UNIX"), "grace-unix"},     {helper_path("GRACE_EPOLL"), "grace-epoll"},
+      {helper_path("GRACE_ASIO"), "grace-asio"},     {helper_path("GRACE_UDP_ECHO"), "grace-udp-echo"}};
+  for (const char* bench : {"grace-bench-inherit", "grace-bench-restart", "grace-bench-bare-http",
+                            "grace-bench-throughput", "grace-bench-restart-tail", "grace-bench-fd-channel"}) {
+    if (access(beside_harness(bench).c_str(), X_OK) == 0) programs.emplace_back(beside_harness(bench), bench);
+    else MESSAGE(bench << " is not built here: not checked");
+  }
+  for (const auto& [path, name] : programs) {
+    CAPTURE(name);
+    const auto version = run_to_end({path, "--version"});
+    CHECK(version.status == 0);
+    CHECK(version.out == name + " (grace) " GRACE_VERSION_STRING "\n");
+    const auto help = run_to_end({path, "--help"});
+    CHECK(help.status == 0);
+    CHECK(help.out.find("usage: ") != std::string::npos);
+    for (const std::vector<std::string>& args : {std::vector<std::string>{"--bogus"}, {"127.0.0.1:1", "--bogus"}}) {
+      std::vector<std::string> argv{path};
+      argv.insert(argv.end(), args.begin(), args.end());
+      const auto refused = run_to_end(argv);
+      CHECK(refused.status == 2);
+      CHECK(refused.err.find("unknown option \"--bogus\"") != std::string::npos);
+    }
+  }
+  // A value that is missing is still said so.
+  const auto missing = run_to_end({helper_path("GRACE_HTTP"), "127.0.0.1:1", "--pidfile"});
+  CHECK(missing.status == 2);
+  CHECK(missing.err.find("--pidfile needs a value") != std::string::npos);
+}
+
+TEST_CASE("grace-bench-fd-channel words its ratio as faster or slower, never \"0.5x faster\"") {
+  const std::string bench = beside_harness("grace-bench-fd-channel");
+  if (access(bench.c_str(), X_OK) != 0) {
+    MESSAGE("grace-bench-fd-channel is not built here: not checked");
+    return;
+  }
+  const auto run = run_to_end({bench, "200", "3"});
+  INFO(run.out << run.err);
+  REQUIRE(run.status == 0);
+  const auto at = run.out.find("| batching ");
+  REQUIRE(at != std::string::npos);
+  const double ratio = std::atof(run.out.c_str() + at + 11);
+  CHECK(ratio >= 1.0);
+  CHECK((run.out.find("x faster", at) != std::string::npos || run.out.find("x slower", at) != std::string::npos));
+}
+
+TEST_CASE("man pages for restart-harness and grace-listen, made from --help, where help2man is installed") {
+  if (access("/usr/bin/help2man", X_OK) != 0) {
+    MESSAGE("help2man is not installed: no man pages to check");
+    return;
+  }
+  for (const char* program : {"restart-harness", "grace-listen"}) {
+    CAPTURE(program);
+    std::ifstream in(beside_harness(std::string(program) + ".1"));
+    const std::string page((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (page.empty()) {
+      MESSAGE("not built here (the default target makes it)");
+      continue;
+    }
+    CHECK(page.find(".TH ") != std::string::npos);
+    CHECK(page.find(GRACE_VERSION_STRING) != std::string::npos);
+  }
+}
+
+TEST_CASE("grace-http's body keeps its length from generation 1 to 11 (load tools count a longer one as failed)") {
+  temp_dir dir;
+  const int port = free_port();
+  const std::string pidfile = dir.file("http.pid");
+  service http(helper_path("GRACE_HTTP"), {"127.0.0.1:" + std::to_string(port), "--pidfile", pidfile});
+  REQUIRE(http.wait_for("(new socket) as pid"));
+  pid_t current = http.first_pid();
+  std::set<std::size_t> lengths;
+  for (unsigned generation = 1; generation <= 11; ++generation) {
+    if (generation > 1) current = http.upgrade(current, generation);
+    const int fd = connect_tcp("127.0.0.1", port);
+    REQUIRE(fd >= 0);
+    const std::string body = http_body_of(fd);
+    close(fd);
+    CHECK(body == expected_body(current, generation));
+    lengths.insert(body.size());
+  }
+  CHECK(lengths == std::set<std::size_t>{48});
 }

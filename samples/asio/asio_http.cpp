@@ -52,7 +52,7 @@ class http_service {
   http_service(asio::io_context& io, grace::net& net, grace::listener* listener, sample::command_line options)
       : io_(io), net_(net), listener_(listener), options_(std::move(options)), acceptor_(io), signals_(io),
         ready_timer_(io), drain_timer_(io), keeper_(grace::charge_options{options_.pidfile}), charge_watch_(io) {
-    who = "pid=" + std::to_string(getpid()) + " generation=" + std::to_string(grace::generation()) + "\n";
+    who = sample::who_body(getpid(), grace::generation());
     // asio owns what it is given: give it a duplicate, keep grace's fd grace's.
     const int fd = fcntl(listener_->fd(), F_DUPFD_CLOEXEC, 3);
     const auto protocol = listener_->local_address().family() == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4();

@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "grace/version.hpp"
+
 namespace sample {
 namespace {
 
@@ -13,6 +15,7 @@ void print_usage(std::FILE* out, const char* name) {
                "usage: %s ADDRESS [--pidfile FILE] [--drain-timeout SECONDS] [--ready-timeout SECONDS]\n"
                "                  [--max-generations N] [--successor-watch SECONDS] [--handover-socket PATH]\n"
                "                  [--no-migrate] [--fd-store] [--workers N] [--reuse-port]\n"
+               "       %s --help | --version\n"
                "  ADDRESS: 127.0.0.1:8080, [::1]:8080, :8080 or unix:/path/to.sock\n"
                "  SIGUSR2 upgrades to a new process without losing a connection; SIGTERM drains and exits;\n"
                "  SIGHUP is logged and ignored.\n"
@@ -25,7 +28,7 @@ void print_usage(std::FILE* out, const char* name) {
                "  a restart of the whole service gets them back.\n"
                "  --workers N: serve on N threads, one event loop each (grace-http, grace-udp-echo); with\n"
                "  --reuse-port each has a socket of its own (SO_REUSEPORT), else all accept from one.\n",
-               name);
+               name, name);
 }
 
 [[noreturn]] void usage(const char* name, const std::string& why) {
@@ -88,12 +91,25 @@ command_line parse_command_line(int argc, char** argv, const char* name) {
       print_usage(stdout, name);
       std::exit(0);
     }
-    else if (!arg.empty() && arg[0] != '-' && c.address.empty()) c.address = arg;
+    else if (arg == "--version") {
+      std::printf("%s (grace) %s\n", name, GRACE_VERSION_STRING);
+      std::exit(0);
+    }
+    else if (!arg.empty() && arg[0] == '-') usage(name, "unknown option \"" + arg + "\"");
+    else if (c.address.empty() && !arg.empty()) c.address = arg;
     else usage(name, "unexpected argument \"" + arg + "\"");
   }
   if (c.address.empty()) usage(name, "missing ADDRESS");
   if (c.reuse_port && c.workers == 0) usage(name, "--reuse-port needs --workers");
   return c;
+}
+
+std::string who_body(pid_t pid, unsigned generation, int worker) {
+  std::string body = "pid=" + std::to_string(pid) + " generation=" + std::to_string(generation);
+  if (worker >= 0) body += " worker=" + std::to_string(worker);
+  constexpr std::size_t length = 47;  // pid up to 7 digits, generation 10, worker 2, and room
+  if (body.size() < length) body.append(length - body.size(), ' ');
+  return body + "\n";
 }
 
 void refuse_upgrader_options(const command_line& c, const char* name) {

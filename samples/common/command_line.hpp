@@ -8,6 +8,7 @@
 //   ADDRESS: 127.0.0.1:8080, [::1]:8080, :8080, or unix:/path/to.sock
 #include <chrono>
 #include <string>
+#include <sys/types.h>
 
 #include "grace/grace.hpp"
 
@@ -27,7 +28,13 @@ struct command_line {
   bool reuse_port = false;      // with workers: a socket per worker (SO_REUSEPORT), not one shared
 };
 
-// Exits with a usage message (status 2) on a bad command line, with the help (0) for --help.
+// The body of GET / in the HTTP samples: "pid=P generation=G" (and " worker=K" with --workers),
+// padded with spaces before its newline to one length (48 bytes) whatever the numbers: load tools
+// such as ab count an answer whose length differs from the first one's as a failed request.
+std::string who_body(pid_t pid, unsigned generation, int worker = -1);
+
+// Exits with a usage message (status 2) on a bad command line, with the help (0) for --help,
+// with "NAME (grace) VERSION" (0) for --version.
 command_line parse_command_line(int argc, char** argv, const char* name);
 // For samples without grace's libuv upgrader: exits (status 2) when the command line asks for
 // what only the upgrader does (--handover-socket, --fd-store, --no-migrate, --workers).

@@ -42,7 +42,7 @@ class epoll_server {
  public:
   epoll_server(grace::net& net, grace::listener* listener, sample::command_line options)
       : net_(net), listener_(listener), options_(std::move(options)), keeper_(grace::charge_options{options_.pidfile}) {
-    who_ = "pid=" + std::to_string(getpid()) + " generation=" + std::to_string(grace::generation()) + "\n";
+    who_ = sample::who_body(getpid(), grace::generation());
     epoll_ = epoll_create1(EPOLL_CLOEXEC);
     sigset_t set;
     sigemptyset(&set);

@@ -30,12 +30,13 @@ struct http_connection {
 std::atomic<bool> g_draining{false};
 std::string g_who;  // the body of GET /: which process and generation answered
 bool g_name_worker = false;  // with --workers: and which worker
+unsigned g_generation = 0;
 grace::uv::upgrader* g_upgrader = nullptr;
 
 const std::string& who() {
   if (!g_name_worker) return g_who;
   thread_local const std::string with_worker =
-      g_who.substr(0, g_who.size() - 1) + " worker=" + std::to_string(grace::uv::worker_group::current()) + "\n";
+      sample::who_body(getpid(), g_generation, static_cast<int>(grace::uv::worker_group::current()));
   return with_worker;
 }
 
@@ -141,7 +142,8 @@ int main(int argc, char** argv) {
   std::unique_ptr<grace::uv::worker_group> workers = sample::start_workers(config, name);
   uv_loop_t* loop = uv_default_loop();
   grace::uv::upgrader upgrader(loop, net, config.upgrade);
-  g_who = "pid=" + std::to_string(getpid()) + " generation=" + std::to_string(upgrader.generation()) + "\n";
+  g_generation = upgrader.generation();
+  g_who = sample::who_body(getpid(), g_generation);
   g_name_worker = workers != nullptr;
   // Connections that are mid-request or idle keep going; each answers its next request with
   // "Connection: close" and then ends.

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "../../samples/http/protocol.hpp"
+#include "command_line.hpp"
 
 namespace {
 
@@ -59,12 +60,16 @@ void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bench::follow_conventions(argc, argv, "grace-bench-bare-http", "usage: grace-bench-bare-http 127.0.0.1:PORT");
   if (argc != 2) {
     std::fprintf(stderr, "usage: grace-bench-bare-http 127.0.0.1:PORT\n");
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
-  g_who = "pid=" + std::to_string(getpid()) + " generation=1\n";
+  // As grace-http answers (sample::who_body): the same text, padded to the same 48 bytes.
+  g_who = "pid=" + std::to_string(getpid()) + " generation=1";
+  g_who.resize(47, ' ');
+  g_who += "\n";
   const std::string address = argv[1];
   const auto colon = address.rfind(':');
   sockaddr_in in{};

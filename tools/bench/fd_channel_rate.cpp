@@ -13,9 +13,11 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "grace/fd_channel.hpp"
+#include "command_line.hpp"
 
 namespace {
 
@@ -65,7 +67,16 @@ double seconds_per_parcel(std::size_t count, int rounds, std::size_t per_message
 
 }  // namespace
 
+// "2.0x faster", or for a ratio below 1 "2.0x slower" (0.5x faster is not faster).
+std::string compared(double ratio) {
+  char text[64];
+  if (ratio >= 1) std::snprintf(text, sizeof text, "%.1fx faster", ratio);
+  else std::snprintf(text, sizeof text, "%.1fx slower", 1 / ratio);
+  return text;
+}
+
 int main(int argc, char** argv) {
+  bench::follow_conventions(argc, argv, "grace-bench-fd-channel", "usage: grace-bench-fd-channel [COUNT] [ROUNDS]");
   const std::size_t count = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 10000;
   const int rounds = argc > 2 ? std::atoi(argv[2]) : 7;
   rlimit limit{};
@@ -80,8 +91,8 @@ int main(int argc, char** argv) {
   const double batched = seconds_per_parcel(count, rounds, 253);
   const double single = seconds_per_parcel(count, rounds, 1);
   std::printf("fd channel, %zu fds per parcel, median of %d: batched (253 per message) %.2f ms, %.0f fds/s | "
-              "one per message %.2f ms, %.0f fds/s | batching %.1fx faster\n",
+              "one per message %.2f ms, %.0f fds/s | batching %s\n",
               count, rounds, batched * 1e3, static_cast<double>(count) / batched, single * 1e3,
-              static_cast<double>(count) / single, single / batched);
+              static_cast<double>(count) / single, compared(single / batched).c_str());
   return 0;
 }

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "grace/grace.hpp"
+#include "command_line.hpp"
 
 namespace {
 
@@ -252,6 +253,8 @@ int main(int argc, char** argv) {
   getrlimit(RLIMIT_NOFILE, &limit);
   limit.rlim_cur = limit.rlim_max;
   setrlimit(RLIMIT_NOFILE, &limit);
+  bench::follow_conventions(argc, argv, "grace-bench-inherit", "usage: grace-bench-inherit [--rounds ROUNDS] [N ...]",
+                            {"--rounds"});
   int rounds = 7;
   std::vector<std::size_t> counts;
   for (int i = 1; i < argc; ++i) {

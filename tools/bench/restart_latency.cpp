@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "generations.hpp"
+#include "command_line.hpp"
 
 namespace {
 
@@ -128,6 +129,7 @@ pid_t answering_pid(int port) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bench::follow_conventions(argc, argv, "grace-bench-restart", "usage: grace-bench-restart BENCH_ACCEPT_ONE GRACE_HTTP [ROUNDS]");
   if (argc < 3) {
     std::fprintf(stderr, "usage: grace-bench-restart BENCH_ACCEPT_ONE GRACE_HTTP [ROUNDS]\n");
     return 2;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "harness_runs.hpp"
+#include "command_line.hpp"
 
 namespace {
 
@@ -50,6 +51,8 @@ tail run_once(const std::string& harness, const std::string& server, const std::
 }  // namespace
 
 int main(int argc, char** argv) {
+  bench::follow_conventions(argc, argv, "grace-bench-restart-tail",
+                            "usage: grace-bench-restart-tail RESTART_HARNESS GRACE_HTTP [ROUNDS] [RESTARTS]");
   if (argc < 3) {
     std::fprintf(stderr, "usage: grace-bench-restart-tail RESTART_HARNESS GRACE_HTTP [ROUNDS] [RESTARTS]\n");
     return 2;

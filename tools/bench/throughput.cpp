@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "harness_runs.hpp"
+#include "command_line.hpp"
 
 namespace {
 
@@ -35,6 +36,8 @@ double measure(const std::string& harness, const std::string& server, const std:
 }  // namespace
 
 int main(int argc, char** argv) {
+  bench::follow_conventions(argc, argv, "grace-bench-throughput",
+                            "usage: grace-bench-throughput RESTART_HARNESS BARE_HTTP GRACE_HTTP [SECONDS] [ROUNDS]");
   if (argc < 4) {
     std::fprintf(stderr, "usage: grace-bench-throughput RESTART_HARNESS BARE_HTTP GRACE_HTTP [SECONDS] [ROUNDS]\n");
     return 2;
