@@ -8,7 +8,7 @@ set -euo pipefail
 demo_packages=(g++ cmake ninja-build pkg-config libuv1-dev doctest-dev libexpected-dev libasio-dev
                nlohmann-json3-dev procps)
 packages=(g++ clang cmake ninja-build meson pkg-config libuv1-dev doctest-dev libexpected-dev libasio-dev
-          libclang-rt-14-dev nlohmann-json3-dev nginx gunicorn
+          libclang-rt-14-dev nlohmann-json3-dev nginx gunicorn help2man
           systemd systemd-container procps)
 if [ "${1:-}" = demo ]; then packages=("${demo_packages[@]}"); fi
 missing=()
