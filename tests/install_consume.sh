@@ -90,8 +90,10 @@ if [ -f "$build_dir/CMakeCache.txt" ]; then
 elif [ -d "$build_dir/meson-info" ]; then
   kind=meson
   destdir="$work/destdir"
+  # meson install builds first whatever it installs that is not built yet (a man page, say), as
+  # meson test builds only what the tests it runs depend on; after a full build it builds nothing.
   say "meson install -C $build_dir --destdir $destdir"
-  run meson install -C "$build_dir" --no-rebuild --destdir "$destdir"
+  run meson install -C "$build_dir" --destdir "$destdir"
   root=$destdir
   # The .pc files name the configured prefix; the sysroot puts their -I and -L under destdir.
   pkg_config=(env PKG_CONFIG_SYSROOT_DIR="$destdir" pkg-config)
@@ -124,11 +126,18 @@ needed=$(readelf -d "$uv" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' '
 if [[ " $needed" == *" libgrace.so.$soversion "* ]]; then ok "libgrace-uv needs libgrace.so.$soversion"
 else fail "libgrace-uv needs $needed, not libgrace.so.$soversion"; fi
 
-# The installed programs.
+# The installed programs: they run from the install without LD_LIBRARY_PATH, linked with the
+# installed libgrace.so (found through their RPATH) unless built with static programs.
 for tool in restart-harness grace-listen; do
   program=$(find "$root" -path "*/bin/$tool" -type f | head -1)
-  if [ -n "$program" ] && says "^usage: $tool" "$program" --help; then ok "$tool installed and runs"
+  if [ -n "$program" ] && says "^usage: $tool" env -u LD_LIBRARY_PATH "$program" --help; then ok "$tool installed and runs"
   else fail "$tool not installed (${program:-not found}), or its --help does not say its usage"; fi
+  if [ -n "$program" ]; then
+    loads=$(env -u LD_LIBRARY_PATH ldd "$program" | sed -n 's/^\s*\(libgrace[^ ]*\) => \([^ ]*\).*/\1 \2/p' | tr '\n' ' ')
+    if [ -z "$loads" ]; then say "note: $tool links grace statically"
+    elif [[ "$loads" == *" $root/"* ]]; then ok "$tool loads the installed grace: $loads"
+    else fail "$tool loads a grace from outside the install: $loads"; fi
+  fi
 done
 
 # pkg-config: a plain compiler line, no build system.
@@ -155,12 +164,18 @@ if [ "$kind" = cmake ]; then
   else fail "find_package(grace): the consumer did not listen"; fi
 
   # add_subdirectory: grace's libraries only (its tests, samples and tools default to OFF as a
-  # subproject, which tests/subproject checks), clean under the consumer's strict warnings.
-  say "add_subdirectory(grace): configure tests/subproject, build uv-consumer"
+  # subproject, which tests/subproject checks), clean under the consumer's strict warnings; one
+  # consumer with the static libraries, one with the shared ones, installed with grace's
+  # libraries (GRACE_INSTALL) and run from the install, without LD_LIBRARY_PATH.
+  say "add_subdirectory(grace): configure tests/subproject, build, install"
   run cmake -S "$source_dir/tests/subproject" -B "$work/subproject" -G Ninja -DGRACE_SOURCE_DIR="$source_dir"
-  run cmake --build "$work/subproject" --target uv-consumer
-  if says 'served and drained ok' "$work/subproject/uv-consumer"; then ok "add_subdirectory(grace)"
-  else fail "add_subdirectory(grace): the consumer did not serve and drain"; fi
+  run cmake --build "$work/subproject"
+  if says 'served and drained ok' "$work/subproject/uv-consumer"; then ok "add_subdirectory(grace), static"
+  else fail "add_subdirectory(grace), static: the consumer did not serve and drain"; fi
+  run cmake --install "$work/subproject" --prefix "$work/subproject-prefix"
+  if says 'served and drained ok' env -u LD_LIBRARY_PATH "$work/subproject-prefix/bin/uv-consumer-shared"; then
+    ok "add_subdirectory(grace), shared: installed with grace's libraries, runs from the install"
+  else fail "add_subdirectory(grace), shared: the installed consumer does not run"; fi
 else
   # meson subproject: builds, and installs nothing of grace's.
   say "meson subproject: set up tests/meson_subproject, build uv-consumer"

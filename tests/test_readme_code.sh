@@ -13,6 +13,10 @@
 # The snippet's own #include lines go to the top of the file, the rest where `@@` stands. A
 # compiler's message names README.md and its line.
 #
+# Every shell block (```sh) says, in an HTML comment right before its fence, which test runs
+# what it shows (`<!-- shell: tested by test_NAME ... -->`, a test of tests/) or that it needs
+# the reader's own setup (`<!-- shell: your setup: WHAT -->`).
+#
 # usage: test_readme_code.sh SOURCE_DIR [CXX]
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 SOURCE_DIR [CXX]" >&2; exit 2; }
@@ -36,6 +40,27 @@ awk -v dir="$work" '
   incode { print > (dir "/snippet-" n); next }
   !/^$/ { pending = 0 }
   END { print n + 0 > (dir "/count") }' "$source_dir/README.md"
+
+# The shell blocks' markers.
+shell_failed=0
+while IFS=: read -r line marker; do
+  case "$marker" in
+    "<!-- shell: your setup: "*" -->") echo "ok: README.md line $line: a shell block for the reader's own setup" ;;
+    "<!-- shell: tested by test_"*" -->")
+      name=${marker#"<!-- shell: tested by "}
+      name=${name%%[ ,]*}
+      name=${name% -->}
+      if [ -e "$source_dir/tests/$name.cpp" ] || [ -e "$source_dir/tests/$name.sh" ]; then
+        echo "ok: README.md line $line: a shell block tested by $name"
+      else
+        echo "FAIL: README.md line $line: a shell block tested by $name, which tests/ does not have"
+        shell_failed=$((shell_failed + 1))
+      fi ;;
+    *)
+      echo "FAIL: README.md line $line: a shell block without <!-- shell: tested by test_NAME --> or <!-- shell: your setup: ... --> before it"
+      shell_failed=$((shell_failed + 1)) ;;
+  esac
+done < <(awk '/^```sh$/ { print NR ":" previous } !/^$/ { previous = $0 }' "$source_dir/README.md")
 
 count=$(cat "$work/count")
 [ "$count" -gt 0 ] || { echo "no \`\`\`cpp block in README.md"; exit 1; }
@@ -70,5 +95,5 @@ for i in $(seq "$count"); do
     sed 's/^/      | /' "$file"
   fi
 done
-echo "$count snippets, $failed failed"
-[ "$failed" -eq 0 ]
+echo "$count C++ snippets, $failed failed; shell blocks: $shell_failed without a valid marker"
+[ "$failed" -eq 0 ] && [ "$shell_failed" -eq 0 ]
