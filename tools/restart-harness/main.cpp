@@ -388,6 +388,9 @@ class referee {
   void finish() {
     if (finishing_) return;
     finishing_ = true;
+    // A restart under way when the run ends (the hard cap) says so rather than failing silently.
+    if (!record_.restarts.empty() && !record_.restarts.back().completed && record_.restarts.back().failure.empty())
+      record_.restarts.back().failure = "the run ended before it completed";
     for (uv_timer_t* t : {&phase_timer_, &watch_timer_, &cap_timer_, &progress_timer_, &owner_timer_}) uv_timer_stop(t);
     load_.stop([this] {
       record_.end_us = elapsed();
