@@ -8,8 +8,10 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <atomic>
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -488,6 +490,36 @@ TEST_CASE("a tiny --timeout is refused by name; a busy run still ends at the har
   CHECK(run.exit_status == 1);
   CHECK(run.output.find("hard cap of 5 s reached") != std::string::npos);
   CHECK(took < 5 + 10);  // the cap, and the slack a busy machine needs to start and reap
+}
+
+TEST_CASE("the hard cap wins even over a loop that is stuck: a watchdog ends the run, with a reason") {
+  // A unix listener whose backlog is full and that never accepts: the harness's check that the
+  // target accepts blocks in connect(), and its loop with it. Only the watchdog can end the run.
+  temp_dir dir;
+  const std::string path = dir.file("full.sock");
+  const int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::snprintf(address.sun_path, sizeof address.sun_path, "%s", path.c_str());
+  REQUIRE(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  REQUIRE(listen(listener, 0) == 0);
+  std::vector<int> waiting;
+  for (int i = 0; i < 8; ++i) {
+    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    waiting.push_back(fd);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 && errno == EAGAIN) break;
+  }
+  const auto started = std::chrono::steady_clock::now();
+  auto run = run_harness({"--target", "unix:" + path, "--hard-cap", "3", "--startup-timeout", "60", "--attach-pid",
+                          std::to_string(getpid())},
+                         dir);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  INFO(run.output);
+  CHECK(run.exit_status == 1);
+  CHECK(run.verdict.rfind("FAIL: hard cap of 3 s reached before the referee could finish", 0) == 0);
+  CHECK(took < 3 + 10);
+  for (const int fd : waiting) close(fd);
+  close(listener);
 }
 
 TEST_CASE("the server log: removed when the run passes, kept and named when it fails, or kept where asked") {
