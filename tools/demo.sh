@@ -4,21 +4,21 @@
 # non-zero if a single request was lost.
 #
 # It installs and builds only what it runs (tools/setup.sh demo; the targets grace-http and
-# restart-harness, about 60 of the build's targets), and says each step with the build's own
-# progress. The configuration is the one tools/test.sh uses (build/gcc), so that a later
-# `cmake --build build/gcc` builds the rest.
+# restart-harness, in build/demo: -O2 without debug information, and no tests, which makes the
+# compilation about 40% shorter than tools/test.sh's build/gcc), and says each step with the
+# build's own progress.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 step() { echo "demo [$((SECONDS - start)) s]: $*"; }
 step "Debian packages (tools/setup.sh demo)"
 tools/setup.sh demo
-step "configure build/gcc (cmake, RelWithDebInfo)"
+step "configure build/demo (cmake, -O2)"
 mkdir -p build
-CXX=${CXX:-g++} cmake -S . -B build/gcc -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >build/.demo-configure.log 2>&1 ||
-  { cat build/.demo-configure.log; exit 1; }
+CXX=${CXX:-g++} cmake -S . -B build/demo -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O2 -DNDEBUG" \
+  -DGRACE_BUILD_TESTS=OFF >build/.demo-configure.log 2>&1 || { cat build/.demo-configure.log; exit 1; }
 step "build grace-http and restart-harness, $(nproc) jobs"
-cmake --build build/gcc -j "$(nproc)" --target grace-http restart-harness
+cmake --build build/demo -j "$(nproc)" --target grace-http restart-harness
 step "built"
 
 work=$(mktemp -d /tmp/grace-demo-XXXXXX)
@@ -32,7 +32,7 @@ done
 plot=/tmp/grace-demo-timeline.svg
 echo "grace-http on 127.0.0.1:$port, ${RESTARTS:-20} restarts with SIGUSR2 under keep-alive load, ${CLIENTS:-64} clients"
 echo "(timeline: $plot)"
-build/gcc/tools/restart-harness \
+build/demo/tools/restart-harness \
   --target "tcp://127.0.0.1:$port" --mode http-keepalive --clients "${CLIENTS:-64}" \
   --restarts "${RESTARTS:-20}" --pidfile "$work/http.pid" --plot "$plot" \
-  -- build/gcc/samples/grace-http "127.0.0.1:$port" --pidfile "$work/http.pid"
+  -- build/demo/samples/grace-http "127.0.0.1:$port" --pidfile "$work/http.pid"

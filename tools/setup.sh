@@ -3,10 +3,11 @@
 # of it is present. Run as root on Debian 12.
 #   tools/setup.sh        everything tools/test.sh needs
 #   tools/setup.sh demo   only what tools/demo.sh needs (configure with g++, build grace-http and
-#                         restart-harness): no clang, meson, nginx, gunicorn or systemd-container
+#                         restart-harness): no clang, meson, doctest, nginx, gunicorn or
+#                         systemd-container
 set -euo pipefail
-demo_packages=(g++ cmake ninja-build pkg-config libuv1-dev doctest-dev libexpected-dev libasio-dev
-               nlohmann-json3-dev procps)
+demo_packages=(g++ cmake ninja-build pkg-config libuv1-dev libexpected-dev libasio-dev nlohmann-json3-dev
+               procps)
 packages=(g++ clang cmake ninja-build meson pkg-config libuv1-dev doctest-dev libexpected-dev libasio-dev
           libclang-rt-14-dev nlohmann-json3-dev nginx gunicorn help2man
           systemd systemd-container procps)
