@@ -615,7 +615,9 @@ TEST_CASE("every sample and benchmark: --version names it and grace's version; a
     if (access(beside_harness(bench).c_str(), X_OK) == 0) programs.emplace_back(beside_harness(bench), bench);
     else MESSAGE(bench << " is not built here: not checked");
   }
-  for (const auto& [path, name] : programs) {
+  for (const auto& program : programs) {
+    const std::string& path = program.first;
+    const std::string& name = program.second;
     CAPTURE(name);
     const auto version = run_to_end({path, "--version"});
     CHECK(version.status == 0);
