@@ -286,7 +286,12 @@ listen=$(find_program grace-listen)
 work=$(mktemp -d /tmp/grace-test-systemd-XXXXXX)
 nspawn_pid=
 cleanup() {
-  if [ -n "$nspawn_pid" ]; then kill -TERM "$nspawn_pid" 2>/dev/null; wait "$nspawn_pid" 2>/dev/null; fi
+  if [ -n "$nspawn_pid" ]; then
+    kill -TERM "$nspawn_pid" 2>/dev/null
+    sleep 5
+    kill -KILL "$nspawn_pid" 2>/dev/null
+    wait "$nspawn_pid" 2>/dev/null
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -326,8 +331,7 @@ HARNESS=$harness
 WORK=/grace-test
 EOF
   say "boot ($layout): systemd-nspawn -D / --volatile=yes -b --private-network --register=no --keep-unit"
-  # setsid: the timeout's signal reaches nspawn alone, which stops the container.
-  timeout --kill-after=15 420 systemd-nspawn -D / --volatile=yes -b --private-network --register=no \
+  systemd-nspawn -D / --volatile=yes -b --private-network --register=no \
     --keep-unit --quiet --console=pipe \
     --bind="$work:/grace-test" \
     --bind-ro="$work/grace-test.service:/etc/systemd/system/grace-test.service" \
@@ -338,6 +342,24 @@ EOF
     --bind-ro="$listen:/usr/local/bin/grace-listen" \
     systemd.unit=grace-test.service </dev/null >"$work/nspawn-$layout.log" 2>&1 &
   nspawn_pid=$!
+  # Bounded: 300 s for the driver, then SIGTERM (nspawn powers the container off) and SIGKILL
+  # (nspawn's child, the container's PID 1, dies with it, and the whole container with that).
+  # Once the driver has finished, the container has 15 s to power off: in one run of the legacy
+  # layout its shutdown waited 90 s on something.
+  local started=$SECONDS finished=
+  while kill -0 "$nspawn_pid" 2>/dev/null; do
+    if [ -z "$finished" ] && [ -f "$work/driver.status" ]; then finished=$SECONDS; fi
+    if [ -n "$finished" ] && ((SECONDS - finished > 15)); then
+      say "the container took over 15 s to power off after the driver finished: killed"
+      kill -KILL "$nspawn_pid" 2>/dev/null
+    elif ((SECONDS - started > 300)); then
+      say "the driver did not finish within 300 s: stopping the container"
+      kill -TERM "$nspawn_pid" 2>/dev/null
+      sleep 15
+      kill -KILL "$nspawn_pid" 2>/dev/null
+    fi
+    sleep 1
+  done
   wait "$nspawn_pid" || status=$?
   nspawn_pid=
   if [ ! -f "$work/driver.log" ]; then
