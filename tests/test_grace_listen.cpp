@@ -57,15 +57,15 @@ TEST_CASE("an app that exits after a few answers, restarted under load: nothing 
   // Every 40 answers the app exits and grace-listen starts it again; the clients meanwhile wait
   // in the backlog of the socket grace-listen holds.
   auto run = run_harness({"--target", "tcp://" + address, "--mode", "http-close", "--clients", "8", "--restarts", "0",
-                          "--duration", "3", "--", helper_path("GRACE_LISTEN"), "-s", "tcp:" + address, "--",
+                          "--duration", "3", "--server-log", dir.file("server.log"), "--", helper_path("GRACE_LISTEN"),
+                          "-s", "tcp:" + address, "--",
                           helper_path("GRACE_PROBE"), "serve-http", address, "40"},
                          dir);
   INFO(run.output);
   CHECK(run.exit_status == 0);
   CHECK(run.verdict.rfind("PASS: 0 lost in ", 0) == 0);
   // It really was restarted, many times.
-  const auto at = run.output.find("server log: ") + 12;
-  std::ifstream log(run.output.substr(at, run.output.find('\n', at) - at));
+  std::ifstream log(dir.file("server.log"));
   const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   CHECK(count_of(text, "(it exited with status 0)") >= 3);
   CHECK(text.find("refused") == std::string::npos);
@@ -186,7 +186,8 @@ TEST_CASE("--watch follows a file replaced by rename, unlinked and re-created, a
   // "restarting ..." and "started ..." name the reason: two lines per restart.
   for (int i = 1; i <= 3; ++i) {
     replace_by_rename(file, std::to_string(i) + "\n");
-    REQUIRE_MESSAGE(listen->wait_stderr(started_for_file, 10s, 2 * static_cast<std::size_t>(i)), listen->stderr_text());
+    REQUIRE_MESSAGE(listen->wait_stderr(started_for_file, 10s, 2 * static_cast<std::size_t>(i)),
+                    listen->stderr_text());
   }
   std::remove(file.c_str());
   std::ofstream(file) << "re-created\n";
@@ -235,4 +236,19 @@ TEST_CASE("a command that exits 0 again and again is started again without back-
   CHECK(log.find("starting it again in") == std::string::npos);
   listen->kill(SIGTERM);
   REQUIRE(listen->wait(10s));
+}
+
+TEST_CASE("--version names the program and grace's version; an unknown option is called unknown") {
+  auto version = start({"--version"});
+  CHECK(version->read_line().value_or("").rfind("grace-listen (grace) ", 0) == 0);
+  auto status = version->wait(10s);
+  REQUIRE(status);
+  CHECK(WEXITSTATUS(*status) == 0);
+  for (const auto& args : std::vector<std::vector<std::string>>{{"--bogus"}, {"-s", "tcp::1", "--bogus"}}) {
+    auto bogus = start(args);
+    status = bogus->wait(10s);
+    REQUIRE(status);
+    CHECK(WEXITSTATUS(*status) == 2);
+    CHECK(bogus->stderr_text().find("unknown option \"--bogus\"") != std::string::npos);
+  }
 }

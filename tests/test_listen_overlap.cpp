@@ -74,10 +74,9 @@ std::string body_at(const std::string& address) {
   return at == std::string::npos ? "no answer" : in.substr(at + 4);
 }
 
-std::string server_log(const harness_run& run) {
-  const auto at = run.output.find("server log: ");
-  if (at == std::string::npos) return {};
-  std::ifstream log(run.output.substr(at + 12, run.output.find('\n', at) - at - 12));
+// What the server wrote, kept by the referee's --server-log.
+std::string server_log(const temp_dir& dir) {
+  std::ifstream log(dir.file("server.log"));
   return std::string((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
 }
 
@@ -108,13 +107,14 @@ TEST_CASE("gunicorn behind grace-listen --overlap: 10 upgrades, nothing refused 
   // gunicorn takes LISTEN_FDS and says READY=1 on NOTIFY_SOCKET; SIGTERM makes it finish what
   // it serves and exit. --timeout bounds how long an idle sync worker takes to notice.
   auto run = run_harness({"--target", "tcp://" + address, "--mode", "http-close", "--clients", "8", "--restarts", "10",
-                          "--restart-cmd", helper_path("GRACE_LISTEN") + " --reload " + control, "--",
+                          "--server-log", dir.file("server.log"), "--restart-cmd",
+                          helper_path("GRACE_LISTEN") + " --reload " + control, "--",
                           helper_path("GRACE_LISTEN"), "--overlap", "--control", control, "--ready-timeout", "30",
                           "-s", "tcp:" + address, "--", gunicorn, "--chdir", dir.path(), "--workers", "2",
                           "--timeout", "4", "--graceful-timeout", "10", "app:app"},
                          dir);
   check_pass(run, 10);  // a refused connection would be a loss
-  const std::string log = server_log(run);
+  const std::string log = server_log(dir);
   INFO(log);
   // One grace-listen all along, and eleven generations that each said READY=1 themselves.
   CHECK(listen_pids(log).size() == 1);
@@ -127,7 +127,7 @@ TEST_CASE("grace-http behind grace-listen --overlap keeps every keep-alive conne
   const std::string address = free_address();
   const std::string control = dir.file("control.sock");
   auto run = run_harness({"--target", "tcp://" + address, "--mode", "http-keepalive", "--clients", "16", "--restarts",
-                          "10", "--think-ms", "0-30", "--restart-cmd",
+                          "10", "--think-ms", "0-30", "--server-log", dir.file("server.log"), "--restart-cmd",
                           helper_path("GRACE_LISTEN") + " --reload " + control, "--", helper_path("GRACE_LISTEN"),
                           "--overlap", "--control", control, "-s", "tcp:" + address, "--", helper_path("GRACE_HTTP"),
                           address},
@@ -137,7 +137,7 @@ TEST_CASE("grace-http behind grace-listen --overlap keeps every keep-alive conne
   // The old generation hands its idle connections to the new one: the server ends none.
   CHECK(json["server_ended_connections"]["idle"] == 0);
   CHECK(json["server_ended_connections"]["after_answer"] == 0);
-  const std::string log = server_log(run);
+  const std::string log = server_log(dir);
   INFO(log);
   CHECK(listen_pids(log).size() == 1);
   // The old generation said the new one was ready (MAINPID=<new> READY=1), after the takeover.
@@ -173,7 +173,8 @@ TEST_CASE("rollback: a new generation that exits at once, or never says READY=1,
   CHECK(outcome.output.find("(generation 3) was not ready within 2 s (--ready-timeout)") != std::string::npos);
   CHECK(body_at(address) == first);
   // It ignores SIGTERM: killed after the stop timeout.
-  REQUIRE_MESSAGE(listen->wait_stderr("(generation 3) did not exit within 1 s (--stop-timeout)"), listen->stderr_text());
+  REQUIRE_MESSAGE(listen->wait_stderr("(generation 3) did not exit within 1 s (--stop-timeout)"),
+                  listen->stderr_text());
   REQUIRE_MESSAGE(listen->wait_stderr("(generation 3) was killed by Killed after it was told to stop"),
                   listen->stderr_text());
 
@@ -244,12 +245,13 @@ TEST_CASE("grace-listen --overlap as PID 1 of a pid namespace: 10 upgrades under
   // HEAD: grace-http's body names its pid as seen in its own namespace, which the referee (in
   // the parent namespace) would take for a pid of its own.
   auto run = run_harness({"--target", "tcp://" + address, "--mode", "http-keepalive", "--method", "HEAD", "--clients",
-                          "16", "--restarts", "10", "--restart-cmd", helper_path("GRACE_LISTEN") + " --reload " + control,
-                          "--", "/usr/bin/unshare", "--pid", "--fork", "--mount-proc", helper_path("GRACE_LISTEN"), "--overlap",
+                          "16", "--restarts", "10", "--server-log", dir.file("server.log"), "--restart-cmd",
+                          helper_path("GRACE_LISTEN") + " --reload " + control, "--", "/usr/bin/unshare", "--pid",
+                          "--fork", "--mount-proc", helper_path("GRACE_LISTEN"), "--overlap",
                           "--control", control, "-s", "tcp:" + address, "--", helper_path("GRACE_HTTP"), address},
                          dir);
   check_pass(run, 10);
-  const std::string log = server_log(run);
+  const std::string log = server_log(dir);
   INFO(log);
   // PID 1 of its namespace all along: its generations exit and are reaped, and it stays.
   CHECK(listen_pids(log) == std::set<std::string>{"1"});
@@ -365,8 +367,9 @@ TEST_CASE("a command that re-executes itself stays tracked, and orphans are reap
   const pid_t old_pid = std::atoi(first.c_str() + 4);
   REQUIRE(kill(old_pid, SIGUSR2) == 0);
   REQUIRE_MESSAGE(listen->wait_stderr("(MAINPID=), which stands for it from now on"), listen->stderr_text());
-  REQUIRE_MESSAGE(listen->wait_stderr("pid " + std::to_string(old_pid) + " (generation 1) exited with status 0 after it handed over"),
-                  listen->stderr_text());
+  const std::string old_gone =
+      "pid " + std::to_string(old_pid) + " (generation 1) exited with status 0 after it handed over";
+  REQUIRE_MESSAGE(listen->wait_stderr(old_gone), listen->stderr_text());
   const std::string second = body_at(address);
   CHECK(second.rfind("pid=", 0) == 0);
   CHECK(second != first);

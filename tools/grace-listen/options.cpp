@@ -4,12 +4,15 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "grace/version.hpp"
+
 namespace grace_listen {
 namespace {
 
 const char* const usage_text =
     "usage: grace-listen -s KIND:ADDRESS [-s ...] [--name NAME] [--watch PATH]... -- CMD [ARGS...]\n"
     "       grace-listen --reload PID|PATH\n"
+    "       grace-listen --help | --version\n"
     "  Binds every socket once and runs CMD with them as LISTEN_FDS (fds 3..), LISTEN_PID and\n"
     "  LISTEN_FDNAMES (systemd's socket activation), so any socket-activatable server works.\n"
     "  CMD is started again when it exits (backing off after fast failures; a clean exit, status 0,\n"
@@ -78,6 +81,10 @@ command_line parse_command_line(int argc, char** argv) {
       std::fputs(usage_text, stdout);
       std::exit(0);
     }
+    if (arg == "--version") {
+      std::printf("grace-listen (grace) %s\n", GRACE_VERSION_STRING);
+      std::exit(0);
+    }
     if (arg == "--overlap") {
       o.overlap = true;
       continue;
@@ -122,7 +129,8 @@ command_line parse_command_line(int argc, char** argv) {
   }
   for (; i < argc; ++i) o.command.push_back(argv[i]);
   if (line.reload) {
-    if (!o.sockets.empty() || !o.command.empty()) usage("--reload takes nothing else: it talks to a running grace-listen");
+    if (!o.sockets.empty() || !o.command.empty())
+      usage("--reload takes nothing else: it talks to a running grace-listen");
     return line;
   }
   if (o.sockets.empty()) usage("no socket: give at least one -s");

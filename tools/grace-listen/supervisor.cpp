@@ -287,31 +287,32 @@ void supervisor::restart(const std::string& reason, std::optional<unsigned> wait
     if (waiter) control_->answer(*waiter, false, why);
   };
   if (stopping_) return refuse("grace-listen is stopping");
+  if (waiter) waiters_.push_back(*waiter);  // answered when what starts now serves, or fails
+  if (restarting_ != nullptr) return;       // without --overlap: one is on its way already
   generation* now = current();
   if (now == nullptr) {
     // Waiting out a backoff: start now.
-    if (waiter) waiters_.push_back(*waiter);
     uv_timer_stop(&handles_->backoff);
     fast_failures_ = 0;
     start(reason, false);
     return;
   }
   if (options_.overlap) {
-    if (auto why = upgrade(reason)) {
+    const bool busy = candidate_ != nullptr || now->at == generation::state::starting;
+    if (busy || generations_.size() + 1 > options_.max_generations) {
+      // Refused: this request is not answered with the upgrade under way.
+      if (waiter) waiters_.pop_back();
       // A change that comes during an upgrade is not lost: it starts another once this one settles.
-      if (reason.rfind("a change under ", 0) == 0 && (candidate_ != nullptr || now->at == generation::state::starting)) {
+      if (busy && reason.rfind("a change under ", 0) == 0) {
         deferred_change_ = reason;
         say(reason + ": an upgrade is under way; another follows once it settles");
         return;
       }
-      return refuse(*why);
+      return refuse(upgrade_refusal());
     }
-    if (waiter) waiters_.push_back(*waiter);
-    return;
+    return upgrade(reason);
   }
   // Without --overlap: stop it, then start the next one.
-  if (waiter) waiters_.push_back(*waiter);
-  if (restarting_ != nullptr) return;  // already on its way
   restart_reason_ = reason;
   restarting_ = now;
   if (serving_ == now) serving_ = nullptr;
@@ -319,22 +320,24 @@ void supervisor::restart(const std::string& reason, std::optional<unsigned> wait
   retire(*now, SIGTERM);
 }
 
-std::optional<std::string> supervisor::upgrade(const std::string& reason) {
+// Why an upgrade cannot start now (one at a time; the cap).
+std::string supervisor::upgrade_refusal() const {
   generation* now = current();
   if (candidate_ != nullptr)
     return "an upgrade is under way: " + describe(*candidate_) + " is not ready yet (one upgrade at a time)";
-  if (now->at == generation::state::starting)
+  if (now != nullptr && now->at == generation::state::starting)
     return describe(*now) + " is starting and not ready yet";
-  if (generations_.size() + 1 > options_.max_generations) {
-    std::string alive;
-    for (const auto& g : generations_) alive += (alive.empty() ? "" : ", ") + describe(*g);
-    return std::to_string(generations_.size()) + " generation(s) alive (" + alive + "), and --max-generations is " +
-           std::to_string(options_.max_generations);
-  }
+  std::string alive;
+  for (const auto& g : generations_) alive += (alive.empty() ? "" : ", ") + describe(*g);
+  return std::to_string(generations_.size()) + " generation(s) alive (" + alive + "), and --max-generations is " +
+         std::to_string(options_.max_generations);
+}
+
+void supervisor::upgrade(const std::string& reason) {
+  generation* now = current();
   tell_manager("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(grace::monotonic_usec()));
   say("upgrading (" + reason + "): starting the next generation beside " + describe(*now));
   start(reason, true);
-  return std::nullopt;
 }
 
 // The generation that served ended on its own: start the next one, backing off only after runs
@@ -547,7 +550,8 @@ void supervisor::on_exit(generation& g, int64_t status, int signal, bool status_
   const bool was_starting = g.at == generation::state::starting;
   if (was_serving) serving_ = nullptr;
   forget(g);
-  if (was_starting) settle_waiters(false, "generation " + std::to_string(g.number) + " " + how + " before it was ready");
+  if (was_starting)
+    settle_waiters(false, "generation " + std::to_string(g.number) + " " + how + " before it was ready");
   if (candidate_ != nullptr) {
     // An upgrade was under way: its generation serves once ready, with nothing to roll back to.
     say("the serving generation " + how + "; " + describe(*candidate_) + " takes over once ready");

@@ -50,7 +50,8 @@ class supervisor {
   // What starts generations.
   void start(const std::string& reason, bool beside_serving);
   void restart(const std::string& reason, std::optional<unsigned> waiter);  // SIGHUP, --reload, --watch
-  std::optional<std::string> upgrade(const std::string& reason);           // --overlap: a refusal, or nothing
+  void upgrade(const std::string& reason);  // --overlap: the next generation beside the serving one
+  std::string upgrade_refusal() const;
   void start_after_exit(int64_t status, int signal, bool status_known, clock_type::duration ran);
   void stop(int signal);
 
