@@ -252,3 +252,22 @@ TEST_CASE("--version names the program and grace's version; an unknown option is
     CHECK(bogus->stderr_text().find("unknown option \"--bogus\"") != std::string::npos);
   }
 }
+
+TEST_CASE("without --overlap, a SIGHUP while the command is being stopped starts no second one") {
+  const std::string address = free_address();
+  auto listen = start({"-s", "tcp:" + address, "--stop-timeout", "1", "--", "/bin/sh", "-c",
+                       "trap '' TERM; echo armed; exec sleep 600"});
+  REQUIRE(listen->read_line() == "armed");
+  listen->kill(SIGHUP);
+  REQUIRE(listen->wait_stderr("restarting pid"));
+  listen->kill(SIGHUP);  // the first one ignores SIGTERM: it is still being stopped
+  REQUIRE_MESSAGE(listen->wait_stderr("killing it (SIGKILL)"), listen->stderr_text());
+  REQUIRE(listen->read_line() == "armed");  // the one started after it
+  const std::string log = listen->stderr_text();
+  CHECK(count_of(log, "started /bin/sh as pid") == 2);
+  CHECK(count_of(log, "restarting pid") == 1);
+  listen->kill(SIGTERM);
+  auto status = listen->wait(15s);
+  REQUIRE(status);
+  CHECK(WEXITSTATUS(*status) == 128 + SIGKILL);
+}
