@@ -51,14 +51,16 @@ Restarts
   --restart-cmd CMD    run CMD with /bin/sh instead of signalling, for servers with their own
                          reload procedure; $MAINPID holds the current main pid
   --pidfile FILE       where the server writes its main pid; followed across generations
-  --attach-pid PID     referee a server that is already running (not started, not stopped by us)
+  --attach-pid PID     referee a server that is already running (not started, not stopped by us);
+                         with it or --pidfile alone, the processes serving our connections are
+                         found wherever they are in the process tree
   --restart-timeout S  a restart whose new generation does not answer within S fails (default 30)
   --startup-timeout S  wait at most S for the target to accept at start (default 10)
 
 Bounds and output
   --duration S         run at least S seconds (default: until the restarts are done)
   --hard-cap S         never run longer than S seconds (default 300); a watchdog ends the run
-                         (status 1) even if the referee's loop is too busy to
+                         (status 1) even when the referee's loop is stuck or too busy
   --settle S           load before the first and after the last restart (default 0.5)
   --json FILE          every figure, machine-readable
   --plot FILE.svg      timeline: requests/s and errors over time, restarts marked, generations shaded
