@@ -278,6 +278,11 @@ void channel_engine::handle_batch(const header& h, std::string_view payload) {
                                                           " fds came with " + std::to_string(fds_.size())));
     return;
   }
+  if (assembling_.fds.size() + count > options_.max_fds_per_parcel) {
+    fail(error(make_error_code(errc::protocol_error),
+               "fd channel: a parcel of more than " + std::to_string(options_.max_fds_per_parcel) + " fds"));
+    return;
+  }
   assembling_started_ = true;
   for (auto& d : b->descriptions) {
     received_fd r;

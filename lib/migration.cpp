@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -19,7 +20,11 @@
 namespace grace {
 namespace {
 
-constexpr char offer_magic[] = "GRACE-CONNECTIONS 1";
+// Version 2 reads a capacity in the hello; a version-1 parent (an earlier release) compares the
+// hello whole, so it is sent none.
+constexpr char offer_magic[] = "GRACE-CONNECTIONS 2";
+constexpr char offer_magic_v1[] = "GRACE-CONNECTIONS 1";
+std::atomic<bool> parent_reads_capacity{false};
 constexpr std::string_view hello_note = "grace-connections 1";
 constexpr std::string_view capacity_field = " capacity=";
 
@@ -47,9 +52,12 @@ result<std::optional<int>> receive_connection_channel() {
   if (got < 0) return detail::fail_errno(errno, "connection channel: read the parent's offer");
   std::vector<int> fds;
   detail::collect_fds(msg, fds);
-  const bool well_formed = got == static_cast<ssize_t>(sizeof offer_magic - 1) &&
-                           std::memcmp(buffer, offer_magic, sizeof offer_magic - 1) == 0 && fds.size() == 1 &&
-                           !(msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC));
+  const bool v2 = got == static_cast<ssize_t>(sizeof offer_magic - 1) &&
+                  std::memcmp(buffer, offer_magic, sizeof offer_magic - 1) == 0;
+  const bool v1 = got == static_cast<ssize_t>(sizeof offer_magic_v1 - 1) &&
+                  std::memcmp(buffer, offer_magic_v1, sizeof offer_magic_v1 - 1) == 0;
+  const bool well_formed = (v1 || v2) && fds.size() == 1 && !(msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC));
+  parent_reads_capacity.store(v2);
   if (!well_formed) {
     for (int each : fds) ::close(each);
     if (got == 0) return detail::fail(errc::channel_closed, "connection channel: the parent hung up before offering");
@@ -103,6 +111,8 @@ std::optional<std::size_t> hello_capacity(const parcel& p) noexcept {
 }
 
 bool is_connection_hello(const parcel& p) noexcept { return hello_capacity(p).has_value(); }
+
+bool parent_reads_capacity_in_hello() noexcept { return parent_reads_capacity.load(); }
 
 std::size_t connection_capacity() noexcept {
   const std::size_t free_entries = detail::free_fd_count();

@@ -21,6 +21,9 @@ namespace {
 
 constexpr char ready_byte = 'R';
 constexpr char retiring_byte = 'D';
+// From a serving process to a taker it cannot signal (another pid namespace): it gave up on the
+// takeover (the taker was not ready in time, or this process cannot hand over), and serves on.
+constexpr char abandon_byte = 'A';
 
 // The readiness socket, kept after notify_ready() for notify_retiring().
 std::atomic<int> kept_ready_fd{-1};
@@ -62,6 +65,15 @@ result<ready_outcome> notify_ready() {
   auto fd = detail::take_ready_fd();
   if (!fd) return tl::unexpected(fd.error());
   if (*fd < 0) return ready_outcome::first_start;
+  // A serving process that gave up on this takeover (and could not kill this process, which it
+  // cannot see) said so: taking charge now would leave two processes serving.
+  char word = 0;
+  if (recv(*fd, &word, 1, MSG_DONTWAIT | MSG_PEEK) == 1 && word == abandon_byte) {
+    ::close(*fd);
+    return detail::fail(errc::takeover_refused,
+                        "the serving process gave up on this takeover (this one was not ready in time, or it could "
+                        "not hand over) and serves on");
+  }
   // A SEQPACKET socket: send() never blocks on one byte to a fresh socket, and MSG_NOSIGNAL
   // turns a dead parent into EPIPE instead of a SIGPIPE that would kill this process.
   if (send_byte(*fd, ready_byte)) {
@@ -98,7 +110,13 @@ struct pending_child::impl {
   static void send_kill(const pending_child& c) noexcept {
     // Through the pidfd when there is one: a pid that was reused is never signalled.
     if (c.pid_fd_ >= 0 && syscall(SYS_pidfd_send_signal, c.pid_fd_, SIGKILL, nullptr, 0) == 0) return;
-    if (c.pid_ > 0 && c.own_child_) ::kill(c.pid_, SIGKILL);
+    if (c.pid_ > 0 && c.own_child_) {
+      ::kill(c.pid_, SIGKILL);
+      return;
+    }
+    // A taker this process cannot signal (it cannot see it): told instead, so that it does not
+    // take charge once it is ready (notify_ready() fails).
+    if (c.ready_fd_ >= 0) send_byte(c.ready_fd_, abandon_byte);
   }
 
   static void close_fds(pending_child& c) noexcept {

@@ -3,10 +3,12 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <thread>
 
 #include "environment_protocol.hpp"
@@ -92,8 +94,26 @@ std::optional<std::string_view> note_field(std::string_view note, std::string_vi
   return std::nullopt;
 }
 
-// Whether the socket `fd` belongs to another network namespace than this process.
+// A socket's network namespace cookie (SO_NETNS_COOKIE, Linux 5.14), or 0 when it cannot be read.
+std::uint64_t netns_cookie(int fd) {
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+  std::uint64_t cookie = 0;
+  socklen_t size = sizeof cookie;
+  return getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &size) == 0 ? cookie : 0;
+}
+
+// Whether the socket `fd` belongs to another network namespace than this process: by the
+// namespaces' cookies (no privilege needed), else by the namespace itself (SIOCGSKNS, which
+// needs CAP_NET_ADMIN).
 bool in_other_network_namespace(int fd) {
+  if (const std::uint64_t theirs = netns_cookie(fd); theirs != 0) {
+    const int probe = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    const std::uint64_t ours = probe >= 0 ? netns_cookie(probe) : 0;
+    if (probe >= 0) ::close(probe);
+    if (ours != 0) return theirs != ours;
+  }
   const int ns = ioctl(fd, SIOCGSKNS);
   if (ns < 0) return false;
   struct stat theirs {};

@@ -289,7 +289,7 @@ TEST_CASE("a connection with more state than a connection carries stays, and the
   REQUIRE(send_all(big, head + std::string(body - 100, 'a')));
   const pid_t second = http.upgrade(http.first_pid(), 2);
   REQUIRE(http.wait_for("handing 50 idle connection(s) to pid " + std::to_string(second)));
-  CHECK(http.wait_for("bytes of state stays here"));
+  CHECK(http.wait_for("more state than a connection carries"));
   for (int c : idle) {
     auto answer = http_get(c);
     REQUIRE(answer);

@@ -19,32 +19,69 @@ int killed_by(int signal) { return signal & 0x7f; }
 
 }  // namespace
 
+namespace {
+
+d::hand_over_view view(phase at) {
+  d::hand_over_view v;
+  v.at = at;
+  return v;
+}
+
+}  // namespace
+
 TEST_CASE("an upgrade is refused until this generation serves, and while one is under way") {
-  CHECK(d::upgrade_refusal({phase::starting, 0, false, 0}) == "not serving yet");
-  CHECK(d::upgrade_refusal({phase::draining, 0, false, 0}) == "this generation is draining; signal the newest one");
-  CHECK(d::upgrade_refusal({phase::exiting, 0, false, 0}) == "this generation is draining; signal the newest one");
-  CHECK(d::upgrade_refusal({phase::serving, 42, false, 0}) == "an upgrade is already in progress (pid 42)");
-  CHECK(d::upgrade_refusal({phase::serving, 0, true, 0}) ==
-        "an upgrade is already in progress (starting the next generation)");
-  CHECK(d::upgrade_refusal({phase::serving, 0, false, 77}) == "pid 77 is taking over through the hand-over socket");
-  CHECK_FALSE(d::upgrade_refusal({phase::serving, 0, false, 0}));
+  CHECK(d::upgrade_refusal(view(phase::starting)) == "not serving yet");
+  CHECK(d::upgrade_refusal(view(phase::draining)) == "this generation is draining; signal the newest one");
+  CHECK(d::upgrade_refusal(view(phase::exiting)) == "this generation is draining; signal the newest one");
+  auto v = view(phase::serving);
+  CHECK_FALSE(d::upgrade_refusal(v));
+  v.pending = true;
+  v.pending_pid = 42;
+  CHECK(d::upgrade_refusal(v) == "an upgrade is already in progress (pid 42)");
+  // A taker in a pid namespace this one cannot see is pending all the same.
+  v.pending_pid = 0;
+  CHECK(d::upgrade_refusal(v) == "an upgrade is already in progress (a process in another pid namespace)");
+  v = view(phase::serving);
+  v.starting = true;
+  CHECK(d::upgrade_refusal(v) == "an upgrade is already in progress (starting the next generation)");
+  v = view(phase::serving);
+  v.taking_over = true;
+  v.taking_over_pid = 77;
+  CHECK(d::upgrade_refusal(v) == "pid 77 is taking over through the hand-over socket");
+  v.taking_over_pid = 0;
+  CHECK(d::upgrade_refusal(v) == "a process in another pid namespace is taking over through the hand-over socket");
   // PID 1 of a pid namespace: its exit would take the new generation down; the refusal names
   // the fix.
-  const auto pid_one = d::upgrade_refusal({phase::serving, 0, false, 0, true});
+  v = view(phase::serving);
+  v.pid_one = true;
+  const auto pid_one = d::upgrade_refusal(v);
   REQUIRE(pid_one);
   CHECK(pid_one->find("PID 1 of its pid namespace") != std::string::npos);
   CHECK(pid_one->find("grace-listen --overlap") != std::string::npos);
 }
 
 TEST_CASE("a takeover is refused while this generation cannot hand over; its own candidate does not count") {
-  CHECK(d::hand_over_refusal({phase::draining, 0, false, 0}) == "this generation is draining; the newest one serves");
-  CHECK(d::hand_over_refusal({phase::starting, 0, false, 0}) == "this generation is draining; the newest one serves");
-  CHECK(d::hand_over_refusal({phase::serving, 9, false, 0}) == "an upgrade is already in progress (pid 9)");
-  CHECK(d::hand_over_refusal({phase::serving, 0, true, 0}) ==
-        "an upgrade is already in progress (starting the next generation)");
+  CHECK(d::hand_over_refusal(view(phase::draining)) == "this generation is draining; the newest one serves");
+  CHECK(d::hand_over_refusal(view(phase::starting)) == "this generation is draining; the newest one serves");
+  auto v = view(phase::serving);
+  v.pending = true;
+  v.pending_pid = 9;
+  CHECK(d::hand_over_refusal(v) == "an upgrade is already in progress (pid 9)");
+  v = view(phase::serving);
+  v.starting = true;
+  CHECK(d::hand_over_refusal(v) == "an upgrade is already in progress (starting the next generation)");
   // The taker asking is the process taking over: the hand-over socket decides about a second one.
-  CHECK_FALSE(d::hand_over_refusal({phase::serving, 0, false, 77}));
-  CHECK_FALSE(d::hand_over_refusal({phase::serving, 0, false, 0}));
+  v = view(phase::serving);
+  v.taking_over = true;
+  v.taking_over_pid = 77;
+  CHECK_FALSE(d::hand_over_refusal(v));
+  // As PID 1: a taker it can see dies with it; one it cannot see (another container) survives.
+  v = view(phase::serving);
+  v.pid_one = true;
+  v.taker = 12;
+  CHECK(d::hand_over_refusal(v).value().find("PID 1 of its pid namespace") != std::string::npos);
+  v.taker = 0;
+  CHECK_FALSE(d::hand_over_refusal(v));
 }
 
 TEST_CASE("a settled child: hand over when ready, else serve on, or drain when asked to stop") {

@@ -77,6 +77,9 @@ struct channel_options {
   std::size_t max_fds_per_message = 253;
   // After the receiver's fd table was full, the message is sent again after this long.
   std::chrono::milliseconds retry_interval{20};
+  // The most fds one incoming parcel may bring; more ends the channel (its fds closed), so that
+  // a peer cannot fill this process's fd table with a parcel that never ends.
+  std::size_t max_fds_per_parcel = SIZE_MAX;
 };
 
 struct channel_stats {

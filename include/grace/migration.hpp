@@ -57,5 +57,8 @@ GRACE_API std::optional<std::size_t> hello_capacity(const parcel& p) noexcept;
 // one system call, without /proc) less a reserve, a quarter of the table (at least 16, at most
 // 1024), kept for accepting new clients and everything else the process opens.
 GRACE_API std::size_t connection_capacity() noexcept;
+// After receive_connection_channel(): whether the parent reads a capacity in the hello (an
+// earlier release compares the hello whole: it is then sent without one).
+GRACE_API bool parent_reads_capacity_in_hello() noexcept;
 
 }  // namespace grace

@@ -22,6 +22,7 @@ constexpr auto refusal_timeout = 2s;
 constexpr auto hello_deadline = 2s;
 // Peers connected and silent at once, at most; more are hung up on at once.
 constexpr std::size_t max_greeting = 8;
+constexpr std::size_t max_refusing = 8;
 constexpr auto peer_warning_interval = 10s;
 constexpr unsigned peer_warnings_per_interval = 5;
 const char* const handover_name = "grace-handover";
@@ -79,7 +80,10 @@ takeover_server::takeover_server(uv_loop_t* loop, grace::net& net, grace::listen
       address_(socket->address()),
       channel_options_(std::move(channel)),
       max_generations_(max_generations),
-      hooks_(std::move(h)) {}
+      hooks_(std::move(h)) {
+  // A taker sends a hello and confirmations, never fds.
+  channel_options_.max_fds_per_parcel = 0;
+}
 
 result<std::unique_ptr<takeover_server>> takeover_server::open(uv_loop_t* loop, grace::net& net,
                                                                grace::listener* socket,
@@ -123,6 +127,10 @@ void takeover_server::stop_accepting() {
 }
 
 void takeover_server::warn_about_peer(const std::string& message) {
+  if (allow_peer_line()) hooks_.warn(message);
+}
+
+bool takeover_server::allow_peer_line() {
   // Anyone who may connect could otherwise write this process's log at will.
   const auto now = std::chrono::steady_clock::now();
   if (now - warn_window_ >= peer_warning_interval) {
@@ -135,10 +143,10 @@ void takeover_server::warn_about_peer(const std::string& message) {
   }
   if (warned_in_window_ < peer_warnings_per_interval) {
     ++warned_in_window_;
-    hooks_.warn(message);
-    return;
+    return true;
   }
   ++not_shown_;
+  return false;
 }
 
 void takeover_server::accept_ready() {
@@ -157,9 +165,12 @@ void takeover_server::accept_ready() {
       continue;
     }
     if (greeting_.size() >= max_greeting) {
+      // The oldest silent peer goes, so that silent peers renewing themselves cannot keep a real
+      // taker out: a taker says hello as soon as it is connected.
       warn_about_peer("hand-over socket " + address_ + ": " + std::to_string(max_greeting) +
-                      " peers have not said hello yet; hung up on pid " + std::to_string((*c)->peer().pid));
-      continue;
+                      " peers have not said hello yet; hung up on the oldest, pid " +
+                      std::to_string(greeting_.front().channel->peer().pid));
+      greeting_.pop_front();
     }
     greet(std::move(*c));
   }
@@ -237,10 +248,10 @@ void takeover_server::on_hello(greeting_list::iterator g, result<parcel> hello) 
     return refuse(std::move(c), "this is a grace hand-over socket; the first message must be its hello");
   if (candidate_) {
     const std::string why = "another takeover (pid " + std::to_string(candidate_pid_) + ") is in progress";
-    hooks_.refused(pid, why);
+    refused(pid, why);
     return refuse(std::move(c), why);
   }
-  std::optional<std::string> why = hooks_.cannot_hand_over();
+  std::optional<std::string> why = hooks_.cannot_hand_over(pid);
   const bool same_namespace = in_this_pid_namespace(pid);
   std::optional<outgoing_parcel> offer;
   if (!why) {
@@ -250,7 +261,7 @@ void takeover_server::on_hello(greeting_list::iterator g, result<parcel> hello) 
     else why = made.error().message();
   }
   if (why) {
-    hooks_.refused(pid, *why);
+    refused(pid, *why);
     return refuse(std::move(c), *why);
   }
   candidate_ = std::move(c);
@@ -289,8 +300,16 @@ void takeover_server::on_hello(greeting_list::iterator g, result<parcel> hello) 
   });
 }
 
+// A refusal is logged as the peer warnings are: a few per interval, the rest counted.
+void takeover_server::refused(pid_t pid, const std::string& why) {
+  if (allow_peer_line()) hooks_.refused(pid, why);
+}
+
 void takeover_server::refuse(std::unique_ptr<fd_channel> c, const std::string& why) {
   if (!c) return;
+  // Each refusal waits for its confirmation (2 s at most); beyond a few at once the peer just
+  // hears the hang-up.
+  if (refusing_.size() >= max_refusing) return;
   refusing_.push_back(std::move(c));
   auto it = std::prev(refusing_.end());
   (*it)->on_parcel([](result<parcel>) {});

@@ -31,7 +31,9 @@ class takeover_server {
  public:
   struct hooks {
     // Why this generation cannot hand over now; nullopt when it can.
-    std::function<std::optional<std::string>()> cannot_hand_over;
+    // Why this generation cannot hand over now to `taker` (its pid as this namespace sees it, 0
+    // when it cannot see it); nullopt when it can.
+    std::function<std::optional<std::string>(pid_t taker)> cannot_hand_over;
     // `pid` took the listeners and will say on `ready_fd` when it is ready (the fd is the
     // callee's). `same_pid_namespace` false: it runs in another pid namespace (pid 0 when this
     // one cannot see it), and names itself in the pid file once ready. Not called when the
@@ -82,6 +84,8 @@ class takeover_server {
   void drop_candidate();
   // A warning about a peer, at most a few per interval; the rest are counted and said later.
   void warn_about_peer(const std::string& message);
+  void refused(pid_t pid, const std::string& why);
+  bool allow_peer_line();
 
   uv_loop_t* loop_;
   grace::net& net_;

@@ -40,7 +40,8 @@ void migration_in::on_offer() {
   inbound_->on_parcel([this](result<parcel> p) { on_parcel(std::move(p)); });
   // It takes what its fd table holds while keeping room to accept new clients; the previous
   // generation keeps the rest, and they finish there.
-  inbound_->send(connection_hello(connection_capacity()), hello_send_timeout, [](result<void>) {});
+  inbound_->send(connection_hello(parent_reads_capacity_in_hello() ? connection_capacity() : SIZE_MAX),
+                 hello_send_timeout, [](result<void>) {});
 }
 
 void migration_in::on_parcel(result<parcel> p) {

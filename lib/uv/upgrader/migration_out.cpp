@@ -116,10 +116,18 @@ void migration_out::report_exports() {
 
 bool migration_out::fits(const std::string& bytes) {
   if (bytes.size() <= connection_state_limit) return true;
-  if (too_large_++ == 0)
-    hooks_.warn("a connection with " + std::to_string(bytes.size()) + " bytes of state stays here (at most " +
-                std::to_string(connection_state_limit) + " travel with a connection); it finishes in this generation");
+  ++too_large_;
+  // Said once, on this loop (a worker's thread only counts: events come on the loop's thread).
+  if (std::this_thread::get_id() == loop_thread_) say_too_large();
+  else servers_.wake();
   return false;
+}
+
+void migration_out::say_too_large() {
+  if (warned_too_large_ || too_large_.load() == 0) return;
+  warned_too_large_ = true;
+  hooks_.warn("a connection with more state than a connection carries (at most " +
+              std::to_string(connection_state_limit) + " bytes) stays here and finishes in this generation");
 }
 
 bool migration_out::migrate(connection& c, std::string bytes) { return send_away(c, bytes); }
@@ -155,6 +163,7 @@ void migration_out::collect() {
     arrived.swap(inbox_);
   }
   for (auto& each : arrived) queue(std::move(each));
+  say_too_large();
   report_exports();
 }
 

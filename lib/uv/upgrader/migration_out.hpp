@@ -83,7 +83,8 @@ class migration_out {
   void give_back(handed h);
   void flush();
   void send(std::vector<handed> batch);
-  bool send_away(connection& c, std::string& bytes);  // `bytes` is taken only when it succeeds
+  bool send_away(connection& c, std::string& bytes);
+  void say_too_large();  // `bytes` is taken only when it succeeds
   void close_for_good(const std::string& why);
 
   uv_loop_t* loop_;
@@ -103,6 +104,7 @@ class migration_out {
   std::atomic<std::size_t> kept_{0};  // busy when the exports ran: they finish here first
   std::atomic<std::size_t> too_large_{0};  // state larger than a connection carries: they stay
   std::size_t capacity_ = 0;  // connections the new generation has room for, not sent yet
+  bool warned_too_large_ = false;
   bool report_due_ = false;
   std::vector<handed> queued_;                // sent with the next parcel
   std::list<std::vector<handed>> in_flight_;  // sent, not confirmed yet

@@ -7,24 +7,33 @@
 
 namespace grace::uv::detail {
 
+namespace {
+
+std::string who(pid_t pid) {
+  return pid > 0 ? "pid " + std::to_string(pid) : std::string("a process in another pid namespace");
+}
+
+const char* const pid_one_refusal =
+    "this process is PID 1 of its pid namespace (a container's entrypoint): when it exits after handing over, the "
+    "kernel kills the new generation with it. Run it under `grace-listen --overlap -- ...`, which stays PID 1 and "
+    "starts each generation beside the last; this one serves on";
+
+}  // namespace
+
 std::optional<std::string> hand_over_refusal(const hand_over_view& v) {
   if (v.at != phase::serving) return std::string("this generation is draining; the newest one serves");
-  if (v.pending != 0) return "an upgrade is already in progress (pid " + std::to_string(v.pending) + ")";
+  if (v.pending) return "an upgrade is already in progress (" + who(v.pending_pid) + ")";
   if (v.starting) return std::string("an upgrade is already in progress (starting the next generation)");
+  if (v.pid_one && v.taker > 0) return std::string(pid_one_refusal);
   return std::nullopt;
 }
 
 std::optional<std::string> upgrade_refusal(const hand_over_view& v) {
   if (v.at == phase::starting) return std::string("not serving yet");
-  if (v.pid_one)
-    return std::string(
-        "this process is PID 1 of its pid namespace (a container's entrypoint): when it exits after handing "
-        "over, the kernel kills the new generation with it. Run it under `grace-listen --overlap -- ...`, which "
-        "stays PID 1 and starts each generation beside the last; this one serves on");
+  if (v.pid_one) return std::string(pid_one_refusal);
   if (v.at != phase::serving) return std::string("this generation is draining; signal the newest one");
   if (auto why = hand_over_refusal(v)) return why;
-  if (v.taking_over != 0)
-    return "pid " + std::to_string(v.taking_over) + " is taking over through the hand-over socket";
+  if (v.taking_over) return who(v.taking_over_pid) + " is taking over through the hand-over socket";
   return std::nullopt;
 }
 

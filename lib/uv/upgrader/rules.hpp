@@ -22,10 +22,13 @@ enum class phase { starting, serving, draining, exiting, done };
 // What the refusals look at.
 struct hand_over_view {
   phase at = phase::starting;
-  pid_t pending = 0;      // a child started or adopted and not settled yet
-  bool starting = false;  // the next generation is being started (on the helper thread)
-  pid_t taking_over = 0;  // a process between its hello and its confirmation on the hand-over socket
-  bool pid_one = false;   // this process is PID 1 of its pid namespace
+  bool pending = false;      // a child started or adopted and not settled yet
+  pid_t pending_pid = 0;     // its pid; 0 when it runs in a pid namespace this one cannot see
+  bool starting = false;     // the next generation is being started (on the helper thread)
+  bool taking_over = false;  // a process between its hello and its confirmation on the hand-over socket
+  pid_t taking_over_pid = 0;
+  bool pid_one = false;      // this process is PID 1 of its pid namespace
+  pid_t taker = 0;           // the taker asking (hand_over_refusal), as this namespace sees it
 };
 
 // Why SIGUSR2 (upgrade()) starts nothing now; nullopt when it may. PID 1 of a pid namespace never
@@ -33,7 +36,8 @@ struct hand_over_view {
 // namespace, the new generation with it.
 std::optional<std::string> upgrade_refusal(const hand_over_view& v);
 // Why this generation cannot hand over to a taker now (the hand-over socket asks, and so does a
-// taker that arrives while a child is pending); nullopt when it can.
+// taker that arrives while a child is pending); nullopt when it can. As PID 1, it hands over only
+// to a taker it cannot see (pid 0: another container), which survives its exit.
 std::optional<std::string> hand_over_refusal(const hand_over_view& v);
 
 // "exited with status 3", "was killed by Killed": a waitpid status as a person reads it.

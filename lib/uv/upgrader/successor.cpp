@@ -30,8 +30,11 @@ void successor_watch::wait_for(pending_child p) {
         ready_timer_, loop_, this,
         [](uv_timer_t* t) {
           auto* self = static_cast<successor_watch*>(t->data);
-          self->kill_pending("was not ready within " + std::to_string(self->ready_timeout_.count()) +
-                             " ms and was killed");
+          // One this process cannot see (another pid namespace) cannot be killed: it is told.
+          self->kill_pending("was not ready within " + std::to_string(self->ready_timeout_.count()) + " ms and " +
+                             (self->pending_->pid() > 0 ? "was killed"
+                                                        : "was told it lost the takeover (it runs in another pid "
+                                                          "namespace: it cannot be killed from here)"));
         },
         static_cast<uint64_t>(ready_timeout_.count()), 0, "ready timer");
   if (!watched) kill_pending("could not be watched (" + watched.error().message() + ") and was killed");

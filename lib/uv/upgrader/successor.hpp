@@ -41,6 +41,8 @@ class successor_watch {
   // Watches `p` until it settles. When it cannot be watched (no handle could be made) it is
   // killed and settles at once.
   void wait_for(pending_child p);
+  bool has_pending() const noexcept { return pending_.has_value(); }
+  // Its pid; 0 when none, or when it runs in a pid namespace this one cannot see.
   pid_t pending() const noexcept { return pending_ ? pending_->pid() : 0; }
   // Kills the pending process and settles it now (timed_out), for `reason`.
   void kill_pending(const std::string& reason);

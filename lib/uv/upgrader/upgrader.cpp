@@ -52,7 +52,7 @@ struct upgrader::impl {
   void log(event_kind kind, std::string message, pid_t child = 0, std::size_t count = 0) {
     events.write(kind, std::move(message), child, count);
   }
-  detail::hand_over_view hand_over_state() const;
+  detail::hand_over_view hand_over_state(pid_t taker = 0) const;
   void wait_for(pending_child child, bool offered_connections);
   result<void> open_handover_socket();
   result<void> handle_signals();
@@ -164,9 +164,17 @@ result<void> upgrader::impl::handle_signals() {
   return handle(hup, SIGHUP, [](uv_signal_t* s, int) { static_cast<impl*>(s->data)->reload(); });
 }
 
-detail::hand_over_view upgrader::impl::hand_over_state() const {
-  return {at, successor.pending(), starter.busy(), takeover && takeover->busy() ? takeover->busy_with() : 0,
-          getpid() == 1};
+detail::hand_over_view upgrader::impl::hand_over_state(pid_t taker) const {
+  detail::hand_over_view v;
+  v.at = at;
+  v.pending = successor.has_pending();
+  v.pending_pid = successor.pending();
+  v.starting = starter.busy();
+  v.taking_over = takeover && takeover->busy();
+  v.taking_over_pid = v.taking_over ? takeover->busy_with() : 0;
+  v.pid_one = getpid() == 1;
+  v.taker = taker;
+  return v;
 }
 
 // --- Ready: this generation serves -------------------------------------------------------------
@@ -229,7 +237,7 @@ result<void> upgrader::impl::open_handover_socket() {
   if (!l) return tl::unexpected(l.error());
   handover = *l;
   detail::takeover_server::hooks h;
-  h.cannot_hand_over = [this] { return detail::hand_over_refusal(hand_over_state()); };
+  h.cannot_hand_over = [this](pid_t taker) { return detail::hand_over_refusal(hand_over_state(taker)); };
   h.took_listeners = [this](pid_t pid, int ready_fd, bool same_pid_namespace) {
     adopt_taker(pid, ready_fd, same_pid_namespace);
   };
@@ -294,7 +302,7 @@ void upgrader::impl::adopt_taker(pid_t pid, int ready_fd, bool same_pid_namespac
     return;
   }
   const std::string who = pid > 0 ? "pid " + std::to_string(pid) : std::string("a process in another pid namespace");
-  if (auto why = detail::hand_over_refusal(hand_over_state())) {
+  if (auto why = detail::hand_over_refusal(hand_over_state(pid))) {
     // It holds the listeners and would take a hang-up for this process's death: it must go.
     taker->kill_pending();
     log(event_kind::rollback, "takeover by " + who + " abandoned (" + *why + "); it was killed", pid);
@@ -403,7 +411,7 @@ void upgrader::impl::shutdown() {
   terminating = true;
   charge.notify("STOPPING=1");
   close_listeners();
-  if (successor.pending() != 0) {
+  if (successor.has_pending()) {
     // on_settled() drains once the child is gone.
     return successor.kill_pending("was killed before it was ready: this process got SIGTERM");
   }
@@ -425,6 +433,7 @@ void upgrader::impl::close_listeners() {
 void upgrader::impl::begin_drain(const std::string& why, bool defer_hook) {
   if (at == phase::draining || at == phase::exiting || at == phase::done) return;
   at = phase::draining;
+  deadline_extended = false;
   inbound.stop_watching_parent();  // before notify_retiring() closes the fd it watches
   notify_retiring();  // our parent, if it still drains, must not take our exit for a crash
   servers.stop_accepting();
@@ -559,7 +568,7 @@ void upgrader::reload() { impl_->reload(); }
 int upgrader::run() { return impl_->run(); }
 unsigned upgrader::generation() const noexcept { return impl_->generation; }
 bool upgrader::draining() const noexcept { return impl_->at == phase::draining; }
-bool upgrader::upgrading() const noexcept { return impl_->successor.pending() != 0 || impl_->starter.busy(); }
+bool upgrader::upgrading() const noexcept { return impl_->successor.has_pending() || impl_->starter.busy(); }
 std::size_t upgrader::connection_count() const noexcept { return impl_->servers.connection_count(); }
 
 }  // namespace grace::uv
