@@ -86,7 +86,9 @@ void fd_channel::rearm() {
   }
   if (auto wake = channel_.next_wakeup()) {
     const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(*wake - clock::now()).count();
-    uv_timer_start(
+    // An initialised timer always starts (only a closing one refuses, and a closing channel
+    // does not rearm).
+    (void)uv_timer_start(
         handles_->timer.get(),
         [](uv_timer_t* t) {
           auto* self = static_cast<fd_channel*>(t->data);

@@ -89,10 +89,10 @@ server::~server() {
 
 void server::resume_accepting() {
   if (accepting_ || poll_ == nullptr) return;
-  accepting_ = true;
-  uv_poll_start(poll_, UV_READABLE, [](uv_poll_t* p, int status, int) {
-    if (status == 0) static_cast<server*>(p->data)->accept_ready();
-  });
+  // A poll that cannot start (its handle closing) leaves the server not accepting, as it says.
+  accepting_ = uv_poll_start(poll_, UV_READABLE, [](uv_poll_t* p, int status, int) {
+                 if (status == 0) static_cast<server*>(p->data)->accept_ready();
+               }) == 0;
 }
 
 void server::stop_accepting() {
@@ -116,15 +116,26 @@ void server::accept_ready() {
       uv_poll_stop(poll_);
       if (retry_ == nullptr) {
         retry_ = new uv_timer_t{};
-        uv_timer_init(loop_, retry_);
+        if (uv_timer_init(loop_, retry_) != 0) {
+          // No timer: accept again at the next readiness instead of never.
+          delete retry_;
+          retry_ = nullptr;
+          accepting_ = false;
+          resume_accepting();
+          return;
+        }
         retry_->data = this;
       }
-      uv_timer_start(retry_, [](uv_timer_t* t) {
+      const int rc = uv_timer_start(retry_, [](uv_timer_t* t) {
         auto* self = static_cast<server*>(t->data);
         if (!self->accepting_) return;
         self->accepting_ = false;
         self->resume_accepting();
       }, fd_shortage_retry_ms, 0);
+      if (rc != 0) {
+        accepting_ = false;
+        resume_accepting();
+      }
     }
     return;  // EAGAIN: the queue is empty
   }

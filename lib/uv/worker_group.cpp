@@ -70,7 +70,12 @@ result<std::unique_ptr<worker_group>> worker_group::start(unsigned count) {
     if (const int rc = uv_loop_init(&w.loop); rc != 0)
       return grace::detail::fail(std::error_code(-rc, std::system_category()),
                                  "worker_group: loop " + std::to_string(k) + ": " + uv_strerror(rc));
-    uv_async_init(&w.loop, &w.wake, [](uv_async_t* a) { static_cast<worker*>(a->data)->drain_tasks(); });
+    if (const int rc = uv_async_init(&w.loop, &w.wake, [](uv_async_t* a) { static_cast<worker*>(a->data)->drain_tasks(); });
+        rc != 0) {
+      uv_loop_close(&w.loop);
+      return grace::detail::fail(std::error_code(-rc, std::system_category()),
+                                 "worker_group: loop " + std::to_string(k) + ": wake-up handle: " + uv_strerror(rc));
+    }
     w.wake.data = &w;
     try {
       w.thread = std::thread([&w] { w.main(); });
