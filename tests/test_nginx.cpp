@@ -5,12 +5,22 @@
 // keep-alive closes must land in the retryable category.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
+#include <linux/cn_proc.h>
+#include <linux/connector.h>
+#include <linux/netlink.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -91,49 +101,79 @@ bool nothing_left(const std::string& address) {
   return true;
 }
 
-// The command name and parent of a process, from /proc/PID/stat; an empty name when it is gone.
-std::pair<std::string, pid_t> name_and_parent(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  const std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto open = stat.find('('), close = stat.rfind(')');
-  if (open == std::string::npos || close == std::string::npos || close + 4 >= stat.size()) return {"", 0};
-  return {stat.substr(open + 1, close - open - 1), static_cast<pid_t>(std::atol(stat.c_str() + close + 4))};
-}
-
 // Freezes (SIGSTOP) every worker of a new nginx master as soon as it exists, and lets it run
-// (SIGCONT) `frozen_for` later: a worker whose parent and grandparent are nginx (a master started
-// by the binary upgrade, whose parent is the old master). Watches /proc without pause.
+// (SIGCONT) `frozen_for` later. Forks are learnt from the kernel's process events (the proc
+// connector: the event is sent before the child is first woken) on a real-time thread, so that a
+// loaded machine does not let a worker run, accept and answer first. With worker_processes 2 and
+// nothing else forked by nginx, the first two children of a master are its workers, and its next
+// child is the next master (the binary upgrade's). `master` is the first master; the workers it
+// has forked already are counted, and those it forks later are frozen too (a delayed start).
 class worker_freezer {
  public:
-  explicit worker_freezer(std::chrono::milliseconds frozen_for) : frozen_for_(frozen_for) {
+  worker_freezer(pid_t master, std::chrono::milliseconds frozen_for) : frozen_for_(frozen_for) {
+    children_[master] = 0;
+    socket_ = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_CONNECTOR);
+    sockaddr_nl address{};
+    address.nl_family = AF_NETLINK;
+    address.nl_groups = CN_IDX_PROC;
+    if (socket_ < 0 || bind(socket_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) return;
+    alignas(nlmsghdr) char message[NLMSG_SPACE(sizeof(cn_msg) + sizeof(std::uint32_t))] = {};
+    auto* header = reinterpret_cast<nlmsghdr*>(message);
+    header->nlmsg_len = NLMSG_LENGTH(sizeof(cn_msg) + sizeof(std::uint32_t));
+    header->nlmsg_type = NLMSG_DONE;
+    header->nlmsg_pid = static_cast<std::uint32_t>(getpid());
+    auto* connector = static_cast<cn_msg*>(NLMSG_DATA(header));
+    connector->id.idx = CN_IDX_PROC;
+    connector->id.val = CN_VAL_PROC;
+    connector->len = sizeof(std::uint32_t);
+    const std::uint32_t listen = PROC_CN_MCAST_LISTEN;
+    std::memcpy(connector->data, &listen, sizeof listen);
+    listening_ = send(socket_, message, header->nlmsg_len, 0) == static_cast<ssize_t>(header->nlmsg_len);
+    if (!listening_) return;
+    // Counted once listening, so that no fork falls between the two.
+    std::ifstream existing("/proc/" + std::to_string(master) + "/task/" + std::to_string(master) + "/children");
+    for (pid_t child = 0; existing >> child;) ++children_[master];
     thread_ = std::thread([this] { run(); });
   }
   ~worker_freezer() {
     stop_ = true;
-    thread_.join();
-    for (const auto& [pid, until] : frozen_) kill(pid, SIGCONT);
+    if (thread_.joinable()) thread_.join();
+    for (const auto& entry : frozen_) kill(entry.first, SIGCONT);
+    if (socket_ >= 0) close(socket_);
   }
+  bool listening() const { return listening_; }  // false without the proc connector (no root)
   unsigned frozen() const { return count_; }
 
  private:
   void run() {
-    std::set<pid_t> seen;
-    bool armed = false;
+    sched_param priority{};
+    priority.sched_priority = 10;
+    pthread_setschedparam(pthread_self(), SCHED_FIFO, &priority);  // best effort
+    alignas(nlmsghdr) char buffer[8192];
     while (!stop_) {
-      std::error_code error;
-      for (std::filesystem::directory_iterator it("/proc", error), end; !error && it != end; it.increment(error)) {
-        const pid_t pid = static_cast<pid_t>(std::atol(it->path().filename().c_str()));
-        if (pid <= 0 || !seen.insert(pid).second || !armed) continue;
-        const auto [name, parent] = name_and_parent(pid);
-        if (name != "nginx") continue;
-        const auto [parent_name, grandparent] = name_and_parent(parent);
-        if (parent_name != "nginx" || name_and_parent(grandparent).first != "nginx") continue;
-        kill(pid, SIGSTOP);
-        frozen_[pid] = std::chrono::steady_clock::now() + frozen_for_;
-        ++count_;
+      pollfd p{socket_, POLLIN, 0};
+      if (poll(&p, 1, 5) == 1) {
+        const ssize_t n = recv(socket_, buffer, sizeof buffer, 0);
+        auto left = static_cast<unsigned>(std::max<ssize_t>(n, 0));
+        for (auto* h = reinterpret_cast<nlmsghdr*>(buffer); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+          const auto* connector = static_cast<const cn_msg*>(NLMSG_DATA(h));
+          proc_event event{};
+          std::memcpy(&event, connector->data, std::min<std::size_t>(connector->len, sizeof event));
+          if (event.what != proc_event::PROC_EVENT_FORK) continue;
+          const pid_t parent = event.event_data.fork.parent_tgid;
+          const pid_t child = event.event_data.fork.child_pid;
+          if (child != event.event_data.fork.child_tgid) continue;  // a thread
+          const auto master = children_.find(parent);
+          if (master == children_.end()) continue;
+          if (++master->second <= 2) {
+            kill(child, SIGSTOP);
+            frozen_[child] = std::chrono::steady_clock::now() + frozen_for_;
+            ++count_;
+          } else {
+            children_[child] = 0;  // the next master
+          }
+        }
       }
-      // What ran before this first pass (the first master and its workers) is never frozen.
-      armed = true;
       const auto now = std::chrono::steady_clock::now();
       for (auto it = frozen_.begin(); it != frozen_.end();)
         if (it->second <= now) {
@@ -142,12 +182,14 @@ class worker_freezer {
         } else {
           ++it;
         }
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
   }
 
   std::chrono::milliseconds frozen_for_;
+  std::map<pid_t, unsigned> children_;  // master -> children it forked
   std::map<pid_t, std::chrono::steady_clock::time_point> frozen_;
+  int socket_ = -1;
+  bool listening_ = false;
   std::atomic<unsigned> count_{0};
   std::atomic<bool> stop_{false};
   std::thread thread_;
@@ -209,12 +251,10 @@ TEST_CASE("nginx binary upgrade with its new workers frozen for 600 ms: no takeo
     }
     std::unique_ptr<worker_freezer> freezer;
     std::thread arm([&] {
-      // The daemon's workers are forked while its first parent may still be nginx: arm the
-      // freezer only when the master has written its pid file and settled.
-      if (wait_pidfile(pidfile, [](pid_t p) { return p > 0; }, 30s) > 0) {
-        std::this_thread::sleep_for(200ms);
-        freezer = std::make_unique<worker_freezer>(600ms);
-      }
+      // Once the first master has written its pid file (its workers are forked by then: the
+      // harness's first restart waits for them to serve).
+      if (const pid_t master = wait_pidfile(pidfile, [](pid_t p) { return p > 0; }, 30s); master > 0)
+        freezer = std::make_unique<worker_freezer>(master, 600ms);
     });
     struct joined {
       std::thread& t;
@@ -229,6 +269,7 @@ TEST_CASE("nginx binary upgrade with its new workers frozen for 600 ms: no takeo
     auto run = run_harness(args, dir);
     arm.join();
     REQUIRE(freezer);
+    REQUIRE_MESSAGE(freezer->listening(), "no process events from the kernel (the proc connector needs root)");
     CHECK(freezer->frozen() >= 2 * restarts);  // two workers per new master
     freezer.reset();
     check_refereed(run, restarts);

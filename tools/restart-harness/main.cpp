@@ -258,6 +258,8 @@ class referee {
         rs.old_serving.emplace_back(pid, 0);
     udp_new_holder_ = 0;
     new_ports_.clear();
+    born_after_.clear();
+    signal_ticks_ = boot_ticks_now();
     rs.signal_us = elapsed();
     record_.restarts.push_back(rs);
     answered_at_takeover_ = 0;
@@ -297,12 +299,13 @@ class referee {
     // UDP: the processes holding the socket serve; one that did not hold it before the signal is new.
     for (const pid_t pid : s.holders) {
       ever_served_.insert(pid);
-      if (watching && served_before_.count(pid) == 0 && udp_new_holder_ == 0) udp_new_holder_ = pid;
+      if (watching && served_before_.count(pid) == 0 && !born_before_signal(pid) && udp_new_holder_ == 0)
+        udp_new_holder_ = pid;
     }
     for (const auto& [port, pid] : s.owners) {
       owner_by_port_[port] = pid;
       ever_served_.insert(pid);
-      if (!watching || served_before_.count(pid) != 0) continue;
+      if (!watching || served_before_.count(pid) != 0 || born_before_signal(pid)) continue;
       auto& rs = record_.restarts.back();
       if (rs.new_pid == 0) rs.new_pid = pid;
       new_ports_.insert(port);
@@ -312,6 +315,21 @@ class referee {
         rs.new_answer_us = answered->second;
     }
     if (then_sampled_ && s.sequence >= awaiting_ && !finishing_) std::exchange(then_sampled_, nullptr)(this);
+  }
+
+  // Only a process born after the signal can be the new generation. The processes seen before
+  // it are in served_before_; a server started elsewhere can have old processes never seen (an
+  // old worker that had no connection of ours): their start time says so. A process started in
+  // the signal's own clock tick counts as new.
+  bool born_before_signal(pid_t pid) {
+    if (born_after_.count(pid) != 0) return false;
+    const std::uint64_t started = start_ticks(pid);
+    if (started != 0 && started < signal_ticks_) {
+      served_before_.insert(pid);
+      return true;
+    }
+    born_after_.insert(pid);
+    return false;
   }
 
   void answered_at_port(connection_key port) {
@@ -451,7 +469,9 @@ class referee {
   std::mutex watchdog_mutex_;
   std::condition_variable watchdog_done_cv_;
   bool watchdog_done_ = false;
-  pid_t udp_new_holder_ = 0;  // UDP: a process holding the socket that did not before the signal
+  pid_t udp_new_holder_ = 0;
+  std::uint64_t signal_ticks_ = 0;   // the last signal, in clock ticks since boot
+  std::set<pid_t> born_after_;       // processes known to be born after it  // UDP: a process holding the socket that did not before the signal
   bool finishing_ = false;
   int exit_status_ = 1;
 };

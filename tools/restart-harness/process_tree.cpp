@@ -1,6 +1,7 @@
 #include "process_tree.hpp"
 
 #include <dirent.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -70,6 +71,27 @@ std::vector<pid_t> descendants_by_parent(pid_t root) {
 }
 
 }  // namespace
+
+std::uint64_t start_ticks(pid_t pid) {
+  const std::string stat = grace::detail::read_small_file("/proc/" + std::to_string(pid) + "/stat").value_or("");
+  const auto paren = stat.rfind(')');
+  if (paren == std::string::npos) return 0;
+  // Fields after the command: state is field 3, starttime field 22.
+  const char* p = stat.c_str() + paren + 1;
+  for (int field = 3; field <= 22 && *p != '\0'; ++field) {
+    while (*p == ' ') ++p;
+    if (field == 22) return std::strtoull(p, nullptr, 10);
+    while (*p != ' ' && *p != '\0') ++p;
+  }
+  return 0;
+}
+
+std::uint64_t boot_ticks_now() {
+  timespec now{};
+  clock_gettime(CLOCK_BOOTTIME, &now);
+  const auto hz = static_cast<std::uint64_t>(sysconf(_SC_CLK_TCK));
+  return static_cast<std::uint64_t>(now.tv_sec) * hz + static_cast<std::uint64_t>(now.tv_nsec) * hz / 1000000000ULL;
+}
 
 // The referee looks often while it measures, so it reads only the tree's own children lists (a few
 // files), not every process on the machine: a walk through /proc took milliseconds of a core the

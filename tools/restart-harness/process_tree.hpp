@@ -3,11 +3,17 @@
 // holds. The referee needs no help from the server to know which process served a connection.
 #include <sys/types.h>
 
+#include <cstdint>
 #include <map>
 #include <set>
 #include <vector>
 
 namespace harness {
+
+// When `pid` started, in clock ticks since boot (/proc/PID/stat), 0 if it is gone.
+std::uint64_t start_ticks(pid_t pid);
+// Now, in the same unit.
+std::uint64_t boot_ticks_now();
 
 // Every live process below `root` in the process tree (not `root` itself).
 std::vector<pid_t> descendants_of(pid_t root);
