@@ -633,6 +633,13 @@ TEST_CASE("every sample and benchmark: --version names it and grace's version; a
       CHECK(refused.err.find("unknown option \"--bogus\"") != std::string::npos);
     }
   }
+  // grace-listen, whose own parser another part of the tree owns: the same conventions.
+  const auto listen_version = run_to_end({helper_path("GRACE_LISTEN"), "--version"});
+  CHECK(listen_version.status == 0);
+  CHECK(listen_version.out == "grace-listen (grace) " GRACE_VERSION_STRING "\n");
+  const auto listen_refused = run_to_end({helper_path("GRACE_LISTEN"), "-s", "tcp:127.0.0.1:1", "--bogus"});
+  CHECK(listen_refused.status == 2);
+  CHECK(listen_refused.err.find("unknown option \"--bogus\"") != std::string::npos);
   // A value that is missing is still said so.
   const auto missing = run_to_end({helper_path("GRACE_HTTP"), "127.0.0.1:1", "--pidfile"});
   CHECK(missing.status == 2);
