@@ -27,6 +27,8 @@ inline harness_run run_harness(const std::vector<std::string>& args, const temp_
   options.argv = {helper_path("GRACE_HARNESS"), "--json", dir.file("run.json"), "--plot", dir.file("run.svg"),
                   "--hard-cap", "90"};
   options.argv.insert(options.argv.end(), args.begin(), args.end());
+  // The server logs of failing runs (kept, by design) stay in the test's directory.
+  options.env["TMPDIR"] = dir.path();
   child_process harness(options);
   harness_run run;
   while (auto line = harness.read_line(120s)) {

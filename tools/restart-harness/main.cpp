@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 #include <memory>
@@ -89,8 +90,10 @@ class referee {
         log_path_ = options_.server_log;
       } else {
         // Kept only if the run fails (report()): runs that pass leave nothing behind.
-        char name[] = "/tmp/restart-harness-XXXXXX.log";
-        const int fd = mkstemps(name, 4);
+        const char* directory = std::getenv("TMPDIR");
+        std::string name = std::string(directory != nullptr && *directory != '\0' ? directory : "/tmp") +
+                           "/restart-harness-XXXXXX.log";
+        const int fd = mkstemps(name.data(), 4);
         if (fd >= 0) {
           close(fd);
           log_path_ = name;

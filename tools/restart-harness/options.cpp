@@ -65,7 +65,7 @@ Bounds and output
   --json FILE          every figure, machine-readable
   --plot FILE.svg      timeline: requests/s and errors over time, restarts marked, generations shaded
   --server-log FILE    write the output of the server we start to FILE, and keep it (default: a
-                         temporary file, kept and named only when the run fails)
+                         file in $TMPDIR or /tmp, kept and named only when the run fails)
   --no-progress        no live progress line (it only shows on a terminal anyway)
   -h, --help           this text
   --version            the program's name and grace's version
