@@ -135,6 +135,8 @@ TEST_CASE("a taker in a nested pid namespace takes over, names itself in the pid
   CHECK(http_body_of(c) == expected_body(1, 2));
   close(c);
   CHECK(pidfile_names(dir.file("http.pid"), 1));  // its own pid, as its namespace numbers it
+  // Killing unshare would leave its child running: the namespace goes with its PID 1.
+  if (const pid_t inner = child_of(unshared.pid()); inner > 0) kill(inner, SIGKILL);
 }
 
 TEST_CASE("a server in a nested pid namespace hands over to a taker it cannot see") {
