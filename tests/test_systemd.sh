@@ -282,6 +282,15 @@ find_program() {
 http=$(find_program grace-http)
 harness=$(find_program restart-harness)
 listen=$(find_program grace-listen)
+# The build's shared grace libraries the programs load: a build whose programs find them relative
+# to themselves (meson's $ORIGIN/..) looks in /usr/local once they are bound into /usr/local/bin.
+lib_binds=()
+for program in "$http" "$harness" "$listen"; do
+  while read -r lib; do
+    [ -n "$lib" ] && lib_binds+=("--bind-ro=$lib:/usr/local/$(basename "$lib")")
+  done < <(ldd "$program" 2>/dev/null | awk '$1 ~ /^libgrace/ && $3 ~ /^\// {print $3}')
+done
+if ((${#lib_binds[@]})); then mapfile -t lib_binds < <(printf '%s\n' "${lib_binds[@]}" | sort -u); fi
 
 work=$(mktemp -d /tmp/grace-test-systemd-XXXXXX)
 nspawn_pid=
@@ -340,6 +349,7 @@ EOF
     --bind-ro="$http:/usr/local/bin/grace-http" \
     --bind-ro="$harness:/usr/local/bin/restart-harness" \
     --bind-ro="$listen:/usr/local/bin/grace-listen" \
+    "${lib_binds[@]}" \
     systemd.unit=grace-test.service </dev/null >"$work/nspawn-$layout.log" 2>&1 &
   nspawn_pid=$!
   # Bounded: 300 s for the driver, then SIGTERM (nspawn powers the container off) and SIGKILL
