@@ -27,13 +27,6 @@ using namespace test_support;
 
 namespace {
 
-std::vector<std::string> http_args(int port, const temp_dir& dir, std::vector<std::string> more = {}) {
-  std::vector<std::string> args = {"127.0.0.1:" + std::to_string(port), "--pidfile", dir.file("http.pid"),
-                                   "--handover-socket", dir.file("handover.sock")};
-  args.insert(args.end(), more.begin(), more.end());
-  return args;
-}
-
 // `binary args...` started under `prlimit --nofile=N` (the pid is the server's: prlimit execs).
 std::unique_ptr<child_process> start_limited(int nofile, const std::string& binary, const std::vector<std::string>& args) {
   spawn_options options;
@@ -97,10 +90,10 @@ int kept_connection(int port) {
 TEST_CASE("a taker with too few fds says so, exits 1, and the serving generation serves on") {
   temp_dir dir;
   const int port = free_port();
-  service http(helper_path("GRACE_HTTP"), http_args(port, dir));
+  service http(helper_path("GRACE_HTTP"), http_with_handover(port, dir));
   REQUIRE(http.wait_for("as pid"));
   for (int nofile : {8, 21}) {
-    auto taker = start_limited(nofile, helper_path("GRACE_HTTP"), http_args(port, dir));
+    auto taker = start_limited(nofile, helper_path("GRACE_HTTP"), http_with_handover(port, dir));
     const auto status = taker->wait(15s);
     REQUIRE(status);
     CHECK(WIFEXITED(*status));
@@ -118,14 +111,14 @@ TEST_CASE("a taker with too few fds says so, exits 1, and the serving generation
 TEST_CASE("a peer that connects to the hand-over socket and says nothing blocks neither SIGUSR2 nor a taker") {
   temp_dir dir;
   const int port = free_port();
-  service http(helper_path("GRACE_HTTP"), http_args(port, dir));
+  service http(helper_path("GRACE_HTTP"), http_with_handover(port, dir));
   REQUIRE(http.wait_for("as pid"));
   const int silent = connect_seqpacket(dir.file("handover.sock"));
   REQUIRE(silent >= 0);
   // A real taker right behind it takes over at once.
   spawn_options options;
   options.argv = {helper_path("GRACE_HTTP")};
-  for (const auto& a : http_args(port, dir)) options.argv.push_back(a);
+  for (const auto& a : http_with_handover(port, dir)) options.argv.push_back(a);
   child_process taker(options);
   REQUIRE(http.wait_for("pid " + std::to_string(taker.pid()) + " is ready and in charge"));
   CHECK(http.count("taking over through the hand-over socket") == 0);
@@ -182,7 +175,7 @@ TEST_CASE("a flood of peers on an abstract hand-over socket writes a bounded log
 TEST_CASE("a server at its fd limit does not spin on a connection to its hand-over socket") {
   temp_dir dir;
   const int port = free_port();
-  auto server = start_limited(40, helper_path("GRACE_HTTP"), http_args(port, dir));
+  auto server = start_limited(40, helper_path("GRACE_HTTP"), http_with_handover(port, dir));
   REQUIRE(server->wait_stderr("as pid"));
   std::vector<int> clients;
   for (int i = 0; i < 40; ++i) {
@@ -213,11 +206,11 @@ TEST_CASE("a taker serving other addresses closes the inherited listener nobody 
   temp_dir dir;
   const int old_port = free_port();
   const int new_port = free_port();
-  service http(helper_path("GRACE_HTTP"), http_args(old_port, dir));
+  service http(helper_path("GRACE_HTTP"), http_with_handover(old_port, dir));
   REQUIRE(http.wait_for("as pid"));
   spawn_options options;
   options.argv = {helper_path("GRACE_HTTP")};
-  for (const auto& a : http_args(new_port, dir)) options.argv.push_back(a);
+  for (const auto& a : http_with_handover(new_port, dir)) options.argv.push_back(a);
   child_process taker(options);
   REQUIRE(taker.wait_stderr("the inherited listener 127.0.0.1:" + std::to_string(old_port)));
   CHECK(taker.wait_stderr("is not claimed by this generation: closed, its clients are refused"));
@@ -232,7 +225,7 @@ TEST_CASE("a taker serving other addresses closes the inherited listener nobody 
 TEST_CASE("migration into a generation whose fd table is small: every connection is answered, new clients too") {
   temp_dir dir;
   const int port = free_port();
-  service http(helper_path("GRACE_HTTP"), http_args(port, dir, {"--drain-timeout", "20"}));
+  service http(helper_path("GRACE_HTTP"), http_with_handover(port, dir, {"--drain-timeout", "20"}));
   REQUIRE(http.wait_for("as pid"));
   std::vector<int> idle, partial;
   for (int i = 0; i < 100; ++i) idle.push_back(kept_connection(port));
@@ -241,7 +234,7 @@ TEST_CASE("migration into a generation whose fd table is small: every connection
     REQUIRE(send_all(partial.back(), "GET / HTTP/1.1\r\nHo"));
   }
   // The taker's table holds 64: it takes what fits while keeping room to accept.
-  auto taker = start_limited(64, helper_path("GRACE_HTTP"), http_args(port, dir));
+  auto taker = start_limited(64, helper_path("GRACE_HTTP"), http_with_handover(port, dir));
   REQUIRE(http.wait_for("pid " + std::to_string(taker->pid()) + " is ready and in charge"));
   REQUIRE(http.wait_for("has room for no more connections in its fd table"));
   // New clients reach the new generation at once.
@@ -278,7 +271,7 @@ TEST_CASE("migration into a generation whose fd table is small: every connection
 TEST_CASE("a connection with more state than a connection carries stays, and the others move") {
   temp_dir dir;
   const int port = free_port();
-  service http(helper_path("GRACE_HTTP"), http_args(port, dir));
+  service http(helper_path("GRACE_HTTP"), http_with_handover(port, dir));
   REQUIRE(http.wait_for("as pid"));
   std::vector<int> idle;
   for (int i = 0; i < 50; ++i) idle.push_back(kept_connection(port));

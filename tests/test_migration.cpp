@@ -22,13 +22,6 @@ using namespace test_support;
 
 namespace {
 
-std::unique_ptr<child_process> start(const std::string& binary, const std::vector<std::string>& args) {
-  spawn_options options;
-  options.argv = {binary};
-  options.argv.insert(options.argv.end(), args.begin(), args.end());
-  return std::make_unique<child_process>(options);
-}
-
 bool send_all(int fd, const std::string& text) { return write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()); }
 
 }  // namespace
@@ -59,7 +52,7 @@ TEST_CASE("one keep-alive connection, answered by every generation in turn: SIGU
   CHECK(WIFEXITED(*first_status));
 
   // Generation 3 by a takeover.
-  auto third = start(helper_path("GRACE_HTTP"), args);
+  auto third = start_program(helper_path("GRACE_HTTP"), args);
   REQUIRE(http.wait_for("pid " + std::to_string(third->pid()) + " is ready and in charge"));
   REQUIRE(http.wait_for("handing 1 idle connection(s) to pid " + std::to_string(third->pid())));
   auto again = http_get(kept);
@@ -113,7 +106,7 @@ TEST_CASE("a new generation that dies before taking the connections: they stay, 
   const int kept = connect_tcp("127.0.0.1", port);
   CHECK(http_body_of(kept) == expected_body(http.first_pid(), 1));
   // Takes the listeners, says it is ready, and exits without reading the connection offer.
-  auto taker = start(helper_path("GRACE_PROBE"), {"takeover", dir.file("handover.sock"), "ready-then-exit"});
+  auto taker = start_program(helper_path("GRACE_PROBE"), {"takeover", dir.file("handover.sock"), "ready-then-exit"});
   CHECK(taker->read_line() == "took 2 from " + std::to_string(http.first_pid()));
   CHECK(taker->read_line() == "told");
   REQUIRE(http.wait_for("rollback after takeover"));

@@ -24,20 +24,6 @@ using namespace test_support;
 
 namespace {
 
-std::vector<std::string> http_args(int port, const temp_dir& dir, std::vector<std::string> more = {}) {
-  std::vector<std::string> args = {"127.0.0.1:" + std::to_string(port), "--pidfile", dir.file("http.pid"),
-                                   "--handover-socket", dir.file("handover.sock")};
-  args.insert(args.end(), more.begin(), more.end());
-  return args;
-}
-
-std::unique_ptr<child_process> start(const std::string& binary, const std::vector<std::string>& args) {
-  spawn_options options;
-  options.argv = {binary};
-  options.argv.insert(options.argv.end(), args.begin(), args.end());
-  return std::make_unique<child_process>(options);
-}
-
 std::string body_at(int port) {
   const int c = connect_tcp("127.0.0.1", port);
   const std::string body = http_body_of(c);
@@ -47,7 +33,7 @@ std::string body_at(int port) {
 
 // The probe that takes over and then does `then`; its first line says what it got.
 std::unique_ptr<child_process> probe(const temp_dir& dir, const std::string& then) {
-  return start(helper_path("GRACE_PROBE"), {"takeover", dir.file("handover.sock"), then});
+  return start_program(helper_path("GRACE_PROBE"), {"takeover", dir.file("handover.sock"), then});
 }
 
 }  // namespace
@@ -56,7 +42,7 @@ TEST_CASE("processes started independently take over one after another, mixed wi
   temp_dir dir;
   const int port = free_port();
   const std::string pidfile = dir.file("http.pid");
-  service first(helper_path("GRACE_HTTP"), http_args(port, dir));
+  service first(helper_path("GRACE_HTTP"), http_with_handover(port, dir));
   REQUIRE(first.wait_for("hand-over socket " + dir.file("handover.sock") + " as pid"));
   struct stat st {};
   REQUIRE(stat(dir.file("handover.sock").c_str(), &st) == 0);
@@ -65,7 +51,7 @@ TEST_CASE("processes started independently take over one after another, mixed wi
   CHECK(http_body_of(kept) == expected_body(first.first_pid(), 1));
 
   // Generation 2: started by "someone else".
-  auto second = start(helper_path("GRACE_HTTP"), http_args(port, dir));
+  auto second = start_program(helper_path("GRACE_HTTP"), http_with_handover(port, dir));
   REQUIRE(first.wait_for("pid " + std::to_string(second->pid()) + ", started independently, took the listeners as generation 2"));
   REQUIRE(first.wait_for("pid " + std::to_string(second->pid()) + " is ready and in charge"));
   CHECK(second->wait_stderr("took 2 listener(s) over from pid " + std::to_string(first.first_pid())));
@@ -92,7 +78,7 @@ TEST_CASE("processes started independently take over one after another, mixed wi
   CHECK(second->wait(10s));
 
   // Generation 4 takes over from the re-executed generation 3.
-  auto fourth = start(helper_path("GRACE_HTTP"), http_args(port, dir));
+  auto fourth = start_program(helper_path("GRACE_HTTP"), http_with_handover(port, dir));
   CHECK(fourth->wait_stderr("took 2 listener(s) over from pid " + std::to_string(third)));
   CHECK(fourth->wait_stderr("generation 4: serving"));
   CHECK(pidfile_names(pidfile, fourth->pid()));
@@ -106,7 +92,7 @@ TEST_CASE("processes started independently take over one after another, mixed wi
 TEST_CASE("a taker that exits before it is ready, or hangs, is rolled back; the old process serves on") {
   temp_dir dir;
   const int port = free_port();
-  service http(helper_path("GRACE_HTTP"), http_args(port, dir, {"--ready-timeout", "0.5"}));
+  service http(helper_path("GRACE_HTTP"), http_with_handover(port, dir, {"--ready-timeout", "0.5"}));
   REQUIRE(http.wait_for("hand-over socket"));
   const pid_t server = http.first_pid();
 
@@ -126,7 +112,7 @@ TEST_CASE("a taker that exits before it is ready, or hangs, is rolled back; the 
   CHECK(body_at(port) == expected_body(server, 1));
   CHECK(pidfile_names(dir.file("http.pid"), server));
   // The next takeover succeeds.
-  auto next = start(helper_path("GRACE_HTTP"), http_args(port, dir));
+  auto next = start_program(helper_path("GRACE_HTTP"), http_with_handover(port, dir));
   REQUIRE(http.wait_for("pid " + std::to_string(next->pid()) + " is ready and in charge"));
   CHECK(body_at(port) == expected_body(next->pid(), 2));
   kill(next->pid(), SIGTERM);
@@ -136,7 +122,7 @@ TEST_CASE("a taker that exits before it is ready, or hangs, is rolled back; the 
 TEST_CASE("one takeover at a time: a second taker and a SIGUSR2 meanwhile are refused") {
   temp_dir dir;
   const int port = free_port();
-  service http(helper_path("GRACE_HTTP"), http_args(port, dir, {"--ready-timeout", "30"}));
+  service http(helper_path("GRACE_HTTP"), http_with_handover(port, dir, {"--ready-timeout", "30"}));
   REQUIRE(http.wait_for("hand-over socket"));
   auto hanging = probe(dir, "hang");
   REQUIRE(hanging->read_line() == "took 2 from " + std::to_string(http.first_pid()));
@@ -159,9 +145,9 @@ TEST_CASE("the generation cap counts a draining generation: a takeover past it i
   temp_dir dir;
   const int port = free_port();
   // Generation 1 watches over its successor for a while after handing over, and counts.
-  service http(helper_path("GRACE_HTTP"), http_args(port, dir, {"--max-generations", "2", "--successor-watch", "30"}));
+  service http(helper_path("GRACE_HTTP"), http_with_handover(port, dir, {"--max-generations", "2", "--successor-watch", "30"}));
   REQUIRE(http.wait_for("hand-over socket"));
-  auto second = start(helper_path("GRACE_HTTP"), http_args(port, dir, {"--max-generations", "2"}));
+  auto second = start_program(helper_path("GRACE_HTTP"), http_with_handover(port, dir, {"--max-generations", "2"}));
   REQUIRE(http.wait_for("is ready and in charge"));
   REQUIRE(second->wait_stderr("generation 2: serving"));
   auto third = probe(dir, "exit");
@@ -181,7 +167,7 @@ TEST_CASE("the hand-over socket refuses strangers and garbage, and wants a priva
     const std::string open_dir = dir.file("open");
     REQUIRE(mkdir(open_dir.c_str(), 0777) == 0);
     chmod(open_dir.c_str(), 0777);
-    auto http = start(helper_path("GRACE_HTTP"),
+    auto http = start_program(helper_path("GRACE_HTTP"),
                       {"127.0.0.1:" + std::to_string(port), "--handover-socket", open_dir + "/h.sock"});
     auto status = http->wait(10s);
     REQUIRE(status);
@@ -210,7 +196,7 @@ TEST_CASE("the hand-over socket refuses strangers and garbage, and wants a priva
     CHECK(body_at(port) == expected_body(http.first_pid(), 1));
   }
   SUBCASE("a message that is not the hello") {
-    service http(helper_path("GRACE_HTTP"), http_args(port, dir));
+    service http(helper_path("GRACE_HTTP"), http_with_handover(port, dir));
     REQUIRE(http.wait_for("hand-over socket"));
     auto c = grace::fd_channel::connect(dir.file("handover.sock"));
     REQUIRE(c);
@@ -229,7 +215,7 @@ TEST_CASE("nobody serving the hand-over socket: the process binds fresh and serv
   const int port = free_port();
   // A stale socket file from a crashed server is replaced.
   close(raw_unix_listener(dir.file("handover.sock"), SOCK_SEQPACKET));
-  service http(helper_path("GRACE_HTTP"), http_args(port, dir));
+  service http(helper_path("GRACE_HTTP"), http_with_handover(port, dir));
   REQUIRE(http.wait_for("(new socket); hand-over socket " + dir.file("handover.sock")));
   CHECK(body_at(port) == expected_body(http.first_pid(), 1));
 }

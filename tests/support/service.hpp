@@ -86,6 +86,22 @@ inline std::string http_body_of(int fd) {
 
 // What the HTTP samples answer to GET / (sample::who_body): padded to one length, 48 bytes, so
 // that load tools do not count a longer generation number as a failure.
+// grace-http's arguments for `port` with a pid file and a hand-over socket in `dir`, then `more`.
+inline std::vector<std::string> http_with_handover(int port, const temp_dir& dir, std::vector<std::string> more = {}) {
+  std::vector<std::string> args = {"127.0.0.1:" + std::to_string(port), "--pidfile", dir.file("http.pid"),
+                                   "--handover-socket", dir.file("handover.sock")};
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
+// `binary args...` as a child of this test, stderr followed.
+inline std::unique_ptr<child_process> start_program(const std::string& binary, const std::vector<std::string>& args) {
+  spawn_options options;
+  options.argv = {binary};
+  options.argv.insert(options.argv.end(), args.begin(), args.end());
+  return std::make_unique<child_process>(options);
+}
+
 inline std::string expected_body(pid_t pid, unsigned generation, int worker = -1) {
   std::string body = "pid=" + std::to_string(pid) + " generation=" + std::to_string(generation);
   if (worker >= 0) body += " worker=" + std::to_string(worker);
