@@ -111,9 +111,7 @@ TEST_CASE("a taker in a nested pid namespace takes over, names itself in the pid
   if (skip_without_namespaces()) return;
   temp_dir dir;
   const int port = free_port();
-  const std::string address = "127.0.0.1:" + std::to_string(port);
-  const std::vector<std::string> args = {address, "--handover-socket", dir.file("handover.sock"), "--pidfile",
-                                         dir.file("http.pid")};
+  const std::vector<std::string> args = http_with_handover(port, dir);
   service http(helper_path("GRACE_HTTP"), args);
   REQUIRE(http.wait_for("as pid"));
   const int kept = connect_tcp("127.0.0.1", port);
@@ -143,9 +141,7 @@ TEST_CASE("a server in a nested pid namespace hands over to a taker it cannot se
   if (skip_without_namespaces()) return;
   temp_dir dir;
   const int port = free_port();
-  const std::string address = "127.0.0.1:" + std::to_string(port);
-  const std::vector<std::string> args = {address, "--handover-socket", dir.file("handover.sock"), "--pidfile",
-                                         dir.file("http.pid")};
+  const std::vector<std::string> args = http_with_handover(port, dir);
   spawn_options options;
   options.argv = {unshare_path, "--pid", "--fork", "--mount-proc", helper_path("GRACE_HTTP")};
   options.argv.insert(options.argv.end(), args.begin(), args.end());
