@@ -97,7 +97,7 @@ TEST_CASE("SIGHUP and a change under a watched path restart the command; SIGTERM
   auto status = listen->wait(10s);
   REQUIRE(status);
   // The probe dies of the SIGTERM passed to it, and grace-listen reports that as a shell would.
-  CHECK(WEXITSTATUS(*status) == 128 + SIGTERM);
+  CHECK_MESSAGE((WIFEXITED(*status) && WEXITSTATUS(*status) == 128 + SIGTERM), listen->stderr_text());
   CHECK(listen->stderr_text().find("passing Terminated to pid") != std::string::npos);
 }
 
@@ -116,7 +116,7 @@ TEST_CASE("a command that fails at once is backed off, each time longer, not spu
   listen->kill(SIGTERM);
   auto status = listen->wait(10s);
   REQUIRE(status);
-  CHECK(WEXITSTATUS(*status) == 128 + SIGTERM);
+  CHECK_MESSAGE((WIFEXITED(*status) && WEXITSTATUS(*status) == 128 + SIGTERM), listen->stderr_text());
 }
 
 TEST_CASE("bad command lines are refused with the reason") {
@@ -158,7 +158,7 @@ TEST_CASE("any program gets the sockets, a udp one among them, as systemd would 
   listen->kill(SIGTERM);
   auto status = listen->wait(10s);
   REQUIRE(status);
-  CHECK(WEXITSTATUS(*status) == 128 + SIGTERM);
+  CHECK_MESSAGE((WIFEXITED(*status) && WEXITSTATUS(*status) == 128 + SIGTERM), listen->stderr_text());
 }
 
 namespace {
@@ -219,7 +219,7 @@ TEST_CASE("a command that ignores SIGTERM is killed after --stop-timeout, and sa
   listen->kill(SIGTERM);
   auto status = listen->wait(15s);
   REQUIRE_MESSAGE(status, listen->stderr_text());
-  CHECK(WEXITSTATUS(*status) == 128 + SIGKILL);
+  CHECK_MESSAGE((WIFEXITED(*status) && WEXITSTATUS(*status) == 128 + SIGKILL), listen->stderr_text());
   const std::string log = listen->stderr_text();
   CHECK(log.find("passing Terminated to pid") != std::string::npos);
   CHECK(log.find("did not exit within 1 s (--stop-timeout) of being told to stop: killing it (SIGKILL)") !=
@@ -272,5 +272,5 @@ TEST_CASE("without --overlap, a SIGHUP while the command is being stopped starts
   listen->kill(SIGTERM);
   auto status = listen->wait(15s);
   REQUIRE(status);
-  CHECK(WEXITSTATUS(*status) == 128 + SIGKILL);
+  CHECK_MESSAGE((WIFEXITED(*status) && WEXITSTATUS(*status) == 128 + SIGKILL), listen->stderr_text());
 }

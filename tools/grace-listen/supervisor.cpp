@@ -98,6 +98,9 @@ struct supervisor::generation {
     t->data = this;
     return t;
   }
+  void stop_polling() {
+    if (exit_poll != nullptr) uv_poll_stop(exit_poll);
+  }
   void stop_watching() {
     close_and_delete(std::exchange(exit_poll, nullptr));
     if (pid_fd >= 0) ::close(std::exchange(pid_fd, -1));  // libuv let go of it in uv_close
@@ -510,8 +513,18 @@ void supervisor::reap_children() {
 void supervisor::on_pidfd(generation& g) {
   const pid_t pid = g.pid;
   reap_children();
-  // Still here: it exited (a zombie counts), but it is somebody else's child to reap.
-  if (generation* still = find(pid); still == &g) on_exit(g, 0, 0, false);
+  if (generation* still = find(pid); still != &g) return;
+  // Still here. If it is a child of ours, its status is ours to read: a pidfd can turn readable a
+  // moment before the exit is waitable (kernels differ), and SIGCHLD follows once it is. Stop
+  // polling (level-triggered, it would spin) and let the reaper report it, with its status.
+  siginfo_t info{};
+  if (waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0) {
+    g.stop_polling();
+    if (info.si_pid == pid) reap_children();  // waitable by now
+    return;
+  }
+  // It exited (a zombie counts), but it is somebody else's child to reap: no status to report.
+  on_exit(g, 0, 0, false);
 }
 
 void supervisor::on_exit(generation& g, int64_t status, int signal, bool status_known) {
