@@ -13,13 +13,17 @@
 
 namespace harness {
 
-enum class load_mode { http_keepalive, http_close, echo, udp_echo };
+enum class load_mode { http_keepalive, http_close, echo, udp_echo, udp_session };
 inline bool is_http(load_mode m) { return m == load_mode::http_keepalive || m == load_mode::http_close; }
 
 struct options {
   std::string target_text;
   grace::socket_address target;
   bool udp = false;  // udp://HOST:PORT
+  // udp-session: a client ends its session (BYE) this long after its HELLO was answered, and
+  // opens a new one, so that sessions span restarts and old generations can finish.
+  double session_ms = 1500;
+  bool session_ms_set = false;
   unsigned clients = 32;
   load_mode mode = load_mode::http_keepalive;
   unsigned restarts = 10;
@@ -99,8 +103,21 @@ struct restart_record {
   pid_t new_pid = 0;
   // The processes that were serving when the signal went out, and when each was gone (0: not).
   std::vector<std::pair<pid_t, std::uint64_t>> old_serving;
+  // udp-session: the generation this restart replaced (the one answering HELLOs before it);
+  // its answers after new_answer_us are a draining generation's.
+  pid_t replaced_pid = 0;
   bool completed = false;
   std::string failure;
+};
+
+// udp-session: what became of the sessions. A session is broken by an UNKNOWN or REPLAY answer,
+// by no answer within --timeout (or a refusal: nobody held the socket), or by a wrong answer.
+struct session_counts {
+  std::uint64_t opened = 0;     // HELLO answered with SESSION
+  std::uint64_t completed = 0;  // BYE answered with BYE
+  std::uint64_t broken_unknown = 0, broken_replay = 0, broken_no_answer = 0, broken_wrong = 0;
+  std::uint64_t hello_failed = 0;  // a HELLO without a SESSION answer: no session to break, a datagram lost
+  std::uint64_t broken() const { return broken_unknown + broken_replay + broken_no_answer + broken_wrong; }
 };
 
 struct run_record {
@@ -114,6 +131,7 @@ struct run_record {
   // request: while idle, or after an answer that said "Connection: close".
   std::uint64_t server_ended_idle = 0;
   std::uint64_t server_ended_after_answer = 0;
+  session_counts sessions;  // udp-session
 };
 
 std::uint64_t now_us();  // monotonic

@@ -15,7 +15,7 @@ namespace harness {
 // category that says how (outcome).
 class client {
  public:
-  explicit client(load_generator& g) : gen_(g) {
+  client(load_generator& g, unsigned index) : gen_(g), index_(index) {
     uv_timer_init(g.loop_, &timer_);
     timer_.data = this;
   }
@@ -38,7 +38,13 @@ class client {
   // udp-echo: a connected UDP socket per client, a datagram per request.
   void open_udp();
   void send_datagram();
+  void send_sent();  // sent_, as one datagram
   void on_datagram(ssize_t nread, const uv_buf_t* buf);
+  // udp-session: HELLO, DATA n = 1, 2, 3 ..., BYE after --session-ms; a socket per session.
+  void send_session_datagram();
+  void on_session_answer(const std::string& got);
+  // No answer (a timeout, or a refusal): for udp-session the session breaks, or never opened.
+  void give_up(outcome o);
   void on_read(ssize_t nread, const uv_buf_t* buf);
   void finish(outcome o, pid_t served_by, bool keep_connection);
   void close_connection();
@@ -61,6 +67,13 @@ class client {
   std::uint64_t start_us_ = 0;
   std::string input_;
   std::string sent_;  // echo payload
+  // udp-session
+  enum class step : std::uint8_t { hello, data, bye } step_ = step::hello;
+  std::string sid_;           // the session's id, once SESSION named it
+  std::uint64_t n_ = 0;       // the last DATA number sent in it
+  std::uint64_t opened_us_ = 0;
+  unsigned index_ = 0;        // this client's number, in its tokens
+  std::uint64_t sessions_ = 0;  // sessions this client has begun
 };
 
 namespace {
@@ -112,13 +125,17 @@ void client::begin() {
   input_.clear();
   uv_timer_start(&timer_,
                  [](uv_timer_t* t) {
-                   auto* self = static_cast<client*>(t->data);
-                   self->finish(outcome::timeout, 0, false);
+                   static_cast<client*>(t->data)->give_up(outcome::timeout);
                  },
                  static_cast<std::uint64_t>(gen_.options_.timeout_s * 1000), 0);
-  if (gen_.options_.mode == load_mode::udp_echo) {
-    if (udp_ == nullptr) open_udp();
-    if (udp_ != nullptr) send_datagram();
+  if (gen_.options_.mode == load_mode::udp_echo || gen_.options_.mode == load_mode::udp_session) {
+    if (udp_ == nullptr) {
+      step_ = step::hello;
+      open_udp();
+    }
+    if (udp_ == nullptr) return;
+    if (gen_.options_.mode == load_mode::udp_session) send_session_datagram();
+    else send_datagram();
     return;
   }
   if (conn_ == nullptr) connect();
@@ -131,7 +148,7 @@ void client::open_udp() {
   udp_->data = this;
   if (uv_udp_connect(udp_, gen_.options_.target.data()) != 0) {
     close_connection();
-    return finish(outcome::refused, 0, false);
+    return give_up(outcome::refused);
   }
   uv_udp_recv_start(
       udp_,
@@ -151,6 +168,10 @@ void client::send_datagram() {
   sent_.assign(reinterpret_cast<const char*>(&sequence_), sizeof sequence_);
   sent_.resize(sizeof sequence_ + static_cast<std::size_t>(length(gen_.random_)));
   for (std::size_t i = sizeof sequence_; i < sent_.size(); ++i) sent_[i] = static_cast<char>(byte(gen_.random_));
+  send_sent();
+}
+
+void client::send_sent() {
   const uv_buf_t buf = uv_buf_init(sent_.data(), static_cast<unsigned>(sent_.size()));
   // Loopback datagrams go out at once or not at all; one that cannot is lost by a timeout.
   if (uv_udp_try_send(udp_, &buf, 1, nullptr) < 0) {
@@ -172,12 +193,106 @@ void client::on_datagram(ssize_t nread, const uv_buf_t* buf) {
   if (nread == 0 || !outstanding_) return;  // nothing, or a late answer to one given up on
   if (nread < 0) {
     // ECONNREFUSED: an ICMP port unreachable, nobody has the socket.
-    if (nread == UV_ECONNREFUSED) finish(outcome::refused, 0, false);
+    if (nread == UV_ECONNREFUSED) give_up(outcome::refused);
     return;
   }
   const std::string got(buf->base, static_cast<std::size_t>(nread));
+  if (gen_.options_.mode == load_mode::udp_session) return on_session_answer(got);
   if (got.size() >= sizeof sequence_ && got.compare(0, sizeof sequence_, sent_, 0, sizeof sequence_) != 0) return;
   finish(got == sent_ ? outcome::ok : outcome::wrong, 0, got == sent_);
+}
+
+void client::give_up(outcome o) {
+  if (outstanding_ && gen_.options_.mode == load_mode::udp_session) {
+    auto& counts = gen_.record_.sessions;
+    ++(step_ == step::hello ? counts.hello_failed : counts.broken_no_answer);
+  }
+  finish(o, 0, false);
+}
+
+namespace {
+
+// "A B C" -> {"A", "B", "C"}: the protocol separates its fields by single spaces.
+std::vector<std::string> words_of(const std::string& text) {
+  std::vector<std::string> words;
+  std::size_t at = 0;
+  for (;;) {
+    const auto space = text.find(' ', at);
+    words.push_back(text.substr(at, space == std::string::npos ? std::string::npos : space - at));
+    if (space == std::string::npos) return words;
+    at = space + 1;
+  }
+}
+
+// A pid as a server names it: decimal digits, positive; 0 for anything else.
+pid_t pid_word(const std::string& word) {
+  if (word.empty() || word.size() > 9 || word.find_first_not_of("0123456789") != std::string::npos) return 0;
+  return static_cast<pid_t>(std::atol(word.c_str()));
+}
+
+bool is_session_id(const std::string& word) {
+  return word.size() == 16 && word.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+}  // namespace
+
+// One datagram of the session: HELLO <token>, DATA <sid> <n>, or BYE <sid>.
+void client::send_session_datagram() {
+  if (step_ == step::hello) sent_ = "HELLO c" + std::to_string(index_) + "-" + std::to_string(++sessions_);
+  else if (step_ == step::data) sent_ = "DATA " + sid_ + " " + std::to_string(++n_);
+  else sent_ = "BYE " + sid_;
+  send_sent();
+}
+
+// Every answer is counted once: an answer the session goes on after (SESSION, OK) keeps the
+// socket; one that ends it (BYE, or a break) closes it, and the client's next datagram is a
+// HELLO on a new socket. UNKNOWN and REPLAY are answers (not lost datagrams) that break the session.
+void client::on_session_answer(const std::string& got) {
+  const auto w = words_of(got);
+  const pid_t pid = w.size() >= 2 ? pid_word(w.back()) : 0;
+  auto& counts = gen_.record_.sessions;
+  if (step_ == step::hello) {
+    if (w.size() == 4 && w[0] == "SESSION" && is_session_id(w[1]) && w[2] == sent_.substr(6) && pid != 0) {
+      sid_ = w[1];
+      n_ = 0;
+      opened_us_ = now_us();
+      step_ = step::data;
+      ++counts.opened;
+      // Before the answer is recorded: a new generation's first SESSION is already its own.
+      if (gen_.on_session_opened) gen_.on_session_opened(pid);
+      return finish(outcome::ok, pid, true);
+    }
+    ++counts.hello_failed;
+    return finish(outcome::wrong, pid, false);
+  }
+  if (step_ == step::data) {
+    if (w.size() == 4 && w[1] == sid_ && w[2] == std::to_string(n_) && pid != 0) {
+      if (w[0] == "OK") {
+        // The first sessions are cut short in steps (client k of N: (k+1)/N of --session-ms), so
+        // that HELLOs come evenly rather than all at once, and a new generation gets one soon.
+        const auto& o = gen_.options_;
+        const double length_ms = sessions_ > 1 ? o.session_ms : o.session_ms * (index_ + 1) / o.clients;
+        if (static_cast<double>(now_us() - opened_us_) >= length_ms * 1000) step_ = step::bye;
+        return finish(outcome::ok, pid, true);
+      }
+      if (w[0] == "UNKNOWN" || w[0] == "REPLAY") {
+        ++(w[0] == "UNKNOWN" ? counts.broken_unknown : counts.broken_replay);
+        return finish(outcome::ok, pid, false);
+      }
+    }
+    ++counts.broken_wrong;
+    return finish(outcome::wrong, pid, false);
+  }
+  if (w.size() == 3 && w[0] == "BYE" && w[1] == sid_ && pid != 0) {
+    ++counts.completed;
+    return finish(outcome::ok, pid, false);
+  }
+  if (w.size() == 4 && w[0] == "UNKNOWN" && w[1] == sid_ && w[2] == "0" && pid != 0) {
+    ++counts.broken_unknown;
+    return finish(outcome::ok, pid, false);
+  }
+  ++counts.broken_wrong;
+  finish(outcome::wrong, pid, false);
 }
 
 void client::connect() {
@@ -310,8 +425,9 @@ void client::finish(outcome o, pid_t served_by, bool keep_connection) {
     return;
   }
   const auto& opts = gen_.options_;
-  if (keep_connection && opts.think_max_ms > 0) {
+  if ((keep_connection || opts.mode == load_mode::udp_session) && opts.think_max_ms > 0) {
     // Idle on the open connection, as a browser or a pool would: a server may close it now.
+    // udp-session: idle between datagrams, which a server's idle timeout must allow for.
     std::uniform_real_distribution<double> think(opts.think_min_ms, opts.think_max_ms);
     uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<client*>(t->data)->begin(); },
                    static_cast<std::uint64_t>(think(gen_.random_)), 0);
@@ -348,7 +464,7 @@ client_ports load_generator::live_ports() const {
 
 void load_generator::start() {
   request_ = http_request(options_);
-  for (unsigned i = 0; i < options_.clients; ++i) clients_.push_back(std::make_unique<client>(*this));
+  for (unsigned i = 0; i < options_.clients; ++i) clients_.push_back(std::make_unique<client>(*this, i));
   for (auto& c : clients_) c->begin();
 }
 

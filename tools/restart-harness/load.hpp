@@ -29,6 +29,9 @@ class load_generator {
   std::uint64_t lost() const noexcept { return lost_; }
   // Called for every answer that names the pid that served it.
   std::function<void(pid_t)> on_served_by;
+  // udp-session: called for every HELLO answered with SESSION, with the pid it names, before
+  // the answer is recorded.
+  std::function<void(pid_t)> on_session_opened;
   // Called for every answer on a TCP connection, with the client's local port.
   std::function<void(connection_key)> on_answer_at_port;
   // The process known to hold the server side of the connection at this client port, or 0.

@@ -39,14 +39,16 @@ std::uint64_t now_us() {
 
 namespace {
 
-// UDP: a datagram comes back within 100 ms.
+// UDP: a datagram comes back within 100 ms (udp-session: any answer, an ERROR for this one,
+// which opens no session that would keep the first generation alive).
 bool target_echoes(const options& o) {
   const int fd = socket(o.target.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
   bool ok = fd >= 0 && connect(fd, o.target.data(), o.target.size()) == 0 && send(fd, "probe", 5, 0) == 5;
   if (ok) {
     pollfd p{fd, POLLIN, 0};
-    char back[8];
-    ok = poll(&p, 1, 100) == 1 && recv(fd, back, sizeof back, 0) == 5;
+    char back[64];
+    const ssize_t got = poll(&p, 1, 100) == 1 ? recv(fd, back, sizeof back, 0) : -1;
+    ok = o.mode == load_mode::udp_session ? got > 0 : got == 5;
   }
   if (fd >= 0) close(fd);
   return ok;
@@ -63,11 +65,12 @@ bool target_accepts(const options& o) {
 class referee {
  public:
   referee(uv_loop_t* loop, options o) : loop_(loop), options_(std::move(o)), server_(loop_, options_), load_(loop_, options_, record_) {
-    for (uv_timer_t* t : {&phase_timer_, &watch_timer_, &cap_timer_, &progress_timer_}) {
+    for (uv_timer_t* t : {&phase_timer_, &watch_timer_, &cap_timer_, &progress_timer_, &drain_timer_}) {
       uv_timer_init(loop_, t);
       t->data = this;
     }
     load_.on_served_by = [this](pid_t pid) { served_by(pid); };
+    load_.on_session_opened = [this](pid_t pid) { session_opened(pid); };
     load_.on_answer_at_port = [this](connection_key port) { answered_at_port(port); };
     load_.on_port_closed = [this](connection_key port) {
       owner_by_port_.erase(port);
@@ -216,7 +219,8 @@ class referee {
     if (record_.restarts.size() >= options_.restarts) {
       const double ran = static_cast<double>(elapsed()) / 1e6;
       const double remaining = std::max(options_.settle_s, options_.duration_s - ran);
-      after(remaining, [](referee* self) { self->finish(); });
+      if (options_.mode == load_mode::udp_session) after(remaining, [](referee* self) { self->wait_for_drains(); });
+      else after(remaining, [](referee* self) { self->finish(); });
       return;
     }
     // Who serves right now, and who exists: only a process born after the signal can be the
@@ -254,11 +258,18 @@ class referee {
     rs.old_pid = server_.main_pid();
     served_before_ = ever_served_;
     for (pid_t pid : tree_) served_before_.insert(pid);
-    for (pid_t pid : ever_served_)
-      // UDP: the main process may be a socket holder that stays (grace-listen); the old
-      // generation is the others. Without others, the main pid's exit is the old generation's.
-      if (!grace::detail::process_has_exited(pid) && !(options_.udp && pid == rs.old_pid))
-        rs.old_serving.emplace_back(pid, 0);
+    if (options_.mode == load_mode::udp_session) {
+      // The generation answering HELLOs now is the one replaced; older ones already drain,
+      // each followed by the restart that replaced it.
+      rs.replaced_pid = current_generation_ != 0 ? current_generation_ : rs.old_pid;
+      if (!grace::detail::process_has_exited(rs.replaced_pid)) rs.old_serving.emplace_back(rs.replaced_pid, 0);
+    } else {
+      for (pid_t pid : ever_served_)
+        // UDP: the main process may be a socket holder that stays (grace-listen); the old
+        // generation is the others. Without others, the main pid's exit is the old generation's.
+        if (!grace::detail::process_has_exited(pid) && !(options_.udp && pid == rs.old_pid))
+          rs.old_serving.emplace_back(pid, 0);
+    }
     udp_new_holder_ = 0;
     new_ports_.clear();
     born_after_.clear();
@@ -277,6 +288,12 @@ class referee {
   void served_by(pid_t pid) {
     answers_name_pids_ = true;
     server_.saw_pid(pid);
+    // udp-session: every answer names its process, but only a HELLO's tells a new generation
+    // (session_opened): a draining one answers its own sessions.
+    if (options_.mode == load_mode::udp_session) {
+      ever_served_.insert(pid);
+      return;
+    }
     if (record_.restarts.empty()) return;
     auto& rs = record_.restarts.back();
     // A hint the server gives; an answer from a process that served before is never the new one.
@@ -284,6 +301,46 @@ class referee {
     if (rs.new_pid != 0 && pid != rs.new_pid) return;
     rs.new_pid = pid;
     rs.new_answer_us = elapsed();
+  }
+
+  // udp-session: a HELLO answered by `pid`. The first from a process that did not serve before
+  // the signal is the new generation's, and completes the restart (watch_restart).
+  void session_opened(pid_t pid) {
+    if (current_generation_ == 0) current_generation_ = pid;
+    if (record_.restarts.empty()) return;
+    auto& rs = record_.restarts.back();
+    if (rs.completed || rs.new_answer_us != 0 || pid == rs.old_pid || served_before_.count(pid) != 0) return;
+    rs.new_pid = pid;
+    rs.new_answer_us = elapsed();
+    current_generation_ = pid;
+  }
+
+  // udp-session: each replaced generation is followed until it exits, restarts after its own
+  // included; its exit is its restart's old_exit_us.
+  bool track_drains() {
+    bool draining = false;
+    for (auto& rs : record_.restarts) {
+      if (rs.old_exit_us != 0 || rs.old_serving.empty()) continue;
+      bool all_gone = true;
+      for (auto& [pid, gone_us] : rs.old_serving) {
+        if (gone_us == 0 && grace::detail::process_has_exited(pid)) gone_us = elapsed();
+        if (gone_us == 0) all_gone = false;
+      }
+      if (all_gone && rs.new_pid != 0)
+        for (const auto& [pid, gone_us] : rs.old_serving) rs.old_exit_us = std::max(rs.old_exit_us, gone_us);
+      else draining = true;
+    }
+    return draining;
+  }
+
+  // udp-session, after the last restart: the load goes on until every replaced generation has
+  // exited (its sessions ended), for at most a session, a timeout and a second more, so that
+  // the last restarts' exit times are measured too. Those still running then are reported.
+  void wait_for_drains() {
+    const auto bound_us = static_cast<std::uint64_t>((options_.session_ms / 1000 + options_.timeout_s + 1) * 1e6);
+    if (drains_deadline_us_ == 0) drains_deadline_us_ = elapsed() + bound_us;
+    if (!track_drains() || elapsed() >= drains_deadline_us_) return finish();
+    after(0.01, [](referee* self) { self->wait_for_drains(); });
   }
 
   // Asks which process holds the server side of each of our connections now (owner_sampler:
@@ -346,6 +403,7 @@ class referee {
   void watch_restart() {
     auto& rs = record_.restarts.back();
     sample_owners(false);
+    if (options_.mode == load_mode::udp_session) return watch_session_restart(rs);
     const pid_t main = server_.main_pid();
     const bool owners_known = owners_.supported() && !rs.old_serving.empty();
     if (!owners_known) {
@@ -399,6 +457,31 @@ class referee {
     }
   }
 
+  // udp-session: a restart is complete once the new generation answers a HELLO; the old one may
+  // live on while its sessions last (track_drains follows it, without holding the next restart).
+  void watch_session_restart(restart_record& rs) {
+    track_drains();
+    if (rs.new_answer_us != 0 && !server_.restart_command_running()) {
+      rs.completed = true;
+      // The next signal goes to the new generation when the old main process was a generation
+      // (it answered HELLOs itself), not a socket holder that stays (grace-listen).
+      if (rs.replaced_pid == rs.old_pid || grace::detail::process_has_exited(rs.old_pid)) server_.follow(rs.new_pid);
+      uv_timer_stop(&watch_timer_);
+      if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&drain_timer_)))
+        uv_timer_start(&drain_timer_, [](uv_timer_t* t) { static_cast<referee*>(t->data)->track_drains(); }, 10, 10);
+      const double since = static_cast<double>(elapsed() - rs.signal_us) / 1e6;
+      const double wait = options_.interval_s ? std::max(0.0, *options_.interval_s - since) : 0.0;
+      after(wait, [](referee* self) { self->next_restart(); });
+      return;
+    }
+    if (static_cast<double>(elapsed() - rs.signal_us) / 1e6 > options_.restart_timeout_s) {
+      rs.failure = "no HELLO answered by a new generation within " + std::to_string(static_cast<int>(options_.restart_timeout_s)) + " s";
+      uv_timer_stop(&watch_timer_);
+      record_.aborted = true;
+      finish();
+    }
+  }
+
   void show_progress() {
     std::fprintf(stderr, "\r%10llu answered %8llu lost %4zu/%u restarts %8.1f s ",
                  static_cast<unsigned long long>(load_.answered()), static_cast<unsigned long long>(load_.lost()),
@@ -412,7 +495,8 @@ class referee {
     // A restart under way when the run ends (the hard cap) says so rather than failing silently.
     if (!record_.restarts.empty() && !record_.restarts.back().completed && record_.restarts.back().failure.empty())
       record_.restarts.back().failure = "the run ended before it completed";
-    for (uv_timer_t* t : {&phase_timer_, &watch_timer_, &cap_timer_, &progress_timer_, &owner_timer_}) uv_timer_stop(t);
+    if (options_.mode == load_mode::udp_session) track_drains();
+    for (uv_timer_t* t : {&phase_timer_, &watch_timer_, &cap_timer_, &progress_timer_, &owner_timer_, &drain_timer_}) uv_timer_stop(t);
     load_.stop([this] {
       record_.end_us = elapsed();
       // Within the hard cap, leaving the watchdog a second.
@@ -449,7 +533,7 @@ class referee {
   run_record record_;
   server_control server_;
   load_generator load_;
-  uv_timer_t phase_timer_{}, watch_timer_{}, cap_timer_{}, progress_timer_{};
+  uv_timer_t phase_timer_{}, watch_timer_{}, cap_timer_{}, progress_timer_{}, drain_timer_{};
   void (*then_)(referee*) = nullptr;
   std::uint64_t startup_deadline_ = 0;
   std::uint64_t answered_at_takeover_ = 0;
@@ -477,6 +561,8 @@ class referee {
   std::set<pid_t> born_after_;       // processes known to be born after it  // UDP: a process holding the socket that did not before the signal
   bool finishing_ = false;
   int exit_status_ = 1;
+  pid_t current_generation_ = 0;         // udp-session: the process answering HELLOs now
+  std::uint64_t drains_deadline_us_ = 0;  // udp-session: the end of the wait for drains
 };
 
 }  // namespace

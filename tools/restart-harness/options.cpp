@@ -23,7 +23,7 @@ usage: restart-harness [options] -- SERVER COMMAND AND ARGS
 
 Load
   --target URL         tcp://127.0.0.1:8080, tcp://[::1]:8080, unix:/path/to.sock, or
-                         udp://127.0.0.1:8080 for udp-echo (required)
+                         udp://127.0.0.1:8080 for udp-echo and udp-session (required)
   --mode MODE          http-keepalive (default): reuse connections; a connection the server closes
                          while the client thinks (between requests) is reopened, which is not a
                          loss; one it closes as the next request goes out is (retryable)
@@ -31,13 +31,25 @@ Load
                        echo: random payloads that must come back byte for byte
                        udp-echo: datagrams (a sequence number and a random payload) that must
                          come back byte for byte; one unanswered within --timeout is lost
+                       udp-session: stateful flows, each client a session on a UDP socket of
+                         its own: HELLO <token> (answered SESSION <sid> <token> <pid>), then
+                         DATA <sid> <n> with n = 1, 2, 3 ... (answered OK <sid> <n> <pid>),
+                         and BYE <sid> after --session-ms (answered BYE <sid> <pid>), then a
+                         new session. A session is broken by an UNKNOWN or REPLAY answer, or
+                         by none within --timeout; answers are told apart by the pid they
+                         name: the current generation's, or a draining one's. A restart is
+                         complete once the new generation answers a HELLO; the old one may
+                         live on until its sessions end, and its exit time is reported
   --clients N          concurrent clients (default 32)
   --requests-per-connection N
                        answers after which a client opens a new connection (default: never for
                          http-keepalive; 100 for echo, whose servers cannot end a connection
                          between requests)
   --think-ms N[-M]     keep-alive clients idle N ms (or a random N to M) between requests, as
-                         browsers and connection pools do (default 0)
+                         browsers and connection pools do; udp-session clients between
+                         datagrams (default 0)
+  --session-ms MS      udp-session: a session ends (BYE) this long after it opened, and its
+                         client opens a new one (default 1500)
   --method M, --path P, --host H, --header "Name: value" (repeatable), --body-bytes N
                        the HTTP request (default GET / with Host: harness, no body)
   --timeout S          a request unanswered after S seconds is lost (default 5, at least 0.01)
@@ -71,6 +83,7 @@ Bounds and output
   --version            the program's name and grace's version
 
 Verdict: "PASS: 0 lost in N requests across R restarts" and exit status 0, or "FAIL: ..." and 1.
+In udp-session mode a broken session fails the run as a lost datagram does.
 A request is lost when it got no complete, correct answer. The losses are shown by category:
 connect refused; closed (FIN) or reset on a new connection; closed or reset on a reused
 keep-alive connection before any answer byte (the idle-close race, which RFC 9112 section 9.3.1
@@ -169,7 +182,7 @@ bool takes_value(const std::string& arg) {
       "--target", "--mode", "--clients", "--restarts", "--requests-per-connection", "--interval", "--signal",
       "--restart-cmd", "--pidfile", "--attach-pid", "--duration", "--hard-cap", "--timeout", "--stall-ms",
       "--startup-timeout", "--restart-timeout", "--settle", "--think-ms", "--method", "--path", "--host",
-      "--header", "--body-bytes", "--json", "--plot", "--server-log"};
+      "--header", "--body-bytes", "--json", "--plot", "--server-log", "--session-ms"};
   for (const char* name : with_value)
     if (arg == name) return true;
   return false;
@@ -216,7 +229,8 @@ options parse_options(int argc, char** argv) {
       else if (m == "http-close") o.mode = load_mode::http_close;
       else if (m == "echo") o.mode = load_mode::echo;
       else if (m == "udp-echo") o.mode = load_mode::udp_echo;
-      else usage_error("--mode must be http-keepalive, http-close, echo or udp-echo, not \"" + m + "\"");
+      else if (m == "udp-session") o.mode = load_mode::udp_session;
+      else usage_error("--mode must be http-keepalive, http-close, echo, udp-echo or udp-session, not \"" + m + "\"");
     } else if (arg == "--clients") {
       o.clients = static_cast<unsigned>(number(arg, value));
       if (o.clients == 0 || o.clients > 10000) usage_error("--clients must be 1 to 10000");
@@ -237,6 +251,11 @@ options parse_options(int argc, char** argv) {
     else if (arg == "--restart-timeout") o.restart_timeout_s = number(arg, value);
     else if (arg == "--settle") o.settle_s = number(arg, value);
     else if (arg == "--think-ms") parse_think(value, o);
+    else if (arg == "--session-ms") {
+      o.session_ms = number(arg, value);
+      o.session_ms_set = true;
+      if (o.session_ms < 1 || o.session_ms > 3600000) usage_error("--session-ms must be 1 to 3600000 (an hour)");
+    }
     else if (arg == "--method") o.method = http_token(arg, value);
     else if (arg == "--path") o.path = http_path(value);
     else if (arg == "--host") o.host = http_text(arg, value);
@@ -257,9 +276,14 @@ options parse_options(int argc, char** argv) {
   for (; i < argc; ++i) o.server_command.emplace_back(argv[i]);
   if (!have_target) usage_error("--target is required");
   o.signal_number = signal_by_name(o.signal_name);
-  if (o.udp != (o.mode == load_mode::udp_echo))
-    usage_error(o.udp ? "--target " + o.target_text + " is UDP: it needs --mode udp-echo"
-                      : "--mode udp-echo needs a udp://HOST:PORT target, not " + o.target_text);
+  const bool udp_mode = o.mode == load_mode::udp_echo || o.mode == load_mode::udp_session;
+  if (o.udp != udp_mode)
+    usage_error(o.udp ? "--target " + o.target_text + " is UDP: it needs --mode udp-echo or udp-session"
+                      : std::string("--mode ") + (o.mode == load_mode::udp_echo ? "udp-echo" : "udp-session") +
+                            " needs a udp://HOST:PORT target, not " + o.target_text);
+  if (o.session_ms_set && o.mode != load_mode::udp_session) usage_error("--session-ms is for --mode udp-session");
+  if (o.requests_per_connection_set && o.mode == load_mode::udp_session)
+    usage_error("--requests-per-connection is not for udp-session: a session ends after --session-ms");
   if (!o.requests_per_connection_set && o.mode == load_mode::echo) o.requests_per_connection = 100;
   const bool has_server = !o.server_command.empty() || o.attach_pid > 0 || !o.pidfile.empty();
   if (!has_server) usage_error("name the server: a command after --, --attach-pid PID or --pidfile FILE");
@@ -271,8 +295,8 @@ options parse_options(int argc, char** argv) {
   if (o.hard_cap_s <= 0) usage_error("--hard-cap must be positive");
   if (o.attach_pid > 0 && kill(o.attach_pid, 0) != 0 && errno == ESRCH)
     usage_error("--attach-pid " + std::to_string(o.attach_pid) + ": no such process");
-  if (o.think_max_ms > 0 && o.mode != load_mode::http_keepalive)
-    usage_error("--think-ms is for http-keepalive: other modes have no idle connection to keep");
+  if (o.think_max_ms > 0 && o.mode != load_mode::http_keepalive && o.mode != load_mode::udp_session)
+    usage_error("--think-ms is for http-keepalive and udp-session: other modes have no idle connection to keep");
   return o;
 }
 

@@ -54,6 +54,12 @@ std::string ms(double us) {
   return buf;
 }
 
+std::string seconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", s);
+  return buf;
+}
+
 double percentile(std::vector<std::uint32_t>& v, double p) {
   if (v.empty()) return 0;
   const auto k = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1));
@@ -120,7 +126,80 @@ const char* mode_name(load_mode m) {
   return m == load_mode::http_keepalive ? "http-keepalive"
          : m == load_mode::http_close   ? "http-close"
          : m == load_mode::echo         ? "echo"
-                                        : "udp-echo";
+         : m == load_mode::udp_echo     ? "udp-echo"
+                                        : "udp-session";
+}
+
+// udp-session: the answers by who gave them. An answer comes from a draining generation when
+// the process naming itself in it had been replaced by then (a later generation had answered
+// a HELLO); else from the current one, which is compared with the draining ones over the same
+// spans (a replaced generation's takeover to its exit): a forwarded datagram against a direct
+// one, on the same loaded machine.
+struct session_figures {
+  std::uint64_t sent = 0, answered = 0, lost = 0, wrong = 0;
+  std::uint64_t from_current = 0, from_draining = 0;
+  std::vector<std::uint32_t> current, current_while_draining, draining;  // round trips, us
+  std::vector<std::uint32_t> old_exit;  // signal to the replaced generation's exit, us
+  std::uint64_t exited = 0, still_running = 0;
+  double ratio(double p) {
+    auto& direct = current_while_draining.empty() ? current : current_while_draining;
+    if (draining.empty() || direct.empty()) return 0;
+    const double base = percentile(direct, p);
+    return base > 0 ? percentile(draining, p) / base : 0;
+  }
+};
+
+session_figures session_figures_of(const run_record& r) {
+  session_figures f;
+  std::map<pid_t, std::uint64_t> replaced_at;  // pid -> when its successor answered a HELLO
+  std::vector<interval> drains;
+  for (const auto& rs : r.restarts) {
+    if (rs.replaced_pid == 0 || rs.new_answer_us == 0) continue;
+    replaced_at.emplace(rs.replaced_pid, rs.new_answer_us);
+    drains.emplace_back(rs.new_answer_us, rs.old_exit_us != 0 ? rs.old_exit_us : r.end_us);
+    if (rs.old_exit_us != 0) {
+      ++f.exited;
+      f.old_exit.push_back(static_cast<std::uint32_t>(rs.old_exit_us - rs.signal_us));
+    } else if (!rs.old_serving.empty()) {
+      ++f.still_running;
+    }
+  }
+  std::sort(drains.begin(), drains.end());
+  std::vector<interval> merged;
+  for (const auto& d : drains) {
+    if (!merged.empty() && d.first <= merged.back().second) merged.back().second = std::max(merged.back().second, d.second);
+    else merged.push_back(d);
+  }
+  for (const auto& q : r.requests) {
+    ++f.sent;
+    if (q.result == outcome::timeout || q.result == outcome::refused) {
+      ++f.lost;
+      continue;
+    }
+    ++f.answered;
+    if (q.result != outcome::ok) {
+      ++f.wrong;
+      continue;
+    }
+    if (q.served_by == 0) continue;
+    const auto replaced = replaced_at.find(q.served_by);
+    if (replaced != replaced_at.end() && replaced->second <= q.end_us) {
+      ++f.from_draining;
+      f.draining.push_back(q.latency_us);
+      continue;
+    }
+    ++f.from_current;
+    f.current.push_back(q.latency_us);
+    if (inside(merged, q.end_us)) f.current_while_draining.push_back(q.latency_us);
+  }
+  return f;
+}
+
+std::string ratio_text(double ratio) {
+  if (ratio <= 0) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2fx", ratio);
+  return buf;
 }
 
 }  // namespace
@@ -205,17 +284,50 @@ verdict summarize(const options& o, const run_record& r, std::string& table) {
   if (o.mode == load_mode::http_keepalive)
     out << "  keep-alive connections the server ended (reopened, not lost): " << r.server_ended_idle << " while idle, "
         << r.server_ended_after_answer << " after an answer with Connection: close\n";
+  const session_counts& sc = r.sessions;
+  const bool sessions = o.mode == load_mode::udp_session;
+  if (sessions) {
+    auto f = session_figures_of(r);
+    const std::string timeout = seconds(o.timeout_s);
+    out << "  sessions: " << sc.opened << " opened, " << sc.completed << " completed (BYE answered), " << sc.broken()
+        << " broken (" << sc.broken_unknown << " UNKNOWN, " << sc.broken_replay << " REPLAY, " << sc.broken_no_answer
+        << " no answer within " << timeout << " s, " << sc.broken_wrong << " wrong answer), "
+        << sc.opened - std::min(sc.opened, sc.completed + sc.broken()) << " open at the end";
+    if (sc.hello_failed > 0) out << "; " << sc.hello_failed << " HELLO without a SESSION answer";
+    out << "\n";
+    out << "  datagrams: " << f.sent << " sent, " << f.answered << " answered, " << f.lost << " lost (no answer within "
+        << timeout << " s), " << f.wrong << " wrong answers\n";
+    out << "  answers: " << f.from_current << " from the current generation, " << f.from_draining
+        << " from draining generations\n";
+    auto p50_p99 = [](std::vector<std::uint32_t>& v) {
+      return v.empty() ? std::string("- / -") : ms(percentile(v, 0.5)) + " / " + ms(percentile(v, 0.99));
+    };
+    out << "  round trip ms p50 / p99: current " << p50_p99(f.current) << " (" << p50_p99(f.current_while_draining)
+        << " while a generation drained), draining " << p50_p99(f.draining) << "\n";
+    out << "  draining / current round trip (forwarded vs direct, goal at most 2x): p50 " << ratio_text(f.ratio(0.5))
+        << ", p99 " << ratio_text(f.ratio(0.99)) << "\n";
+    out << "  old generations: " << f.exited << " exited";
+    if (!f.old_exit.empty())
+      out << ", signal to exit p50 " << ms(percentile(f.old_exit, 0.5)) << " ms, max " << ms(percentile(f.old_exit, 1.0)) << " ms";
+    out << "; " << f.still_running << " still running at the end (not required to have exited)\n";
+  }
   for (const auto& note : r.notes) out << "  note: " << note << "\n";
   table = out.str();
 
   verdict v;
   const std::uint64_t lost = all.lost();
-  v.pass = lost == 0 && completed == o.restarts && !r.aborted && all.by_outcome[0] > 0;
+  const char* what = sessions ? " datagrams" : " requests";
+  v.pass = lost == 0 && completed == o.restarts && !r.aborted && all.by_outcome[0] > 0 && (!sessions || sc.broken() == 0);
   std::ostringstream line;
   if (v.pass) {
-    line << "PASS: 0 lost in " << all.total() << " requests across " << completed << " restarts";
+    line << "PASS: 0 lost in " << all.total() << what;
+    if (sessions) line << ", 0 of " << sc.opened << " sessions broken";
+    line << " across " << completed << " restarts";
   } else {
-    line << "FAIL: " << lost << " lost in " << all.total() << " requests";
+    line << "FAIL: " << lost << " lost in " << all.total() << what;
+    if (sessions)
+      line << ", " << sc.broken() << " of " << sc.opened << " sessions broken (" << sc.broken_unknown << " UNKNOWN, "
+           << sc.broken_replay << " REPLAY, " << sc.broken_no_answer << " no answer, " << sc.broken_wrong << " wrong answer)";
     for (std::size_t i = 1; i < all.by_outcome.size(); ++i)
       if (all.by_outcome[i] > 0) line << ", " << all.by_outcome[i] << " " << outcome_name(static_cast<outcome>(i));
     if (const auto retryable_count = all.retryable_lost(o.mode); retryable_count > 0)
@@ -347,6 +459,7 @@ grace::result<void> write_json(const options& o, const run_record& r, const verd
     for (const auto& [pid, gone_us] : rs.old_serving)
       old_generation.push_back({{"pid", pid}, {"gone_ms", gone_us ? nlohmann::json(to_ms(gone_us - rs.signal_us)) : nlohmann::json()}});
     one["old_generation"] = std::move(old_generation);
+    if (o.mode == load_mode::udp_session) one["replaced_pid"] = rs.replaced_pid;
     restarts.push_back(std::move(one));
   }
   j["restarts"] = std::move(restarts);
@@ -359,6 +472,28 @@ grace::result<void> write_json(const options& o, const run_record& r, const verd
   j["notes"] = r.notes;
   if (o.mode == load_mode::http_keepalive)
     j["server_ended_connections"] = {{"idle", r.server_ended_idle}, {"after_answer", r.server_ended_after_answer}};
+  if (o.mode == load_mode::udp_session) {
+    auto f = session_figures_of(r);
+    const session_counts& sc = r.sessions;
+    auto round_trip = [](std::vector<std::uint32_t>& answers) {
+      return nlohmann::json{{"p50", percentile(answers, 0.5) / 1000.0}, {"p99", percentile(answers, 0.99) / 1000.0}, {"answers", answers.size()}};
+    };
+    auto ratio = [&f](double p) { const double x = f.ratio(p); return x > 0 ? nlohmann::json(x) : nlohmann::json(); };
+    j["udp_session"] = {
+        {"session_ms", o.session_ms},
+        {"sessions", {{"opened", sc.opened}, {"completed", sc.completed}, {"broken", sc.broken()},
+                      {"broken_unknown", sc.broken_unknown}, {"broken_replay", sc.broken_replay},
+                      {"broken_no_answer", sc.broken_no_answer}, {"broken_wrong", sc.broken_wrong},
+                      {"hello_failed", sc.hello_failed}}},
+        {"datagrams", {{"sent", f.sent}, {"answered", f.answered}, {"lost", f.lost}, {"wrong", f.wrong}}},
+        {"answers", {{"current", f.from_current}, {"draining", f.from_draining}}},
+        {"round_trip_ms", {{"current", round_trip(f.current)}, {"current_while_draining", round_trip(f.current_while_draining)},
+                           {"draining", round_trip(f.draining)}}},
+        {"draining_ratio", {{"p50", ratio(0.5)}, {"p99", ratio(0.99)}}},
+        {"old_generations", {{"exited", f.exited}, {"still_running", f.still_running},
+                             {"exit_ms", {{"p50", f.old_exit.empty() ? nlohmann::json() : nlohmann::json(percentile(f.old_exit, 0.5) / 1000.0)},
+                                          {"max", f.old_exit.empty() ? nlohmann::json() : nlohmann::json(percentile(f.old_exit, 1.0) / 1000.0)}}}}}};
+  }
 
   std::ofstream out(path);
   if (!out) return cannot_write(path);
