@@ -27,7 +27,7 @@ namespace {
 const char* const owned_variables[] = {variable::listen_fds, variable::listen_pid,
                                        variable::listen_fdnames, variable::ready_fd,
                                        variable::generation, variable::ancestors, variable::connections,
-                                       variable::listen_types};
+                                       variable::flows, variable::listen_types};
 
 // Decimal digits only: no sign, no blank, no overflow.
 template <typename Number>
@@ -262,6 +262,11 @@ inheritance parse_inheritance(const environment& env, pid_t self, long max_fds) 
     if (*offer != "1" && *offer != "0")
       out.warnings.push_back(assignment(variable::connections, *offer) + ": not 0 or 1; taken as 0");
   }
+  if (const std::string* offer = find(env, variable::flows)) {
+    out.parent_offers_flows = *offer == "1";
+    if (*offer != "1" && *offer != "0")
+      out.warnings.push_back(assignment(variable::flows, *offer) + ": not 0 or 1; taken as 0");
+  }
   if (const std::string* notify = find(env, variable::notify_socket)) out.notify_socket = *notify;
   return out;
 }
@@ -286,6 +291,7 @@ void adopt_takeover(const environment& offered, int ready_fd, bool out_of_sight)
   s.parsed.generation = parsed.generation;
   s.parsed.ancestors = std::move(parsed.ancestors);
   s.parsed.parent_offers_connections = parsed.parent_offers_connections;
+  s.parsed.parent_offers_flows = parsed.parent_offers_flows;
   for (auto& w : parsed.warnings) s.parsed.warnings.push_back("takeover: " + w);
   s.ready_fd = ready_fd;
   s.ready_fd_taken = false;
@@ -310,6 +316,7 @@ std::vector<std::string> generation_entries(unsigned generation,
 }
 
 std::string connections_entry() { return std::string(variable::connections) + "=1"; }
+std::string flows_entry() { return std::string(variable::flows) + "=1"; }
 
 result<void> check_entry(const std::string& entry) {
   const auto equals = entry.find('=');
@@ -357,6 +364,7 @@ child_layout lay_out_child(const std::vector<std::string>& parent, const child_r
     for (auto& entry : generation_entries(next->generation, next->ancestors)) env.push_back(std::move(entry));
   }
   if (request.offer_connections) env.push_back(connections_entry());
+  if (request.offer_flows) env.push_back(flows_entry());
   return out;
 }
 

@@ -35,6 +35,7 @@ inline constexpr char ancestors[] = "GRACE_ANCESTORS";
 inline constexpr char notify_socket[] = "NOTIFY_SOCKET";
 // "1" when the parent hands its connections over after this process is ready (migration.hpp).
 inline constexpr char connections[] = "GRACE_CONNECTIONS";
+inline constexpr char flows[] = "GRACE_FLOWS";
 // One letter per LISTEN_FDS fd, from a grace parent that checked each socket's type when it
 // bound or claimed it: 's' listening stream, 'p' listening seqpacket, 'd' datagram. With it a
 // claim needs no system call to learn what the socket is.
@@ -66,6 +67,7 @@ struct inheritance {
   unsigned generation = 1;
   std::vector<process_identity> ancestors;  // at most max_ancestors, newest last
   bool parent_offers_connections = false;   // GRACE_CONNECTIONS=1
+  bool parent_offers_flows = false;         // GRACE_FLOWS=1
   std::string notify_socket;                // empty: no service manager to tell
   // Malformed GRACE_GENERATION / GRACE_ANCESTORS: replaced by safe defaults, reported here.
   std::vector<std::string> warnings;
@@ -98,6 +100,7 @@ bool predecessor_out_of_sight_flag();
 std::vector<std::string> generation_entries(unsigned generation,
                                             const std::vector<process_identity>& ancestors);
 std::string connections_entry();  // "GRACE_CONNECTIONS=1"
+std::string flows_entry();        // "GRACE_FLOWS=1"
 
 // "NAME=VALUE" with a non-empty NAME free of '='; otherwise an error that quotes the entry.
 result<void> check_entry(const std::string& entry);
@@ -122,6 +125,7 @@ struct child_request {
   std::vector<int> extra_fds;               // after them, not counted
   std::optional<successor_place> successor;  // its readiness socket after those
   bool offer_connections = false;           // GRACE_CONNECTIONS=1
+  bool offer_flows = false;                 // GRACE_FLOWS=1
   std::vector<std::string> extra_env;       // "NAME=VALUE" (check_entry)
 };
 

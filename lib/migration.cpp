@@ -9,11 +9,15 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <mutex>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "environment_protocol.hpp"
 #include "failure.hpp"
 #include "fd_table.hpp"
+#include "grace/flows.hpp"
 #include "readiness_socket.hpp"
 #include "scm_rights.hpp"
 
@@ -32,11 +36,25 @@ constexpr std::string_view capacity_field = " capacity=";
 
 bool parent_offers_connections() noexcept { return detail::startup_inheritance().parent_offers_connections; }
 
+bool parent_offers_flows() noexcept { return detail::startup_inheritance().parent_offers_flows; }
+
 int parent_connection_fd() noexcept { return detail::kept_readiness_fd(); }
 
-result<std::optional<int>> receive_connection_channel() {
-  const int fd = detail::kept_readiness_fd();
-  if (fd < 0) return detail::fail(errc::channel_closed, "connection channel: no readiness connection to the parent");
+namespace {
+
+// The offers that come on the readiness connection once the new generation is ready: the
+// connection channel and the flow channel (grace/flows.hpp), in either order. One read may bring
+// the other's: it waits here for its own receive call.
+enum offer_kind { connections_offer = 0, flows_offer = 1 };
+constexpr char flows_magic[] = "GRACE-FLOWS 1";
+std::mutex offers_mutex;
+int stashed_offer[2] = {-1, -1};
+
+std::string offer_subject(offer_kind k) { return k == connections_offer ? "connection channel" : "flow channel"; }
+
+// One offer from the parent; nullopt when nothing has arrived yet.
+result<std::optional<std::pair<offer_kind, int>>> read_offer(int fd, offer_kind wanted) {
+  const std::string what = offer_subject(wanted);
   char buffer[64];
   iovec iov{buffer, sizeof buffer};
   msghdr msg{};
@@ -49,24 +67,65 @@ result<std::optional<int>> receive_connection_channel() {
   do got = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
   while (got < 0 && errno == EINTR);
   if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::nullopt;
-  if (got < 0) return detail::fail_errno(errno, "connection channel: read the parent's offer");
+  if (got < 0) return detail::fail_errno(errno, what + ": read the parent's offer");
   std::vector<int> fds;
   detail::collect_fds(msg, fds);
-  const bool v2 = got == static_cast<ssize_t>(sizeof offer_magic - 1) &&
-                  std::memcmp(buffer, offer_magic, sizeof offer_magic - 1) == 0;
-  const bool v1 = got == static_cast<ssize_t>(sizeof offer_magic_v1 - 1) &&
-                  std::memcmp(buffer, offer_magic_v1, sizeof offer_magic_v1 - 1) == 0;
-  const bool well_formed = (v1 || v2) && fds.size() == 1 && !(msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC));
-  parent_reads_capacity.store(v2);
+  auto is = [&](const char* magic, std::size_t size) {
+    return got == static_cast<ssize_t>(size - 1) && std::memcmp(buffer, magic, size - 1) == 0;
+  };
+  const bool v2 = is(offer_magic, sizeof offer_magic);
+  const bool v1 = is(offer_magic_v1, sizeof offer_magic_v1);
+  const bool flows = is(flows_magic, sizeof flows_magic);
+  const bool well_formed = (v1 || v2 || flows) && fds.size() == 1 && !(msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC));
   if (!well_formed) {
     for (int each : fds) ::close(each);
-    if (got == 0) return detail::fail(errc::channel_closed, "connection channel: the parent hung up before offering");
+    if (got == 0) return detail::fail(errc::channel_closed, what + ": the parent hung up before offering");
     if (msg.msg_flags & MSG_CTRUNC)
       return detail::fail(std::make_error_code(std::errc::too_many_files_open),
-                          "connection channel: the parent's offer arrived without its socket (fd table full)");
-    return detail::fail(errc::protocol_error, "connection channel: the parent sent something that is not its offer");
+                          what + ": the parent's offer arrived without its socket (fd table full)");
+    return detail::fail(errc::protocol_error, what + ": the parent sent something that is not its offer");
   }
-  return fds.front();
+  if (!flows) parent_reads_capacity.store(v2);
+  return std::make_pair(flows ? flows_offer : connections_offer, fds.front());
+}
+
+result<std::optional<int>> receive_offer(offer_kind wanted) {
+  std::lock_guard<std::mutex> lock(offers_mutex);
+  if (stashed_offer[wanted] >= 0) return std::exchange(stashed_offer[wanted], -1);
+  for (;;) {
+    const int fd = detail::kept_readiness_fd();
+    if (fd < 0)
+      return detail::fail(errc::channel_closed, offer_subject(wanted) + ": no readiness connection to the parent");
+    auto got = read_offer(fd, wanted);
+    if (!got) return tl::unexpected(got.error());
+    if (!*got) return std::nullopt;
+    if ((*got)->first == wanted) return (*got)->second;
+    int& other = stashed_offer[(*got)->first];
+    if (other >= 0) ::close(other);  // offered twice: the later one counts
+    other = (*got)->second;
+  }
+}
+
+}  // namespace
+
+result<std::optional<int>> receive_connection_channel() { return receive_offer(connections_offer); }
+
+result<std::optional<int>> receive_flow_channel() { return receive_offer(flows_offer); }
+
+result<void> offer_flow_channel(int ready_fd, int channel_fd) {
+  iovec iov{const_cast<char*>(flows_magic), sizeof flows_magic - 1};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  detail::attach_fds(msg, control, &channel_fd, 1);
+  ssize_t sent;
+  do sent = sendmsg(ready_fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (sent < 0 && errno == EINTR);
+  const int err = errno;
+  ::close(channel_fd);
+  if (sent < 0) return detail::fail_errno(err, "flow channel: offer it to the new generation");
+  return {};
 }
 
 result<int> offer_connection_channel(int ready_fd) {

@@ -520,6 +520,7 @@ result<pid_t> net::state::start_process(const process_options& options,
   child.extra_fds = options.extra_fds;
   child.successor = std::move(successor);
   child.offer_connections = options.offer_connections;
+  child.offer_flows = options.offer_flows;
   child.extra_env = options.extra_env;
 
   // From here until the child has exec'd, no listener opens or closes: the fds it gets and the

@@ -62,7 +62,7 @@ detail::environment offered_environment(std::string_view note) {
     if (equals != std::string_view::npos) {
       const std::string name(line.substr(0, equals));
       if (name == detail::variable::generation || name == detail::variable::ancestors ||
-          name == detail::variable::connections)
+          name == detail::variable::connections || name == detail::variable::flows)
         env[name] = std::string(line.substr(equals + 1));
     }
     at = next;
@@ -169,7 +169,7 @@ outgoing_parcel takeover_refusal(std::string_view why) {
 }
 
 result<outgoing_parcel> takeover_offer(net& n, unsigned max_generations, bool offer_connections,
-                                       bool same_namespace) {
+                                       bool same_namespace, bool offer_flows) {
   auto admitted = detail::admit_next_generation(detail::startup_inheritance().ancestors, max_generations);
   if (!admitted) return tl::unexpected(admitted.error());
   const auto& alive = *admitted;
@@ -183,6 +183,7 @@ result<outgoing_parcel> takeover_offer(net& n, unsigned max_generations, bool of
   for (const auto& entry : detail::generation_entries(generation() + 1, same_namespace ? alive : none))
     p.note += "\n" + entry;
   if (offer_connections) p.note += "\n" + detail::connections_entry();
+  if (offer_flows) p.note += "\n" + detail::flows_entry();
   for (const listener* l : n.active_listeners()) {
     fd_description d;
     d.kind = fd_kind::listener;

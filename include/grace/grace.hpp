@@ -4,6 +4,7 @@
 #include "grace/charge.hpp"
 #include "grace/error.hpp"
 #include "grace/fd_channel.hpp"
+#include "grace/flows.hpp"
 #include "grace/listener.hpp"
 #include "grace/migration.hpp"
 #include "grace/log.hpp"

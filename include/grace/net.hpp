@@ -57,6 +57,9 @@ struct process_options {
   // Tells the child (GRACE_CONNECTIONS=1) that this process will hand it connections once it is
   // ready (grace/migration.hpp).
   bool offer_connections = false;
+  // Tells the child (GRACE_FLOWS=1) that this process will hand it its UDP flows once it is ready
+  // (grace/flows.hpp).
+  bool offer_flows = false;
   // Further fds for the child, placed after the listeners at 3+N, 3+N+1, ... and not counted in
   // LISTEN_FDS (a report pipe, for example). pending_child::start places the readiness socket
   // after them.

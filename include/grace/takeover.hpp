@@ -67,12 +67,13 @@ GRACE_API bool in_this_pid_namespace(pid_t pid) noexcept;
 // over would exceed `max_generations` alive at once. The fds are lent: they stay open in `n`,
 // which from then on leaves their socket files in place when it closes them (they are shared).
 // With `offer_connections`, the taker learns that this process will hand it connections once it
-// is ready (grace/migration.hpp).
+// is ready (grace/migration.hpp); with `offer_flows`, its UDP flows (grace/flows.hpp).
 // A taker in another pid namespace (`same_pid_namespace` false) is not told the generations alive:
 // their pids mean nothing there.
 [[nodiscard]] GRACE_API result<outgoing_parcel> takeover_offer(net& n, unsigned max_generations,
                                                                bool offer_connections = false,
-                                                               bool same_pid_namespace = true);
+                                                               bool same_pid_namespace = true,
+                                                               bool offer_flows = false);
 // A refusal the new process reports as errc::takeover_refused with `why`.
 GRACE_API outgoing_parcel takeover_refusal(std::string_view why);
 

@@ -256,7 +256,7 @@ void takeover_server::on_hello(greeting_list::iterator g, result<parcel> hello) 
   std::optional<outgoing_parcel> offer;
   if (!why) {
     auto made = takeover_offer(net_, max_generations_, hooks_.offers_connections && hooks_.offers_connections(),
-                               same_namespace);
+                               same_namespace, hooks_.offers_flows && hooks_.offers_flows());
     if (made) offer = std::move(*made);
     else why = made.error().message();
   }

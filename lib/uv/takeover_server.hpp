@@ -44,6 +44,7 @@ class takeover_server {
     std::function<void(const std::string&)> warn;
     // Whether the taker is told it will get connections once it is ready.
     std::function<bool()> offers_connections;
+    std::function<bool()> offers_flows;
   };
 
   // Serves the hand-over socket `socket` of `net`; an error when its poll cannot be made.

@@ -102,6 +102,25 @@ class GRACE_API upgrader {
   // application must not touch `c` afterwards. If the new generation cannot take it, it comes
   // back as a new connection through the import hook, on the same loop.
   bool migrate(connection& c, std::string bytes);
+  // UDP flow affinity (grace/flows.hpp): grace reads `sockets` (UDP listeners of `net`) on this
+  // loop and calls `on_datagram` for each datagram this generation answers; answer with reply().
+  // At a hand-over (SIGUSR2, a takeover, grace-listen --overlap) this generation stops reading,
+  // and the datagrams of its flows keep coming to it, forwarded by the new generation, until they
+  // end (flow_ended(), or idle past options.table.idle): then it exits, or at the drain deadline.
+  // New flows go to the new generation. Call it once, before ready(); the sockets' order is the
+  // `socket` index of each datagram, and must be the same in every generation. Errors: called
+  // twice, no socket, a socket that is not UDP, a libuv handle that could not be made.
+  [[nodiscard]] result<void> serve_flows(const std::vector<grace::listener*>& sockets, flow_options options,
+                                         std::function<void(const routed_datagram&)> on_datagram);
+  // The application's word that a flow ended here (a goodbye, a session it does not hold): a
+  // newer generation owns its key from now on.
+  void flow_ended(const flow_key& key);
+  // Answers `d` (a datagram given to on_datagram, during that call) from the socket it came on:
+  // the same local address and port, whichever generation read it. False when it could not be
+  // sent.
+  bool reply(const routed_datagram& d, std::string_view bytes);
+  flow_counters flow_statistics() const;
+
   // This generation is ready: tells the parent that started it, or (first start, or a parent
   // that died meanwhile) takes charge itself: pid file and READY=1/MAINPID. Call after opening
   // every listener and initialising. Errors: the options are out of range; a libuv handle could

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "grace/fd_channel.hpp"
+#include "grace/flows.hpp"
 #include "grace/net.hpp"
 
 namespace grace::uv {
@@ -35,6 +36,23 @@ struct event {
   std::string message;  // one line a person can read
   pid_t child = 0;      // for upgrade events
   std::size_t count = 0;
+};
+
+// UDP flow affinity (upgrader::serve_flows, grace/flows.hpp).
+struct flow_options {
+  // The table's bound and idle time: a flow idle this long has ended (set it to the protocol's
+  // own idle timeout); past max_flows the least recently seen flow ends.
+  flow_table_options table;
+  // false: no affinity; every datagram goes to the newest generation, as without flows.
+  bool affinity = true;
+  // The flow a datagram belongs to (a session id, a QUIC connection ID); unset, the client's
+  // address and port. An empty key: a datagram of no flow yet (a hello that starts one), which
+  // the generation that reads it answers.
+  std::function<flow_key(const sockaddr* from, socklen_t from_length, std::string_view payload)> key;
+  // A flow ended by itself here (idle, or evicted to make room): the application drops its state.
+  std::function<void(const flow_key&)> on_flow_end;
+  // How long a new generation waits for the previous one's flows before it reads anyway.
+  std::chrono::milliseconds wait_for_predecessor{3000};
 };
 
 struct upgrader_options {

@@ -4,6 +4,7 @@
 // lifecycle.cpp holds the handlers, each read top to bottom; the decisions are in rules.hpp.
 #include <uv.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -14,6 +15,7 @@
 #include "charge.hpp"
 #include "drain.hpp"
 #include "event_log.hpp"
+#include "flows.hpp"
 #include "grace/uv/upgrader.hpp"
 #include "migration_in.hpp"
 #include "migration_out.hpp"
@@ -52,6 +54,7 @@ struct upgrader::impl {
   result<void> open_handover_socket();
   result<void> handle_signals();
   std::string serving_line() const;
+  std::string since_upgrade_began() const;
   void close_unclaimed_listeners();
   void close_listeners();
   void begin_drain(const std::string& why, bool defer_hook = false);
@@ -67,8 +70,10 @@ struct upgrader::impl {
   phase at = phase::starting;
   bool terminating = false;  // SIGTERM (or shutdown()) came
   bool offered_connections = false;  // the pending process was told it gets connections
+  bool offered_flows = false;        // ... and UDP flows
   bool deadline_extended = false;    // the drain deadline waits once for connections in flight
   bool charge_elsewhere = false;     // the pending process runs in another pid namespace
+  std::chrono::steady_clock::time_point upgrade_began{};  // SIGUSR2, or a taker: what hand-over times count from
   std::function<void()> reload_hook;
   std::function<void()> resume_hook;
   detail::migration_hooks migration;
@@ -80,6 +85,7 @@ struct upgrader::impl {
   detail::successor_watch successor;
   detail::migration_out outbound;
   detail::migration_in inbound;
+  detail::flow_service flows;
   detail::child_starter starter;
   grace::listener* handover = nullptr;  // in net
   std::unique_ptr<detail::takeover_server> takeover;

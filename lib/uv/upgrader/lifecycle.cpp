@@ -5,6 +5,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdio>
+
 #include "../../failure.hpp"
 #include "grace/notify.hpp"
 
@@ -27,9 +29,13 @@ result<void> upgrader::impl::ready() {
   auto told = notify_ready();
   if (!told) return tl::unexpected(told.error());
   switch (*told) {
-    case ready_outcome::first_start: charge.take(); break;
+    case ready_outcome::first_start:
+      charge.take();
+      flows.on_predecessor_channel(tl::unexpected(error(errc::channel_closed, "")));
+      break;
     case ready_outcome::told_parent:
       inbound.watch_parent();
+      flows.after_ready();
       if (predecessor_out_of_sight()) {
         charge.take();
         log(event_kind::took_charge, "the previous generation runs in another pid namespace, where this one's pid means "
@@ -39,6 +45,7 @@ result<void> upgrader::impl::ready() {
       break;
     case ready_outcome::parent_gone:
       charge.take();
+      flows.on_predecessor_channel(tl::unexpected(error(errc::channel_closed, "the previous generation is gone")));
       log(event_kind::took_charge,
           "the generation that started this one is gone; pid " + std::to_string(getpid()) + " is in charge");
       break;
@@ -88,6 +95,7 @@ result<void> upgrader::impl::open_handover_socket() {
   };
   h.warn = [this](const std::string& message) { log(event_kind::warning, message); };
   h.offers_connections = [this] { return migration.set(); };
+  h.offers_flows = [this] { return flows.offers(); };
   auto server = detail::takeover_server::open(loop, net, handover, options.handover_peers, options.max_generations,
                                               std::move(h));
   if (!server) return tl::unexpected(server.error());
@@ -98,13 +106,16 @@ result<void> upgrader::impl::open_handover_socket() {
 // --- Upgrade: SIGUSR2, or a process taking over ------------------------------------------------
 
 void upgrader::impl::upgrade() {
+  upgrade_began = std::chrono::steady_clock::now();
   if (auto why = detail::upgrade_refusal(hand_over_state())) {
     log(event_kind::upgrade_refused, *why, successor.pending());
     return;
   }
   process_options process = options.process;
   process.offer_connections = migration.set();
+  process.offer_flows = flows.offers();
   offered_connections = process.offer_connections;
+  offered_flows = process.offer_flows;
   starter.start(net, std::move(process), options.max_generations);
 }
 
@@ -137,6 +148,7 @@ void upgrader::impl::on_started(result<pending_child> child) {
 // A process started by somebody else took the listeners: from here it is watched exactly as a
 // child this process started (ready, rollback, timeout), except that it is not reaped here.
 void upgrader::impl::adopt_taker(pid_t pid, int ready_fd, bool same_pid_namespace) {
+  upgrade_began = std::chrono::steady_clock::now();
   auto taker = pending_child::adopt(pid, ready_fd);
   if (!taker) {
     log(event_kind::rollback,
@@ -157,6 +169,7 @@ void upgrader::impl::adopt_taker(pid_t pid, int ready_fd, bool same_pid_namespac
           "; waiting until it is ready",
       pid);
   wait_for(std::move(*taker), migration.set());
+  offered_flows = flows.offers();
   charge_elsewhere = !same_pid_namespace;
 }
 
@@ -192,6 +205,13 @@ void upgrader::impl::on_settled(upgrade_outcome outcome, pending_child child, co
   charge.notify("READY=1");
 }
 
+std::string upgrader::impl::since_upgrade_began() const {
+  char text[64];
+  std::snprintf(text, sizeof text, "%.1f ms after the upgrade began",
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - upgrade_began).count());
+  return text;
+}
+
 // The child is ready: new connections must reach it at once; the bookkeeping can wait.
 void upgrader::impl::hand_over(pending_child child) {
   const pid_t pid = child.pid();
@@ -201,14 +221,16 @@ void upgrader::impl::hand_over(pending_child child) {
     // Its pid means nothing here, nor this one's there: it names itself (pid file, MAINPID).
     log(event_kind::child_ready,
         (pid > 0 ? "pid " + std::to_string(pid) : std::string("the process")) +
-            " in another pid namespace is ready and in charge; it writes the pid file and tells its service "
+            " in another pid namespace is ready and in charge, " + since_upgrade_began() + "; it writes the pid file and tells its service "
             "manager itself",
         pid);
   } else {
     charge.hand_to(pid);
-    log(event_kind::child_ready, "pid " + std::to_string(pid) + " is ready and in charge", pid);
+    log(event_kind::child_ready, "pid " + std::to_string(pid) + " is ready and in charge, " + since_upgrade_began(),
+        pid);
   }
-  if (offered_connections) outbound.offer(child);
+  if (offered_connections) outbound.offer(child, upgrade_began);
+  flows.hand_over(child, offered_flows);
   successor.watch(std::move(child));
   // With connections moving, the drain hook waits: it runs only if they cannot move.
   begin_drain(pid > 0 ? "handed over to pid " + std::to_string(pid) : std::string("handed over"), outbound.offered());
@@ -227,6 +249,7 @@ void upgrader::impl::resume_after_takeover(pid_t pid, int status) {
   draining.stop();
   servers.resume_accepting();
   if (takeover) takeover->start_accepting();
+  flows.resume();
   if (resume_hook) resume_hook();
   charge.hand_to(getpid());
   log(event_kind::rollback_after_takeover,
@@ -265,6 +288,7 @@ void upgrader::impl::close_listeners() {
   // Stopping for good: new clients are refused at once instead of waiting in a queue nobody
   // will accept from. (A socket activated by systemd stays open in systemd.)
   servers.close_listening_sockets();
+  flows.close("shutting down");
   takeover.reset();
   std::vector<grace::listener*> listeners = servers.take_listeners();
   if (handover) listeners.push_back(std::exchange(handover, nullptr));
@@ -313,7 +337,7 @@ void upgrader::impl::on_drain_deadline() {
 
 void upgrader::impl::check_drained() {
   const detail::drain_view v{at, successor.watch_time_left(), servers.workers_busy(), outbound.moving(),
-                             servers.connection_count()};
+                             servers.connection_count(), !flows.finished()};
   if (detail::drain_complete(v)) finish();
 }
 
@@ -322,7 +346,10 @@ void upgrader::impl::finish() {
   at = phase::exiting;
   outbound.stop("exiting", false);
   inbound.close();
-  log(event_kind::exiting, "drained; exiting");
+  flows.close("exiting");
+  log(event_kind::exiting, upgrade_began == std::chrono::steady_clock::time_point{}
+                              ? std::string("drained; exiting")
+                              : "drained; exiting, " + since_upgrade_began());
   draining.stop();
   successor.let_go();  // left running: it serves
   maybe_stop();

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <iterator>
 
 #include "grace/migration.hpp"
@@ -19,6 +20,31 @@ constexpr auto parcel_timeout = 10s;
 // Connections in one parcel, at most: the receiver holds a parcel's fds until its last arrives.
 constexpr std::size_t max_parcel = 128;
 
+double ms_between(migration_out::clock::time_point from, migration_out::clock::time_point to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+std::string ms_text(double ms) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f ms", ms);
+  return text;
+}
+
+// Adds the time from its making to its end to `total`: the parcel building's share of each thread.
+class timed_into {
+ public:
+  explicit timed_into(std::atomic<std::int64_t>& total) : total_(total), start_(migration_out::clock::now()) {}
+  ~timed_into() {
+    total_ += std::chrono::duration_cast<std::chrono::nanoseconds>(migration_out::clock::now() - start_).count();
+  }
+  timed_into(const timed_into&) = delete;
+  timed_into& operator=(const timed_into&) = delete;
+
+ private:
+  std::atomic<std::int64_t>& total_;
+  migration_out::clock::time_point start_;
+};
+
 }  // namespace
 
 migration_out::migration_out(uv_loop_t* loop, server_set& servers, const migration_hooks& app, hooks h)
@@ -26,8 +52,13 @@ migration_out::migration_out(uv_loop_t* loop, server_set& servers, const migrati
 
 migration_out::~migration_out() = default;
 
-void migration_out::offer(const pending_child& successor) {
+void migration_out::offer(const pending_child& successor, clock::time_point upgrade_began) {
   if (!app_.set()) return;
+  upgrade_began_ = upgrade_began;
+  offered_at_ = clock::now();
+  hello_at_ = first_sent_at_ = last_confirmed_at_ = clock::time_point{};
+  building_ns_ = 0;
+  parcels_ = confirmed_ = 0;
   auto fd = offer_connection_channel(successor.ready_fd());
   if (!fd) return hooks_.warn("connections stay here: " + fd.error().message());
   auto channel = fd_channel::adopt(loop_, *fd);
@@ -54,6 +85,7 @@ void migration_out::on_outbound(result<parcel> p) {
     return;
   }
   hello_seen_ = true;
+  hello_at_ = clock::now();
   hello_timer_.reset();
   if (*capacity == 0) {
     stop("it has no room for connections in its fd table", true);
@@ -82,6 +114,7 @@ void migration_out::export_all() {
 }
 
 void migration_out::export_from(server& s) {
+  const timed_into building(building_ns_);
   for (connection* c : s.connections()) {
     if (!open()) return;
     if (c->closing()) continue;
@@ -213,9 +246,11 @@ void migration_out::flush() {
   }
 }
 
-void migration_out::send(std::vector<handed> batch_of) {
+outgoing_parcel migration_out::describe(const std::vector<handed>& batch) {
+  const timed_into building(building_ns_);
   outgoing_parcel p;
-  for (const auto& each : batch_of) {
+  p.fds.reserve(batch.size());
+  for (const auto& each : batch) {
     const listener_info& from = each.from->listener();
     fd_description d;
     d.kind = fd_kind::connection;
@@ -225,6 +260,12 @@ void migration_out::send(std::vector<handed> batch_of) {
     d.application = each.state;
     p.fds.push_back({each.fd.get(), std::move(d)});
   }
+  return p;
+}
+
+void migration_out::send(std::vector<handed> batch_of) {
+  outgoing_parcel p = describe(batch_of);
+  if (parcels_++ == 0) first_sent_at_ = clock::now();
   in_flight_.push_back(std::move(batch_of));
   auto batch = std::prev(in_flight_.end());
   outbound_->send(std::move(p), parcel_timeout, [this, batch](result<void> sent) {
@@ -235,9 +276,26 @@ void migration_out::send(std::vector<handed> batch_of) {
     // The new generation holds them now: this process lets go of its copies, which leaves the
     // connections open.
     moving_ -= batch->size();
+    confirmed_ += batch->size();
+    last_confirmed_at_ = clock::now();
     in_flight_.erase(batch);
     hooks_.changed();
   });
+}
+
+void migration_out::report_timing() {
+  if (!hello_seen_) return;
+  std::string line = "moved " + std::to_string(confirmed_) + " connection(s) to pid " + std::to_string(successor_) +
+                     " in " + std::to_string(parcels_) + " parcel(s): its hello came " +
+                     ms_text(ms_between(offered_at_, hello_at_)) + " after the offer";
+  if (parcels_ > 0)
+    line += "; building the parcels took " + ms_text(static_cast<double>(building_ns_.load()) / 1e6) +
+            " (export hooks included)";
+  if (confirmed_ > 0)
+    line += ", sending them " + ms_text(ms_between(first_sent_at_, last_confirmed_at_)) +
+            " from the first to the last confirmation, which came " +
+            ms_text(ms_between(upgrade_began_, last_confirmed_at_)) + " after the upgrade began";
+  hooks_.progress(line, 0);
 }
 
 void migration_out::close_for_good(const std::string& why) {
@@ -249,6 +307,7 @@ void migration_out::close_for_good(const std::string& why) {
 std::size_t migration_out::stop(const std::string& why, bool give_back_connections) {
   open_ = false;
   if (!outbound_) return 0;
+  report_timing();
   std::vector<handed> back = std::move(queued_);
   for (auto& batch : in_flight_)
     for (auto& each : batch) back.push_back(std::move(each));

@@ -7,6 +7,8 @@
 #include <uv.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <list>
 #include <memory>
@@ -47,8 +49,10 @@ class migration_out {
   migration_out(const migration_out&) = delete;
   migration_out& operator=(const migration_out&) = delete;
 
-  // Offers the channel to `successor`, which just took over and was told it gets connections.
-  void offer(const pending_child& successor);
+  using clock = std::chrono::steady_clock;
+  // Offers the channel to `successor`, which just took over and was told it gets connections;
+  // `upgrade_began`: when this upgrade began (SIGUSR2, a taker), which the summary times from.
+  void offer(const pending_child& successor, clock::time_point upgrade_began);
   // The channel is offered and not closed: the drain hook waits for the hello.
   bool offered() const noexcept { return static_cast<bool>(outbound_); }
   // The new generation takes connections now. Thread-safe.
@@ -82,10 +86,14 @@ class migration_out {
   void queue(handed h);
   void give_back(handed h);
   void flush();
+  outgoing_parcel describe(const std::vector<handed>& batch);
   void send(std::vector<handed> batch);
   bool send_away(connection& c, std::string& bytes);
   void say_too_large();  // `bytes` is taken only when it succeeds
   void close_for_good(const std::string& why);
+  // "moved N connection(s) to pid P in K parcel(s): ..." with where the time went; once the
+  // channel closes.
+  void report_timing();
 
   uv_loop_t* loop_;
   server_set& servers_;
@@ -106,6 +114,11 @@ class migration_out {
   std::size_t capacity_ = 0;  // connections the new generation has room for, not sent yet
   bool warned_too_large_ = false;
   bool report_due_ = false;
+  // Where the time goes (report_timing()).
+  clock::time_point upgrade_began_{}, offered_at_{}, hello_at_{}, first_sent_at_{}, last_confirmed_at_{};
+  std::atomic<std::int64_t> building_ns_{0};  // export hooks, copies, descriptions: every thread's
+  std::size_t parcels_ = 0;
+  std::size_t confirmed_ = 0;
   std::vector<handed> queued_;                // sent with the next parcel
   std::list<std::vector<handed>> in_flight_;  // sent, not confirmed yet
   // Declared last: they let go before the channel closes.

@@ -63,7 +63,7 @@ bool drain_complete(const drain_view& v) {
   // Drained (every worker has stopped, no connection is on its way to the new generation), and
   // no longer watching over the generation it handed over to.
   return v.at == phase::draining && !v.watching_successor && !v.workers_busy && v.moving == 0 &&
-         v.connections == 0;
+         v.connections == 0 && !v.flows_left;
 }
 
 std::string serving_line(const serving_view& v) {

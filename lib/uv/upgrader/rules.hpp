@@ -68,6 +68,7 @@ struct drain_view {
   bool workers_busy = false;        // work posted to worker loops has not run yet
   std::size_t moving = 0;           // connections between migrate() and the new generation's ack
   std::size_t connections = 0;
+  bool flows_left = false;          // UDP flows still answered here (grace/flows.hpp)
 };
 bool drain_complete(const drain_view& v);
 

@@ -49,7 +49,11 @@ upgrader::impl::impl(uv_loop_t* l, grace::net& n, upgrader_options o)
                 [this] { return at == phase::exiting || at == phase::done; }}),
       inbound(loop, servers, migration,
               {[this](const std::string& why) { log(event_kind::warning, why); },
-               [this](const std::string& line) { log(event_kind::drain_progress, line); }}),
+               [this](const std::string& line) { log(event_kind::drain_progress, line); },
+               [this](result<int> fd) { flows.on_predecessor_channel(std::move(fd)); }}),
+      flows(loop, {[this](const std::string& why) { log(event_kind::warning, why); },
+                   [this](const std::string& line) { log(event_kind::drain_progress, line); },
+                   [this] { check_drained(); }}),
       starter(loop, [this](result<pending_child> child) { on_started(std::move(child)); }) {
   if (auto woken = servers.status(); !woken && !setup_error) setup_error = woken.error();
   for (const auto& warning : inheritance_warnings()) log(event_kind::warning, warning);
@@ -135,6 +139,17 @@ result<std::vector<server*>> upgrader::serve(const listener_group& group, server
 }
 
 void upgrader::serving_elsewhere() { impl_->servers.serving_elsewhere(); }
+
+result<void> upgrader::serve_flows(const std::vector<grace::listener*>& sockets, flow_options options,
+                                   std::function<void(const routed_datagram&)> on_datagram) {
+  return impl_->flows.serve(sockets, std::move(options), std::move(on_datagram));
+}
+
+void upgrader::flow_ended(const flow_key& key) { impl_->flows.ended(key); }
+
+bool upgrader::reply(const routed_datagram& d, std::string_view bytes) { return impl_->flows.reply(d, bytes); }
+
+flow_counters upgrader::flow_statistics() const { return impl_->flows.counters(); }
 void upgrader::on_drain(std::function<void()> hook) { impl_->draining.set_hook(std::move(hook)); }
 void upgrader::on_reload(std::function<void()> hook) { impl_->reload_hook = std::move(hook); }
 void upgrader::on_resume(std::function<void()> hook) { impl_->resume_hook = std::move(hook); }
