@@ -610,9 +610,11 @@ TEST_CASE("every sample and benchmark: --version names it and grace's version; a
   std::vector<std::pair<std::string, std::string>> programs = {
       {helper_path("GRACE_HTTP"), "grace-http"},     {helper_path("GRACE_ECHO"), "grace-echo"},
       {helper_path("GRACE_UNIX"), "grace-unix"},     {helper_path("GRACE_EPOLL"), "grace-epoll"},
-      {helper_path("GRACE_ASIO"), "grace-asio"},     {helper_path("GRACE_UDP_ECHO"), "grace-udp-echo"}};
+      {helper_path("GRACE_ASIO"), "grace-asio"},     {helper_path("GRACE_UDP_ECHO"), "grace-udp-echo"},
+      {helper_path("GRACE_UDP_SESSION"), "grace-udp-session"}};
   for (const char* bench : {"grace-bench-inherit", "grace-bench-restart", "grace-bench-bare-http",
-                            "grace-bench-throughput", "grace-bench-restart-tail", "grace-bench-fd-channel"}) {
+                            "grace-bench-throughput", "grace-bench-restart-tail", "grace-bench-fd-channel",
+                            "grace-bench-udp-sessions"}) {
     if (access(beside_harness(bench).c_str(), X_OK) == 0) programs.emplace_back(beside_harness(bench), bench);
     else MESSAGE(bench << " is not built here: not checked");
   }
