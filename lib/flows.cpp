@@ -338,12 +338,12 @@ result<void> flow_router::on_predecessor_readable(clock::time_point) {
 
 bool flow_router::forward_if_not_ours(const routed_datagram& d, clock::time_point now) {
   state& s = *s_;
-  if (!s.affinity || d.key.empty()) return false;
+  if (d.key.empty()) return false;
   if (s.own.contains(d.key)) {
     s.own.touch(d.key, now);
     return false;
   }
-  if (s.predecessor.open() && s.predecessor_keys.count(d.key) != 0) {
+  if (s.affinity && s.predecessor.open() && s.predecessor_keys.count(d.key) != 0) {
     s.forward(d);
     return true;
   }
@@ -352,6 +352,14 @@ bool flow_router::forward_if_not_ours(const routed_datagram& d, clock::time_poin
     s.evicted.push_back(*evicted);
   }
   return false;
+}
+
+void flow_router::began(const flow_key& key, clock::time_point now) {
+  if (key.empty()) return;
+  if (auto evicted = s_->own.touch(key, now)) {
+    ++s_->counters.evicted;
+    s_->evicted.push_back(*evicted);
+  }
 }
 
 void flow_router::ended(const flow_key& key) {

@@ -124,7 +124,7 @@ class GRACE_API flow_router {
   using deliver_fn = std::function<void(const routed_datagram&)>;
   using ended_fn = std::function<void(const flow_key&)>;
   // `affinity` false: every datagram is this generation's (the behaviour without flows), and no
-  // channel is offered or taken.
+  // channel is offered or taken; flows are still tracked, bounded and ended when idle.
   flow_router(flow_table_options table, bool affinity = true);
   ~flow_router();
   flow_router(const flow_router&) = delete;
@@ -151,6 +151,9 @@ class GRACE_API flow_router {
   // Forwarded to the previous generation when the key is one of its flows (true: nothing more to
   // do), else this generation's: the flow is tracked (touched) and the caller handles it.
   bool forward_if_not_ours(const routed_datagram& d, clock::time_point now);
+  // The application's word: a flow begins here (its first datagram carries no key yet, as a
+  // hello that gets a session id back). Tracked from now on, as if a datagram of it came.
+  void began(const flow_key& key, clock::time_point now);
   // The application's word: the flow ended here (a goodbye, an unknown session). Also tells the
   // next generation, if there is one, which then owns the key.
   void ended(const flow_key& key);

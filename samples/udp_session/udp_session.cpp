@@ -13,7 +13,8 @@
 //
 // Besides the other samples' options (samples/common): --affinity off|forward (default forward;
 // off sends every datagram to the newest generation, and every session in progress breaks at a
-// restart) and --session-idle-ms N (a session without a datagram for N ms ends; default 5000).
+// restart), --session-idle-ms N (a session without a datagram for N ms ends; default 5000) and
+// --max-sessions N (past it, the least recently seen session ends; default 65536).
 #include <signal.h>
 #include <unistd.h>
 #include <uv.h>
@@ -36,6 +37,7 @@ const char* const name = "grace-udp-session";
 struct options {
   bool affinity = true;
   long idle_ms = 5000;
+  long max_sessions = 65536;
 };
 
 // Takes this sample's own options out of argv; the rest are the common ones.
@@ -44,7 +46,7 @@ options take_own_options(int& argc, char** argv) {
   int out = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if ((arg == "--affinity" || arg == "--session-idle-ms") && i + 1 >= argc) {
+    if ((arg == "--affinity" || arg == "--session-idle-ms" || arg == "--max-sessions") && i + 1 >= argc) {
       std::fprintf(stderr, "%s: %s needs a value\n", name, arg.c_str());
       std::exit(2);
     }
@@ -60,6 +62,13 @@ options take_own_options(int& argc, char** argv) {
       o.idle_ms = std::strtol(argv[++i], &end, 10);
       if (*end != '\0' || o.idle_ms < 10 || o.idle_ms > 3600000) {
         std::fprintf(stderr, "%s: --session-idle-ms is a whole number from 10 to 3600000, not \"%s\"\n", name, argv[i]);
+        std::exit(2);
+      }
+    } else if (arg == "--max-sessions") {
+      char* end = nullptr;
+      o.max_sessions = std::strtol(argv[++i], &end, 10);
+      if (*end != '\0' || o.max_sessions < 1 || o.max_sessions > 10000000) {
+        std::fprintf(stderr, "%s: --max-sessions is a whole number from 1 to 10000000, not \"%s\"\n", name, argv[i]);
         std::exit(2);
       }
     } else {
@@ -107,6 +116,9 @@ struct server {
       char sid[17];
       std::snprintf(sid, sizeof sid, "%016llx", static_cast<unsigned long long>(random()));
       sessions[sid] = 0;
+      // Tracked at once: a flood of hellos ends the least recently seen sessions (on_flow_end)
+      // rather than growing without bound.
+      if (auto key = grace::flow_key::of_bytes(sid)) upgrader->flow_began(*key);
       reply = "SESSION " + std::string(sid) + " " + std::string(rest) + " " + pid;
     } else if (verb == "DATA") {
       const auto [sid, number] = split(rest);
@@ -156,6 +168,7 @@ int main(int argc, char** argv) {
   grace::uv::flow_options flows;
   flows.affinity = own.affinity;
   flows.table.idle = std::chrono::milliseconds(own.idle_ms);
+  flows.table.max_flows = static_cast<std::size_t>(own.max_sessions);
   flows.key = [](const sockaddr*, socklen_t, std::string_view payload) { return server::key_of(payload); };
   // A session idle past its time ends here, as the client would have given up on it.
   flows.on_flow_end = [&s](const grace::flow_key& key) { s.sessions.erase(std::string(key.bytes())); };

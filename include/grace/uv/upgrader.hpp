@@ -82,18 +82,21 @@ class GRACE_API upgrader {
   // connections have finished and moved too. The drain hook then runs only if the new
   // generation does not take connections.
   //
-  // Old side, once the new generation takes connections: for each open connection, stop
+  // Old side, as soon as the new generation is ready (before it has said it takes connections:
+  // what it does not take comes back through the import hook): for each open connection, stop
   // reading from it and return the bytes the next generation needs to go on (the application's
   // state and input read but not consumed); nullopt keeps it here (busy: hand it over later with
   // migrate(), or let it end).
   void on_export(std::function<std::optional<std::string>(connection&)> hook);
   // New side: a connection handed over with its bytes; set it up and read from it. Also runs in
-  // the old process for a connection that stays: one whose move failed (the new generation died;
-  // a new connection object), and one exported that cannot travel (its bytes are more than
+  // the old process for a connection that stays: one whose move failed (the new generation died,
+  // did not take connections, or had less room in its fd table than was exported; a new
+  // connection object), and one exported that cannot travel (its bytes are more than
   // connection_state_limit, or the new generation's fd table has no more room; the same
   // connection object, its user_data as the export hook left it).
   void on_import(std::function<void(connection&, std::string)> hook);
-  // A newer generation takes connections now. Thread-safe.
+  // Connections may leave for a newer generation now (from its readiness until it has no more
+  // room or the move ends). Thread-safe.
   bool can_migrate() const noexcept;
   // Moves `c` (no write in flight) to the newer generation with `state`; call it on the thread of
   // the loop `c` is served on. False when none takes connections (the caller ends it its own
@@ -112,6 +115,9 @@ class GRACE_API upgrader {
   // twice, no socket, a socket that is not UDP, a libuv handle that could not be made.
   [[nodiscard]] result<void> serve_flows(const std::vector<grace::listener*>& sockets, flow_options options,
                                          std::function<void(const routed_datagram&)> on_datagram);
+  // The application's word that a flow begins here before any datagram carries its key (a hello
+  // answered with a new session id): tracked, and bounded by the table, from now on.
+  void flow_began(const flow_key& key);
   // The application's word that a flow ended here (a goodbye, a session it does not hold): a
   // newer generation owns its key from now on.
   void flow_ended(const flow_key& key);

@@ -228,7 +228,7 @@ void flow_service::hand_over(const pending_child& successor, bool offered) {
   hold_timer_.reset();
   stop_reading();
   handed_over_ = true;
-  if (!offers()) return;
+  if (!offers()) return close("flow affinity is off");
   if (!offered) return close("the new generation was not offered flows");
   auto channel = router_->open_successor_channel();
   if (!channel) return close(channel.error().message());
@@ -261,6 +261,10 @@ void flow_service::close(const std::string& why) {
   const std::size_t left = router_->abandon();
   if (left > 0) hooks_.warn(count_text(left, "UDP flow(s)") + " end here unfinished: " + why);
   hooks_.changed();
+}
+
+void flow_service::began(const flow_key& key) {
+  if (router_) router_->began(key, clock::now());
 }
 
 void flow_service::ended(const flow_key& key) {

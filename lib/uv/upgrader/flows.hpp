@@ -50,6 +50,7 @@ class flow_service {
   // This process exits now: what is left is lost (counted, said).
   void close(const std::string& why);
 
+  void began(const flow_key& key);
   void ended(const flow_key& key);
   bool reply(const routed_datagram& d, std::string_view bytes);
   flow_counters counters() const;

@@ -145,6 +145,8 @@ result<void> upgrader::serve_flows(const std::vector<grace::listener*>& sockets,
   return impl_->flows.serve(sockets, std::move(options), std::move(on_datagram));
 }
 
+void upgrader::flow_began(const flow_key& key) { impl_->flows.began(key); }
+
 void upgrader::flow_ended(const flow_key& key) { impl_->flows.ended(key); }
 
 bool upgrader::reply(const routed_datagram& d, std::string_view bytes) { return impl_->flows.reply(d, bytes); }
