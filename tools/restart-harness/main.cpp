@@ -287,13 +287,14 @@ class referee {
 
   void served_by(pid_t pid) {
     answers_name_pids_ = true;
-    server_.saw_pid(pid);
     // udp-session: every answer names its process, but only a HELLO's tells a new generation
     // (session_opened): a draining one answers its own sessions.
     if (options_.mode == load_mode::udp_session) {
+      server_.saw_process(pid);
       ever_served_.insert(pid);
       return;
     }
+    server_.saw_pid(pid);
     if (record_.restarts.empty()) return;
     auto& rs = record_.restarts.back();
     // A hint the server gives; an answer from a process that served before is never the new one.
@@ -486,6 +487,9 @@ class referee {
     std::fprintf(stderr, "\r%10llu answered %8llu lost %4zu/%u restarts %8.1f s ",
                  static_cast<unsigned long long>(load_.answered()), static_cast<unsigned long long>(load_.lost()),
                  record_.restarts.size(), options_.restarts, static_cast<double>(elapsed()) / 1e6);
+    if (options_.mode == load_mode::udp_session)
+      std::fprintf(stderr, "%8llu/%llu sessions broken ", static_cast<unsigned long long>(record_.sessions.broken()),
+                   static_cast<unsigned long long>(record_.sessions.opened));
     std::fflush(stderr);
   }
 
@@ -506,7 +510,7 @@ class referee {
   }
 
   void report() {
-    if (options_.progress && isatty(STDERR_FILENO)) std::fprintf(stderr, "\r%70s\r", "");
+    if (options_.progress && isatty(STDERR_FILENO)) std::fprintf(stderr, "\r%100s\r", "");
     std::string table;
     const verdict v = summarize(options_, record_, table);
     std::fputs(table.c_str(), stdout);

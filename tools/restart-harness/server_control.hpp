@@ -19,6 +19,11 @@ class server_control {
   grace::result<void> start(const std::string& log_path);
   pid_t main_pid();                    // current main pid, from the pid file when there is one
   void saw_pid(pid_t pid);             // a pid named by an answer: one of the server's processes
+  // The same, without taking it for the main pid (udp-session, whose referee follows the new
+  // generation itself: a socket holder such as grace-listen stays the main pid).
+  void saw_process(pid_t pid) {
+    if (pid > 0) known_.insert(pid);
+  }
   // The main pid is now `pid` (the old main process is gone); a pid file still has the last word.
   void follow(pid_t pid) {
     if (pid > 0 && options_.pidfile.empty()) last_main_ = pid;
