@@ -96,6 +96,32 @@ TEST_CASE("udp-session, --affinity off: the sessions a restart breaks are counte
                                   sessions["broken_no_answer"].get<unsigned>() + sessions["broken_wrong"].get<unsigned>());
 }
 
+TEST_CASE("udp-session behind grace-listen --overlap: the holder stays the main pid, no session broken") {
+  temp_dir dir;
+  const std::string address = free_udp_address(), control = dir.file("control.sock");
+  const auto run = run_harness({"--target", "udp://" + address, "--mode", "udp-session", "--clients", "16",
+                                "--session-ms", "1000", "--restarts", "3", "--interval", "0.5", "--server-log",
+                                dir.file("server.log"), "--restart-cmd",
+                                helper_path("GRACE_LISTEN") + " --reload " + control, "--",
+                                helper_path("GRACE_LISTEN"), "--overlap", "--control", control, "-s", "udp:" + address,
+                                "--", helper_path("GRACE_UDP_SESSION"), address, "--max-generations", "16"},
+                               dir);
+  INFO(run.output);
+  INFO(server_log(dir));
+  check_pass(run, 3);
+  REQUIRE_FALSE(run.json.empty());
+  const auto json = nlohmann::json::parse(run.json);
+  CHECK(json["udp_session"]["sessions"]["broken"] == 0);
+  CHECK(json["udp_session"]["answers"]["draining"].get<unsigned>() > 0);
+  REQUIRE(json["restarts"].size() == 3);
+  for (const auto& restart : json["restarts"]) {
+    // grace-listen is the main pid every time; the generations are its children.
+    CHECK(restart["old_pid"] == json["restarts"][0]["old_pid"]);
+    CHECK(restart["replaced_pid"] != restart["old_pid"]);
+    CHECK(restart["new_pid"] != restart["replaced_pid"]);
+  }
+}
+
 TEST_CASE("udp-session options: bad values are refused with an error naming the option") {
   const std::vector<std::pair<std::vector<std::string>, std::string>> refused = {
       {{"--session-ms", "0"}, "--session-ms must be 1 to"},
