@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs the build tree that runs this test (nothing is built again) into a directory under it,
-# checks the installed libraries (SONAME from the project version; no grace::detail symbol
-# exported), and uses that install from outside, as a project of its own would:
+# checks the installed libraries (SONAME from the project version; only namespace grace exported,
+# never grace::detail nor a std:: instantiation, at any compiler and optimisation level), moves the
+# install tree to another directory, and uses it from there, as a project of its own would:
 #   CMake build (cmake --install --prefix):  find_package(grace), pkg-config grace and grace-uv, and
 #     add_subdirectory(grace) from the source tree;
 #   meson build (meson install --destdir):   pkg-config grace and grace-uv, and grace as a meson
 #     subproject (meson installs no CMake package).
+# The move checks that the install is relocatable: the .pc files find their prefix from their own
+# directory (${pcfiledir}), the CMake package from its own, the programs their libraries through
+# $ORIGIN; PKG_CONFIG_PATH alone points pkg-config at the moved copy.
 # add_subdirectory and the meson subproject compile grace's library sources (their own -Wshadow
 # -Wconversion -Werror must hold), at the default build type (no optimisation) and only the
 # targets the consumer needs.
@@ -85,8 +89,6 @@ if [ -f "$build_dir/CMakeCache.txt" ]; then
   say "cmake --install $build_dir --prefix $prefix"
   run cmake --install "$build_dir" --prefix "$prefix"
   root=$prefix
-  # The .pc files name the prefix the build was configured with, which --prefix does not change.
-  pkg_config=(pkg-config --define-variable=prefix="$prefix")
 elif [ -d "$build_dir/meson-info" ]; then
   kind=meson
   destdir="$work/destdir"
@@ -95,8 +97,6 @@ elif [ -d "$build_dir/meson-info" ]; then
   say "meson install -C $build_dir --destdir $destdir"
   run meson install -C "$build_dir" --destdir "$destdir"
   root=$destdir
-  # The .pc files name the configured prefix; the sysroot puts their -I and -L under destdir.
-  pkg_config=(env PKG_CONFIG_SYSROOT_DIR="$destdir" pkg-config)
 else
   echo "$build_dir is neither a CMake nor a meson build dir"
   exit 2
@@ -136,6 +136,14 @@ needed=$(readelf -d "$uv" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' '
 if [[ " $needed" == *" libgrace.so.$soversion "* ]]; then ok "libgrace-uv needs libgrace.so.$soversion"
 else fail "libgrace-uv needs $needed, not libgrace.so.$soversion"; fi
 
+# The install tree moved to another directory: from here on only the moved copy is used.
+moved="$work/moved"
+say "mv $root $moved: the install tree moved"
+mv "$root" "$moved"
+core=$moved${core#"$root"} uv=$moved${uv#"$root"} lib_dir=$moved${lib_dir#"$root"}
+root=$moved
+if [ "$kind" = cmake ]; then prefix=$moved; fi
+
 # The installed programs: they run from the install without LD_LIBRARY_PATH, linked with the
 # installed libgrace.so (found through their RPATH) unless built with static programs.
 for tool in restart-harness grace-listen; do
@@ -152,7 +160,13 @@ done
 
 # pkg-config: a plain compiler line, no build system.
 pc_dir=$(dirname "$(find "$root" -name grace.pc | head -1)")
-pkg_config=(env PKG_CONFIG_PATH="$pc_dir" "${pkg_config[@]}")
+pkg_config=(env PKG_CONFIG_PATH="$pc_dir" pkg-config)
+# Relocatable: the flags name the moved copy, found from the .pc file's own directory.
+for pc in grace grace-uv; do
+  flags=$("${pkg_config[@]}" --cflags --libs "$pc")
+  if [[ "$flags" == *"-I$moved/"* && "$flags" == *"-L$moved/"* ]]; then ok "pkg-config $pc names the moved install: $flags"
+  else fail "pkg-config $pc does not name the moved install $moved: $flags"; fi
+done
 say "pkg-config grace: c++ consumer.cpp"
 # shellcheck disable=SC2046
 run c++ -std=c++17 "$source_dir/tests/consumer/consumer.cpp" -o "$work/pc-consumer" $("${pkg_config[@]}" --cflags --libs grace)
