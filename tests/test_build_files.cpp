@@ -1,8 +1,9 @@
 // The two builds agree: CMakeLists.txt and meson.build compile the same library sources, and
 // tests/CMakeLists.txt and tests/meson.build register the same tests with the same label, so that
 // a test registered in one build only cannot silently not run in the other. Every
-// tests/test_*.cpp is registered, and the fuzz targets are the same. Reads the files named through
-// GRACE_SOURCE_DIR; each failure names what differs.
+// tests/test_*.cpp is registered, the fuzz targets are the same, and each CMake option has its
+// meson option with the same default. Reads the files named through GRACE_SOURCE_DIR; each failure
+// names what differs.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -243,4 +244,60 @@ TEST_CASE("CMake and meson build the same fuzz targets") {
   const auto meson_targets = quoted(m[1]);
   const std::string fuzz = difference("tests/fuzz/CMakeLists.txt", cmake_targets, "tests/fuzz/meson.build", meson_targets);
   CHECK_MESSAGE(fuzz.empty(), "the fuzz targets differ:\n" << fuzz);
+}
+
+// CMakeLists.txt's option(GRACE_NAME "..." DEFAULT) and meson_options.txt's option('name', ...):
+// each CMake option has its meson option (GRACE_FOO_BAR: 'foo_bar', unless named below), with the
+// same default where CMake's is a plain ON or OFF.
+TEST_CASE("CMake and meson offer the same options, with the same defaults") {
+  // CMake options whose meson counterpart has another name, or is meson's own (built-in) option or
+  // none at all.
+  const std::map<std::string, std::string> renamed = {
+      {"GRACE_BUILD_TESTS", "tests"},
+      {"GRACE_WERROR", ""},         // meson's werror
+      {"GRACE_SANITIZE", ""},       // meson's b_sanitize
+      {"GRACE_BUILD_SAMPLES", ""},  // meson builds the samples and tools whenever grace is the
+      {"GRACE_BUILD_TOOLS", ""},    // top-level project, and never as a subproject
+  };
+  const std::string cmake = without_comments(read("CMakeLists.txt"));
+  const std::string meson = without_comments(read("meson_options.txt"));
+  std::map<std::string, std::string> cmake_options;  // name: default
+  static const std::regex cmake_option("(^|\\n)\\s*option\\(\\s*([A-Z0-9_]+)\\s+\"[^\"]*\"\\s+([^)\\s]+)\\s*\\)");
+  for (std::sregex_iterator i(cmake.begin(), cmake.end(), cmake_option), end; i != end; ++i)
+    cmake_options[(*i)[2]] = (*i)[3];
+  std::map<std::string, std::string> meson_options;  // name: value
+  static const std::regex meson_option("(^|\\n)\\s*option\\(\\s*'([a-z0-9_]+)'");
+  static const std::regex value_arg("value\\s*:\\s*([a-z]+)");
+  for (std::sregex_iterator i(meson.begin(), meson.end(), meson_option), end; i != end; ++i) {
+    const std::string args = balanced(meson, meson.rfind('(', static_cast<std::size_t>(i->position(2))));
+    std::smatch value;
+    meson_options[(*i)[2]] = std::regex_search(args, value, value_arg) ? std::string(value[1]) : "";
+  }
+  REQUIRE_MESSAGE(!cmake_options.empty(), "no option(GRACE_...) in CMakeLists.txt");
+  REQUIRE_MESSAGE(!meson_options.empty(), "no option('...') in meson_options.txt");
+
+  std::string differ;
+  std::set<std::string> matched;
+  for (const auto& [name, default_value] : cmake_options) {
+    std::string meson_name;
+    if (auto r = renamed.find(name); r != renamed.end()) {
+      meson_name = r->second;
+    } else {
+      meson_name = name.substr(name.rfind("GRACE_", 0) == 0 ? 6 : 0);
+      for (char& c : meson_name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    if (meson_name.empty()) continue;
+    auto m = meson_options.find(meson_name);
+    if (m == meson_options.end()) {
+      differ += "CMake's " + name + " has no meson option '" + meson_name + "' in meson_options.txt\n";
+      continue;
+    }
+    matched.insert(meson_name);
+    const std::string expected = default_value == "ON" ? "true" : default_value == "OFF" ? "false" : "";
+    if (!expected.empty() && m->second != expected)
+      differ += name + " defaults to " + default_value + " but meson's '" + meson_name + "' to " + m->second + "\n";
+  }
+  for (const auto& [name, value] : meson_options)
+    if (!matched.count(name)) differ += "meson's '" + name + "' has no CMake option\n";
+  CHECK_MESSAGE(differ.empty(), differ);
 }
