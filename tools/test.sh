@@ -13,12 +13,18 @@ jobs=$(nproc)
 budget_minutes=45
 start=$SECONDS
 phase_start=$SECONDS
+current=
 
 phase() {
   phase_start=$SECONDS
+  current=$*
   echo
   echo "== $* =="
 }
+# A step that fails ends the run (set -e): say which phase, after how long.
+trap 'status=$?; if [ "$status" -ne 0 ] && [ -n "$current" ]; then
+  echo "tools/test.sh: failed (status $status) in \"$current\" after $((SECONDS - phase_start)) s (total $((SECONDS - start)) s)" >&2
+fi' EXIT
 done_phase() { echo "-- $* done in $((SECONDS - phase_start)) s (total $((SECONDS - start)) s)"; }
 # Runs a command quietly; shows its output only when it fails.
 quiet() {
@@ -38,7 +44,7 @@ tools/setup.sh
 done_phase "setup"
 
 phase "1/4 g++, CMake, CTest (build/gcc, RelWithDebInfo)"
-echo "configure"
+echo "configure: cmake -B build/gcc -DCMAKE_BUILD_TYPE=RelWithDebInfo"
 CXX=g++ quiet cmake -S . -B build/gcc -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 echo "build, $jobs jobs"
 cmake --build build/gcc -j "$jobs"
@@ -50,7 +56,7 @@ done_phase "g++, CMake"
 
 phase "2/4 clang++, meson test (build/meson-clang, debugoptimized)"
 if [ ! -f build/meson-clang/build.ninja ]; then
-  echo "meson setup"
+  echo "meson setup build/meson-clang --buildtype=debugoptimized -Dwerror=true"
   CXX=clang++ quiet meson setup build/meson-clang --buildtype=debugoptimized -Dwerror=true
 fi
 echo "build, $jobs jobs"
@@ -60,7 +66,7 @@ meson test -C build/meson-clang --no-rebuild --print-errorlogs --num-processes "
 done_phase "clang++, meson"
 
 phase "3/4 g++, ASan + UBSan (build/sanitize, Debug)"
-echo "configure"
+echo "configure: cmake -B build/sanitize -DCMAKE_BUILD_TYPE=Debug -DGRACE_SANITIZE=ON"
 CXX=g++ quiet cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DGRACE_SANITIZE=ON
 echo "build, $jobs jobs"
 cmake --build build/sanitize -j "$jobs"
@@ -70,7 +76,7 @@ echo "ctest -LE install (unit, e2e)"
 done_phase "sanitizers"
 
 phase "4/4 clang, libFuzzer (build/fuzz): bounded runs on the seed corpus"
-echo "configure"
+echo "configure: cmake -B build/fuzz -DGRACE_FUZZ=ON (libraries and fuzz targets only)"
 CXX=clang++ quiet cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGRACE_FUZZ=ON \
   -DGRACE_BUILD_TESTS=OFF -DGRACE_BUILD_SAMPLES=OFF -DGRACE_BUILD_TOOLS=OFF
 echo "build, $jobs jobs"
