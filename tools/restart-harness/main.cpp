@@ -462,7 +462,10 @@ class referee {
   // live on while its sessions last (track_drains follows it, without holding the next restart).
   void watch_session_restart(restart_record& rs) {
     track_drains();
-    if (rs.new_answer_us != 0 && !server_.restart_command_running()) {
+    // A pid file that still names the replaced generation (written off the new one's loop, it
+    // lags its first answer) would send the next signal to a draining process: wait for it.
+    const bool pidfile_lags = !options_.pidfile.empty() && rs.replaced_pid == rs.old_pid && server_.main_pid() == rs.old_pid;
+    if (rs.new_answer_us != 0 && !server_.restart_command_running() && !pidfile_lags) {
       rs.completed = true;
       // The next signal goes to the new generation when the old main process was a generation
       // (it answered HELLOs itself), not a socket holder that stays (grace-listen).
@@ -476,7 +479,9 @@ class referee {
       return;
     }
     if (static_cast<double>(elapsed() - rs.signal_us) / 1e6 > options_.restart_timeout_s) {
-      rs.failure = "no HELLO answered by a new generation within " + std::to_string(static_cast<int>(options_.restart_timeout_s)) + " s";
+      rs.failure = rs.new_answer_us == 0 ? "no HELLO answered by a new generation within " + std::to_string(static_cast<int>(options_.restart_timeout_s)) + " s"
+                                         : "the pid file " + options_.pidfile + " still names the replaced generation (pid " +
+                                               std::to_string(rs.old_pid) + ") after " + std::to_string(static_cast<int>(options_.restart_timeout_s)) + " s";
       uv_timer_stop(&watch_timer_);
       record_.aborted = true;
       finish();
