@@ -136,7 +136,10 @@ TEST_CASE("udp-session options: bad values are refused with an error naming the 
       {{"--mode", "udp-echo", "--session-ms", "100"}, "--session-ms is for --mode udp-session"},
       {{"--session-ms"}, "--session-ms needs a value"},
   };
-  for (const auto& [extra, error] : refused) {
+  // Not structured bindings: clang 14 cannot capture them (CAPTURE does).
+  for (const auto& case_ : refused) {
+    const std::vector<std::string>& extra = case_.first;
+    const std::string& error = case_.second;
     CAPTURE(error);
     spawn_options options;
     options.argv = {helper_path("GRACE_HARNESS"), "--target", "udp://127.0.0.1:9", "--mode", "udp-session"};
@@ -148,10 +151,10 @@ TEST_CASE("udp-session options: bad values are refused with an error naming the 
     CHECK(harness.wait() == std::optional<int>(2 << 8));
   }
   // A TCP target is not for udp-session, nor a UDP one for the TCP modes.
-  for (const auto& [target, mode, error] :
-       std::vector<std::tuple<std::string, std::string, std::string>>{
+  for (const auto& case_ : std::vector<std::tuple<std::string, std::string, std::string>>{
            {"tcp://127.0.0.1:9", "udp-session", "--mode udp-session needs a udp://HOST:PORT target"},
            {"udp://127.0.0.1:9", "http-close", "--target udp://127.0.0.1:9 is UDP: it needs --mode udp-echo or udp-session"}}) {
+    const std::string &target = std::get<0>(case_), &mode = std::get<1>(case_), &error = std::get<2>(case_);
     CAPTURE(error);
     spawn_options options;
     options.argv = {helper_path("GRACE_HARNESS"), "--target", target, "--mode", mode, "--", "/bin/true"};
