@@ -1,5 +1,6 @@
 #include "grace/flows.hpp"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <unordered_set>
 
 #include "failure.hpp"
+#include "scm_rights.hpp"
 
 namespace grace {
 
@@ -175,9 +177,42 @@ bool take_key(std::string_view m, std::size_t& at, flow_key& out) {
   return true;
 }
 
+struct outgoing {
+  std::string bytes;
+  std::vector<int> fds;  // owned: closed once sent, or when the channel closes
+  outgoing() = default;
+  outgoing(std::string b) : bytes(std::move(b)) {}
+  outgoing(outgoing&& o) noexcept : bytes(std::move(o.bytes)), fds(std::exchange(o.fds, {})) {}
+  outgoing& operator=(outgoing&& o) noexcept {
+    release();
+    bytes = std::move(o.bytes);
+    fds = std::exchange(o.fds, {});
+    return *this;
+  }
+  ~outgoing() { release(); }
+  void release() {
+    for (int fd : fds) ::close(fd);
+    fds.clear();
+  }
+};
+
+// Sends one message; the number of bytes sent, or -1 with errno.
+ssize_t send_one(int fd, const outgoing& m) {
+  iovec iov{const_cast<char*>(m.bytes.data()), m.bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * (m.fds.empty() ? 1 : m.fds.size())));
+  if (!m.fds.empty()) detail::attach_fds(msg, control.data(), m.fds.data(), m.fds.size());
+  ssize_t sent;
+  do sent = ::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (sent < 0 && errno == EINTR);
+  return sent;
+}
+
 struct channel {
   int fd = -1;
-  std::deque<std::string> queued;  // messages the socket had no room for yet
+  std::deque<outgoing> queued;  // messages the socket had no room for yet
   std::size_t queued_forwards = 0;
 
   bool open() const { return fd >= 0; }
@@ -188,13 +223,10 @@ struct channel {
     queued_forwards = 0;
   }
   // Sends what is queued, then `m`; what does not fit waits. An error when the channel failed.
-  result<void> send(std::string m, bool is_forward) {
+  result<void> send(outgoing m, bool is_forward) {
     if (!open()) return detail::fail(errc::channel_closed, "flow channel: closed");
     if (queued.empty()) {
-      ssize_t sent;
-      do sent = ::send(fd, m.data(), m.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-      while (sent < 0 && errno == EINTR);
-      if (sent >= 0) return {};
+      if (send_one(fd, m) >= 0) return {};
       if (errno != EAGAIN && errno != EWOULDBLOCK) return detail::fail_errno(errno, "flow channel: send");
     }
     if (is_forward) {
@@ -207,20 +239,31 @@ struct channel {
   }
   result<void> flush() {
     while (open() && !queued.empty()) {
-      const std::string& m = queued.front();
-      ssize_t sent;
-      do sent = ::send(fd, m.data(), m.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-      while (sent < 0 && errno == EINTR);
-      if (sent < 0) {
+      if (send_one(fd, queued.front()) < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) return {};
         return detail::fail_errno(errno, "flow channel: send");
       }
-      if (!m.empty() && m.front() == 'F') --queued_forwards;
+      if (!queued.front().bytes.empty() && queued.front().bytes.front() == 'F') --queued_forwards;
       queued.pop_front();
     }
     return {};
   }
 };
+
+// Duplicates of `fds` for a message (close-on-exec).
+result<std::vector<int>> duplicates(const std::vector<int>& fds) {
+  std::vector<int> out;
+  for (int fd : fds) {
+    const int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (copy < 0) {
+      const int err = errno;
+      for (int c : out) ::close(c);
+      return detail::fail_errno(err, "flow channel: duplicate fd " + std::to_string(fd));
+    }
+    out.push_back(copy);
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -233,6 +276,17 @@ struct flow_router::state {
   std::unordered_set<flow_key, flow_key_hash> predecessor_keys;
   channel successor;
   std::vector<flow_key> evicted;  // reported by the next expire()
+  std::function<void(std::string_view, std::vector<int>)> extension_handler;
+
+  result<void> send_extension(const extension& e) {
+    if (e.bytes.size() + 1 > max_message || e.fds.size() > 200)
+      return detail::fail(errc::invalid_argument, "flow channel: an extension too large");
+    auto copies = duplicates(e.fds);
+    if (!copies) return tl::unexpected(copies.error());
+    outgoing m("X" + e.bytes);
+    m.fds = std::move(*copies);
+    return successor.send(std::move(m), false);
+  }
   flow_counters counters;
   std::string buffer = std::string(max_message, '\0');
 
@@ -244,7 +298,9 @@ struct flow_router::state {
     put_key(m, k);
     if (!successor.send(std::move(m), false)) successor.close();
   }
-  void forward(const routed_datagram& d) {
+  // False when the previous generation is gone (its channel failed): the datagram is this
+  // generation's then, as its flow is.
+  bool forward(const routed_datagram& d) {
     std::string m;
     m.reserve(6 + d.from_length + d.key.bytes().size() + d.payload.size());
     m.push_back('F');
@@ -255,8 +311,17 @@ struct flow_router::state {
     m.append(reinterpret_cast<const char*>(d.from), addr_len);
     put_key(m, d.key);
     m.append(d.payload.substr(0, max_payload));
-    if (predecessor.send(std::move(m), true)) ++counters.forwarded;
-    else ++counters.forward_dropped;
+    auto sent = predecessor.send(std::move(m), true);
+    if (sent) {
+      ++counters.forwarded;
+      return true;
+    }
+    if (sent.error().code() == std::make_error_code(std::errc::no_buffer_space)) {
+      ++counters.forward_dropped;  // the channel is full: counted, and said by the caller
+      return true;
+    }
+    lose_predecessor();
+    return false;
   }
   void lose_predecessor() {
     counters.predecessor_flows_lost += predecessor_keys.size();
@@ -292,10 +357,32 @@ std::size_t flow_router::predecessor_flows() const noexcept { return s_->predece
 result<void> flow_router::on_predecessor_readable(clock::time_point) {
   state& s = *s_;
   for (int round = 0; round < 256 && s.predecessor.open(); ++round) {
+    iovec iov{s.buffer.data(), s.buffer.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 200)];
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
     ssize_t got;
-    do got = ::recv(s.predecessor.fd, s.buffer.data(), s.buffer.size(), MSG_DONTWAIT | MSG_TRUNC);
+    do got = ::recvmsg(s.predecessor.fd, &msg, MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC);
     while (got < 0 && errno == EINTR);
     if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return {};
+    std::vector<int> fds;
+    if (got > 0) detail::collect_fds(msg, fds);
+    if (got > 0 && s.buffer[0] == 'X' && static_cast<std::size_t>(got) <= s.buffer.size() &&
+        !(msg.msg_flags & MSG_CTRUNC)) {
+      const std::string_view bytes(s.buffer.data() + 1, static_cast<std::size_t>(got) - 1);
+      if (s.extension_handler) s.extension_handler(bytes, std::move(fds));
+      else for (int fd : fds) ::close(fd);
+      continue;
+    }
+    for (int fd : fds) ::close(fd);  // fds come only with extensions
+    if (got > 0 && (msg.msg_flags & MSG_CTRUNC)) {
+      s.lose_predecessor();
+      return detail::fail(std::make_error_code(std::errc::too_many_files_open),
+                          "flow channel: a message from the previous generation arrived without its fds");
+    }
     if (got <= 0) {
       const int err = got < 0 ? errno : 0;
       s.lose_predecessor();
@@ -343,10 +430,7 @@ bool flow_router::forward_if_not_ours(const routed_datagram& d, clock::time_poin
     s.own.touch(d.key, now);
     return false;
   }
-  if (s.affinity && s.predecessor.open() && s.predecessor_keys.count(d.key) != 0) {
-    s.forward(d);
-    return true;
-  }
+  if (s.affinity && s.predecessor.open() && s.predecessor_keys.count(d.key) != 0 && s.forward(d)) return true;
   if (auto evicted = s.own.touch(d.key, now)) {
     ++s.counters.evicted;
     s.evicted.push_back(*evicted);
@@ -382,7 +466,7 @@ void flow_router::expire(clock::time_point now, const ended_fn& on_end) {
 std::optional<flow_router::clock::time_point> flow_router::next_expiry() const noexcept { return s_->own.next_expiry(); }
 std::size_t flow_router::owned_flows() const noexcept { return s_->own.size(); }
 
-result<int> flow_router::open_successor_channel() {
+result<int> flow_router::open_successor_channel(const std::vector<extension>& extensions) {
   state& s = *s_;
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair) != 0)
@@ -405,7 +489,11 @@ result<int> flow_router::open_successor_channel() {
   for (const auto& k : keys)
     if (sent = add(k); !sent) break;
   if (sent && m.size() > 1) sent = s.successor.send(std::move(m), false);
-  if (sent) sent = s.successor.send("S", false);
+  for (const auto& e : extensions) {
+    if (!sent) break;
+    sent = s.send_extension(e);
+  }
+  if (sent) sent = s.successor.send(outgoing(std::string("S")), false);
   if (!sent) {
     s.successor.close();
     ::close(pair[1]);
@@ -415,6 +503,12 @@ result<int> flow_router::open_successor_channel() {
 }
 
 int flow_router::successor_fd() const noexcept { return s_->successor.fd; }
+
+result<void> flow_router::send_extension(const extension& e) { return s_->send_extension(e); }
+
+void flow_router::on_extension(std::function<void(std::string_view bytes, std::vector<int> fds)> handler) {
+  s_->extension_handler = std::move(handler);
+}
 
 result<void> flow_router::on_successor_readable(clock::time_point now, const deliver_fn& deliver) {
   state& s = *s_;
@@ -454,9 +548,8 @@ result<void> flow_router::on_successor_readable(clock::time_point now, const del
     d.payload = m.substr(at);
     if (s.own.contains(k)) {
       s.own.touch(k, now);
-    } else if (s.predecessor.open() && s.predecessor_keys.count(k) != 0) {
-      s.forward(d);  // a flow of the generation before this one: on down the chain
-      continue;
+    } else if (s.predecessor.open() && s.predecessor_keys.count(k) != 0 && s.forward(d)) {
+      continue;  // a flow of the generation before this one: on down the chain
     }
     ++s.counters.received_forwarded;
     deliver(d);

@@ -132,6 +132,59 @@ TEST_CASE("sessions stay with the generation that opened them across SIGUSR2; it
   CHECK(wait_exited(second));
 }
 
+TEST_CASE("the kernel path (--affinity cookie): a session's datagrams go straight to its generation") {
+  temp_dir dir;
+  const int port = free_udp_port();
+  service udp(helper_path("GRACE_UDP_SESSION"), session_args(port, dir, {"--affinity", "cookie"}));
+  REQUIRE(udp.wait_for("cookie 1 is this generation's"));
+  const std::string first = std::to_string(udp.first_pid());
+  std::vector<std::unique_ptr<session>> sessions;
+  for (int i = 0; i < 4; ++i) {
+    sessions.push_back(std::make_unique<session>(port));
+    CHECK(sessions.back()->open() == first);
+    CHECK(sessions.back()->sid().rfind("01", 0) == 0);  // the cookie: generation 1's socket
+  }
+  const pid_t second = udp.upgrade(udp.first_pid(), 2);
+  REQUIRE(udp.wait_for("cookie 2 is this generation's"));
+  check_sessions_stay(sessions, port, first, std::to_string(second));
+  // 20 datagrams and 4 goodbyes for the old generation: only the goodbyes, which carry no
+  // cookie where the program looks ("DATA "), went through the new one.
+  REQUIRE(udp.wait_for("grace-udp-session[" + first + "]: exiting"));
+  CHECK(udp.first().stderr_text().find("0 datagram(s) forwarded to the previous generation (0 dropped), 4 answered "
+                                        "for the next one") != std::string::npos);
+  kill(second, SIGTERM);
+  CHECK(wait_exited(second));
+}
+
+TEST_CASE("six upgrades in a row, sessions spanning two of them: none breaks, forward and cookie alike") {
+  for (const char* affinity : {"forward", "cookie"}) {
+    CAPTURE(affinity);
+    temp_dir dir;
+    const int port = free_udp_port();
+    service udp(helper_path("GRACE_UDP_SESSION"), session_args(port, dir, {"--affinity", affinity}));
+    REQUIRE(udp.wait_for("(new socket)"));
+    std::vector<std::unique_ptr<session>> open;  // oldest first
+    std::vector<std::string> owners;
+    pid_t current = udp.first_pid();
+    for (unsigned next = 2; next <= 7; ++next) {
+      open.push_back(std::make_unique<session>(port));
+      owners.push_back(open.back()->open());
+      CHECK(owners.back() == std::to_string(current));
+      current = udp.upgrade(current, next);
+      REQUIRE(udp.wait_for("took the previous generation's", 15s, next - 1));
+      for (std::size_t i = 0; i < open.size(); ++i) CHECK(open[i]->data() == "OK " + owners[i]);
+      if (open.size() == 2) {  // the oldest has lived through two upgrades: it ends
+        CHECK(open.front()->bye() == "BYE " + owners.front());
+        open.erase(open.begin());
+        owners.erase(owners.begin());
+      }
+    }
+    for (std::size_t i = 0; i < open.size(); ++i) CHECK(open[i]->bye() == "BYE " + owners[i]);
+    kill(current, SIGTERM);
+    CHECK(wait_exited(current));
+  }
+}
+
 TEST_CASE("sessions stay with the serving process when another takes over through the hand-over socket") {
   temp_dir dir;
   const int port = free_udp_port();
@@ -214,7 +267,7 @@ TEST_CASE("without affinity (--affinity off) every session in progress breaks at
 
 TEST_CASE("the sample refuses bad values of its own options, naming them") {
   for (const auto& [args, expected] : std::vector<std::pair<std::vector<std::string>, std::string>>{
-           {{"127.0.0.1:1", "--affinity", "sideways"}, "--affinity is off or forward"},
+           {{"127.0.0.1:1", "--affinity", "sideways"}, "--affinity is off, forward or cookie"},
            {{"127.0.0.1:1", "--session-idle-ms", "0"}, "--session-idle-ms is a whole number"},
            {{"127.0.0.1:1", "--max-sessions", "x"}, "--max-sessions is a whole number"},
            {{"127.0.0.1:1", "--max-sessions"}, "--max-sessions needs a value"}}) {

@@ -163,10 +163,21 @@ class GRACE_API flow_router {
   std::size_t owned_flows() const noexcept;
 
   // --- Old generation: the channel to the next one.
+  // A message of the caller's own on the channel (grace's cookie path passes its sockets this
+  // way): bytes, and fds that travel with it (duplicated; the caller keeps its own).
+  struct extension {
+    std::string bytes;
+    std::vector<int> fds;
+  };
   // Makes the channel, sends the list of flows owned here (and those a predecessor still owns,
-  // which this one forwards on), and returns the end for the next generation
-  // (offer_flow_channel). From now on this generation reads no shared socket.
-  [[nodiscard]] result<int> open_successor_channel();
+  // which this one forwards on) and `extensions` before the list's end, and returns the end for
+  // the next generation (offer_flow_channel). From now on this generation reads no shared socket.
+  [[nodiscard]] result<int> open_successor_channel(const std::vector<extension>& extensions = {});
+  // Another extension for the next generation, after the list.
+  result<void> send_extension(const extension& e);
+  // Extensions from the previous generation, as on_predecessor_readable() reads them, in order
+  // with the rest; the callee owns the fds.
+  void on_extension(std::function<void(std::string_view bytes, std::vector<int> fds)> handler);
   int successor_fd() const noexcept;
   // successor_fd() is readable: datagrams the next generation forwards, handed to `deliver` (or
   // forwarded on to the predecessor when they are its flows).

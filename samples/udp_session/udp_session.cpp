@@ -11,9 +11,10 @@
 //   BYE <sid>       -> BYE <sid> <pid>, or UNKNOWN <sid> 0 <pid>
 //   anything else   -> ERROR <reason> <pid>
 //
-// Besides the other samples' options (samples/common): --affinity off|forward (default forward;
-// off sends every datagram to the newest generation, and every session in progress breaks at a
-// restart), --session-idle-ms N (a session without a datagram for N ms ends; default 5000) and
+// Besides the other samples' options (samples/common): --affinity off|forward|cookie (default
+// forward; cookie adds the kernel path: the session id's first byte names the generation, and the
+// kernel steers its datagrams to that generation's own socket; off sends every datagram to the
+// newest generation, and every session in progress breaks at a restart), --session-idle-ms N (a session without a datagram for N ms ends; default 5000) and
 // --max-sessions N (past it, the least recently seen session ends; default 65536).
 #include <signal.h>
 #include <unistd.h>
@@ -36,6 +37,7 @@ const char* const name = "grace-udp-session";
 
 struct options {
   bool affinity = true;
+  bool cookie = false;
   long idle_ms = 5000;
   long max_sessions = 65536;
 };
@@ -52,11 +54,12 @@ options take_own_options(int& argc, char** argv) {
     }
     if (arg == "--affinity") {
       const std::string v = argv[++i];
-      if (v != "off" && v != "forward") {
-        std::fprintf(stderr, "%s: --affinity is off or forward, not \"%s\"\n", name, v.c_str());
+      if (v != "off" && v != "forward" && v != "cookie") {
+        std::fprintf(stderr, "%s: --affinity is off, forward or cookie, not \"%s\"\n", name, v.c_str());
         std::exit(2);
       }
-      o.affinity = v == "forward";
+      o.affinity = v != "off";
+      o.cookie = v == "cookie";
     } else if (arg == "--session-idle-ms") {
       char* end = nullptr;
       o.idle_ms = std::strtol(argv[++i], &end, 10);
@@ -113,8 +116,11 @@ struct server {
     if (verb == "HELLO" && !rest.empty() && rest.size() <= 32 &&
         rest.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") ==
             std::string_view::npos) {
+      // With the kernel path the id's first byte is this generation's cookie: its datagrams come
+      // straight to this process's own socket, whichever generation reads the shared one.
       char sid[17];
-      std::snprintf(sid, sizeof sid, "%016llx", static_cast<unsigned long long>(random()));
+      std::snprintf(sid, sizeof sid, "%02x%014llx", upgrader->flow_cookie() & 0xffu,
+                    static_cast<unsigned long long>(random() >> 8));
       sessions[sid] = 0;
       // Tracked at once: a flood of hellos ends the least recently seen sessions (on_flow_end)
       // rather than growing without bound.
@@ -155,7 +161,9 @@ int main(int argc, char** argv) {
   auto config = sample::parse_uv_command_line(argc, argv, name);
   grace::net net;
   sample::take_over_if_asked(net, config, name);
-  auto socket = net.listen_udp("udp", config.address);
+  grace::listen_options listen;
+  listen.reuse_port = own.cookie;  // the kernel path adds a socket per generation to its group
+  auto socket = net.listen_udp("udp", config.address, listen);
   if (!socket) {
     std::fprintf(stderr, "%s: %s\n", name, socket.error().message().c_str());
     return 1;
@@ -169,6 +177,8 @@ int main(int argc, char** argv) {
   flows.affinity = own.affinity;
   flows.table.idle = std::chrono::milliseconds(own.idle_ms);
   flows.table.max_flows = static_cast<std::size_t>(own.max_sessions);
+  // "DATA <sid> <n>": the cookie is the sid's first two hex digits, at offset 5.
+  if (own.cookie) flows.cookie = grace::uv::flow_options::cookie_format{5, true, "DATA "};
   flows.key = [](const sockaddr*, socklen_t, std::string_view payload) { return server::key_of(payload); };
   // A session idle past its time ends here, as the client would have given up on it.
   flows.on_flow_end = [&s](const grace::flow_key& key) { s.sessions.erase(std::string(key.bytes())); };
@@ -179,7 +189,7 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr, "%s[%d]: sessions on udp %s (%s), affinity %s\n", name, static_cast<int>(getpid()),
                (*socket)->address().c_str(), (*socket)->inherited() ? "inherited" : "new",
-               own.affinity ? "forward" : "off");
+               own.cookie ? "cookie" : own.affinity ? "forward" : "off");
   if (auto ready = upgrader.ready(); !ready) {
     std::fprintf(stderr, "%s: %s\n", name, ready.error().message().c_str());
     return 1;

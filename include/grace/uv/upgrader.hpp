@@ -126,6 +126,10 @@ class GRACE_API upgrader {
   // sent.
   bool reply(const routed_datagram& d, std::string_view bytes);
   flow_counters flow_statistics() const;
+  // This generation's cookie for the kernel path (flow_options::cookie): 1-255 once it has its
+  // socket in the group (a new generation: once the previous one's flows have arrived, before it
+  // answers anything); 0 without the kernel path.
+  unsigned flow_cookie() const noexcept;
 
   // This generation is ready: tells the parent that started it, or (first start, or a parent
   // that died meanwhile) takes charge itself: pid file and READY=1/MAINPID. Call after opening

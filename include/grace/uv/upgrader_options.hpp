@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "grace/fd_channel.hpp"
@@ -51,6 +52,21 @@ struct flow_options {
   std::function<flow_key(const sockaddr* from, socklen_t from_length, std::string_view payload)> key;
   // A flow ended by itself here (idle, or evicted to make room): the application drops its state.
   std::function<void(const flow_key&)> on_flow_end;
+  // The kernel path, for protocols that can carry it: each datagram of an established flow carries
+  // a one-byte cookie naming the generation that owns it (upgrader::flow_cookie(); a QUIC server
+  // puts it in its connection IDs), at `offset` of the payload, as one raw byte or as two
+  // lowercase hex digits, in datagrams that start with `prefix`. Each generation then has a socket
+  // of its own in the shared socket's SO_REUSEPORT group, and a classic BPF program on the group
+  // (SO_ATTACH_REUSEPORT_CBPF, no privilege) sends a flow's datagrams straight to the generation
+  // that owns it: old flows cost nothing extra during a drain. Datagrams without a cookie go to
+  // the shared socket and the user-space path, which stays the fallback. One UDP socket, bound
+  // with listen_options::reuse_port.
+  struct cookie_format {
+    std::size_t offset = 0;
+    bool hex = false;
+    std::string prefix;
+  };
+  std::optional<cookie_format> cookie;
   // How long a new generation waits for the previous one's flows before it reads anyway.
   std::chrono::milliseconds wait_for_predecessor{3000};
 };

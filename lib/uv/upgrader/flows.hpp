@@ -54,6 +54,7 @@ class flow_service {
   void ended(const flow_key& key);
   bool reply(const routed_datagram& d, std::string_view bytes);
   flow_counters counters() const;
+  unsigned cookie() const noexcept;
 
  private:
   struct socket;
@@ -65,6 +66,17 @@ class flow_service {
   void arm_expiry();
   void on_expiry();
   void done_holding(const std::string& why);
+  // The kernel path.
+  struct steering;
+  result<void> check_cookie_setup(const std::vector<grace::listener*>& sockets);
+  void on_extension(std::string_view bytes, std::vector<int> fds);
+  void take_slot();
+  void steer();
+  void slots_freed(const std::vector<unsigned>& slots);
+  socket* open_slot_reader(int fd, unsigned slot);
+  static void close_reader(socket* s);
+  void read_free_slots();
+  void stop_free_slots();
 
   uv_loop_t* loop_;
   hooks hooks_;
@@ -75,6 +87,8 @@ class flow_service {
   bool reading_ = false;
   bool handed_over_ = false;
   std::uint64_t reply_failures_ = 0;
+  std::uint64_t next_drop_report_ = 1;
+  std::unique_ptr<steering> steering_;
   owned_handle<uv_timer_t> hold_timer_, expiry_timer_;
   owned_handle<uv_poll_t> predecessor_poll_, successor_poll_;
 };

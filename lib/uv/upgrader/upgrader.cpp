@@ -152,6 +152,8 @@ void upgrader::flow_ended(const flow_key& key) { impl_->flows.ended(key); }
 bool upgrader::reply(const routed_datagram& d, std::string_view bytes) { return impl_->flows.reply(d, bytes); }
 
 flow_counters upgrader::flow_statistics() const { return impl_->flows.counters(); }
+
+unsigned upgrader::flow_cookie() const noexcept { return impl_->flows.cookie(); }
 void upgrader::on_drain(std::function<void()> hook) { impl_->draining.set_hook(std::move(hook)); }
 void upgrader::on_reload(std::function<void()> hook) { impl_->reload_hook = std::move(hook); }
 void upgrader::on_resume(std::function<void()> hook) { impl_->resume_hook = std::move(hook); }
