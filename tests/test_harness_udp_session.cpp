@@ -94,6 +94,14 @@ TEST_CASE("udp-session, --affinity off: the sessions a restart breaks are counte
   CHECK(sessions["broken_unknown"].get<unsigned>() > 0);
   CHECK(sessions["broken"] == sessions["broken_unknown"].get<unsigned>() + sessions["broken_replay"].get<unsigned>() +
                                   sessions["broken_no_answer"].get<unsigned>() + sessions["broken_wrong"].get<unsigned>());
+  // The timeline shows them, every one, where they broke.
+  std::ifstream svg_file(dir.file("run.svg"));
+  const std::string svg((std::istreambuf_iterator<char>(svg_file)), std::istreambuf_iterator<char>());
+  const std::string bar_end = " sessions broken</title>";
+  unsigned plotted = 0;
+  for (auto at = svg.find(bar_end); at != std::string::npos; at = svg.find(bar_end, at + 1))
+    plotted += static_cast<unsigned>(std::stoul(svg.substr(svg.rfind('>', at) + 1)));
+  CHECK(plotted == sessions["broken"].get<unsigned>());
 }
 
 TEST_CASE("udp-session behind grace-listen --overlap: the holder stays the main pid, no session broken") {

@@ -92,6 +92,7 @@ struct request_record {
   std::uint32_t latency_us;
   outcome result;
   pid_t served_by;           // pid named in an HTTP answer, 0 when unknown
+  bool broke_session = false;  // udp-session: this datagram's session broke (whatever its answer)
 };
 
 struct restart_record {

@@ -74,6 +74,7 @@ class client {
   std::uint64_t opened_us_ = 0;
   unsigned index_ = 0;        // this client's number, in its tokens
   std::uint64_t sessions_ = 0;  // sessions this client has begun
+  bool session_completed_ = false;  // the answer being recorded was BYE's
 };
 
 namespace {
@@ -285,6 +286,7 @@ void client::on_session_answer(const std::string& got) {
   }
   if (w.size() == 3 && w[0] == "BYE" && w[1] == sid_ && pid != 0) {
     ++counts.completed;
+    session_completed_ = true;
     return finish(outcome::ok, pid, false);
   }
   if (w.size() == 4 && w[0] == "UNKNOWN" && w[1] == sid_ && w[2] == "0" && pid != 0) {
@@ -407,7 +409,12 @@ void client::finish(outcome o, pid_t served_by, bool keep_connection) {
   uv_timer_stop(&timer_);
   // Without a pid in the answer, the process the referee saw holding this connection.
   if (served_by == 0 && o == outcome::ok && key_ != 0 && gen_.owner_of_port) served_by = gen_.owner_of_port(key_);
-  gen_.record(start_us_, o, served_by);
+  // udp-session: a session that does not go on after this datagram, other than by a BYE
+  // answered (or a HELLO that opened none: no session to break), broke here.
+  const bool broke = gen_.options_.mode == load_mode::udp_session && !keep_connection && step_ != step::hello &&
+                     !(o == outcome::ok && session_completed_);
+  session_completed_ = false;
+  gen_.record(start_us_, o, served_by, broke);
   if (o == outcome::ok) {
     ++answers_on_connection_;
     if (key_ != 0 && gen_.on_answer_at_port) gen_.on_answer_at_port(key_);
@@ -490,9 +497,9 @@ void load_generator::finish_if_stopped() {
   done();
 }
 
-void load_generator::record(std::uint64_t start_us, outcome o, pid_t served_by) {
+void load_generator::record(std::uint64_t start_us, outcome o, pid_t served_by, bool broke_session) {
   const std::uint64_t end = now_us();
-  record_.requests.push_back({end - record_.start_us, static_cast<std::uint32_t>(end - start_us), o, served_by});
+  record_.requests.push_back({end - record_.start_us, static_cast<std::uint32_t>(end - start_us), o, served_by, broke_session});
   if (o == outcome::ok) ++answered_;
   else ++lost_;
   if (served_by != 0 && on_served_by) on_served_by(served_by);

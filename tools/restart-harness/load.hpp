@@ -43,7 +43,7 @@ class load_generator {
 
  private:
   friend class client;
-  void record(std::uint64_t start_us, outcome o, pid_t served_by);
+  void record(std::uint64_t start_us, outcome o, pid_t served_by, bool broke_session);
   void client_idle();
   void finish_if_stopped();
 

@@ -74,7 +74,7 @@ grace::result<void> write_svg(const options& o, const run_record& r, const std::
   const std::uint64_t bucket_us = std::max<std::uint64_t>(5000, span_us / 200);
   const double per_second = 1e6 / static_cast<double>(bucket_us);
   const std::size_t buckets = static_cast<std::size_t>(span_us / bucket_us) + 1;
-  std::vector<std::uint64_t> ok(buckets), lost(buckets);
+  std::vector<std::uint64_t> ok(buckets), lost(buckets), broken(buckets);
   std::vector<std::vector<std::uint32_t>> latencies(buckets);
   std::vector<std::map<pid_t, std::uint64_t>> served(buckets);
   for (const auto& q : r.requests) {
@@ -86,6 +86,7 @@ grace::result<void> write_svg(const options& o, const run_record& r, const std::
       ++lost[b];
     }
     if (q.served_by) ++served[b][q.served_by];
+    if (q.broke_session) ++broken[b];
   }
   std::vector<double> p50(buckets), p99(buckets);
   double latency_peak = 0.001;
@@ -96,7 +97,7 @@ grace::result<void> write_svg(const options& o, const run_record& r, const std::
   }
   double rate_peak = 1;
   for (std::size_t b = 0; b < buckets; ++b)
-    rate_peak = std::max(rate_peak, static_cast<double>(std::max(ok[b], lost[b])) * per_second);
+    rate_peak = std::max(rate_peak, static_cast<double>(std::max({ok[b], lost[b], broken[b]})) * per_second);
   rate_peak = nice_step(rate_peak, 1) * std::ceil(rate_peak / nice_step(rate_peak, 1));
   latency_peak = nice_step(latency_peak, 1) * std::ceil(latency_peak / nice_step(latency_peak, 1));
 
@@ -177,6 +178,14 @@ grace::result<void> write_svg(const options& o, const run_record& r, const std::
           "' width='3' height='" + number(rate_top + rate_h - top, 1) + "' fill='#d62728'><title>" +
           std::to_string(lost[b]) + " lost</title></rect>\n");
     }
+  // udp-session: sessions broken per bucket, beside the losses.
+  for (std::size_t b = 0; b < buckets; ++b)
+    if (broken[b] > 0) {
+      const double top = rate_y(static_cast<double>(broken[b]) * per_second);
+      add("<rect x='" + number(x(static_cast<double>(b * bucket_us)) + 3, 1) + "' y='" + number(top, 1) +
+          "' width='3' height='" + number(rate_top + rate_h - top, 1) + "' fill='#ff7f0e'><title>" +
+          std::to_string(broken[b]) + " sessions broken</title></rect>\n");
+    }
   // Latency: p50 and p99 of the answers in each bucket.
   for (const auto& [values, colour] : {std::pair<const std::vector<double>&, const char*>{p50, "#2ca02c"}, {p99, "#9467bd"}}) {
     add(std::string("<polyline fill='none' stroke='") + colour + "' stroke-width='1.2' points='");
@@ -199,7 +208,9 @@ grace::result<void> write_svg(const options& o, const run_record& r, const std::
     }
   }
   add("<text x='" + number(left) + "' y='" + number(latency_top - 8) + "' font-size='11'>" +
-      "answered requests/s (blue), lost (red bars); below: latency p50 (green), p99 (purple); " +
+      "answered requests/s (blue), lost (red bars)" +
+      std::string(o.mode == load_mode::udp_session ? ", sessions broken (orange bars)" : "") +
+      "; below: latency p50 (green), p99 (purple); " +
       "dashed: restarts; shading: the generation that served</text>\n");
   add("</svg>\n");
 
