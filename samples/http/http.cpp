@@ -43,6 +43,13 @@ const std::string& who() {
 // Between requests, with nothing being written: it can move to the next generation.
 bool idle(const http_connection& st) { return st.writes_in_flight == 0 && !st.close_after_write; }
 
+// At the hand-over, also a connection whose answers are all in its socket, their write
+// callbacks still to come on this loop: the client reads them from the socket wherever the
+// connection is served next. Under load, most connections are in that state at any moment.
+bool answered(grace::uv::connection& c, const http_connection& st) {
+  return !st.close_after_write && uv_stream_get_write_queue_size(c.stream()) == 0;
+}
+
 void send(grace::uv::connection& c, std::string text) {
   auto* state = static_cast<http_connection*>(c.user_data);
   auto* req = new uv_write_t;
@@ -105,7 +112,7 @@ void serve_http(grace::uv::connection& c) {
 // What the next generation needs to go on: the part of a request read so far.
 std::optional<std::string> export_idle(grace::uv::connection& c) {
   auto* state = static_cast<http_connection*>(c.user_data);
-  if (!idle(*state)) return std::nullopt;
+  if (!answered(c, *state)) return std::nullopt;
   uv_read_stop(c.stream());
   return state->input;
 }

@@ -4,14 +4,18 @@
 // new generation, without "Connection: close"). Where that time went comes from the two
 // generations' log lines (the new one's start-up, the hello, building the parcels, sending them
 // until the last confirmation, receiving, adopting into the loop, the old side's drain after the
-// last confirmation), printed beside the fd channel's raw time for as many fds in parcels of
-// the same size, measured in the same run, as ratios.
+// last confirmation; the old side times its steps from when its loop took the signal, and the
+// rest is the signal reaching that loop and the process's exit), printed beside the fd
+// channel's raw time for as many fds in parcels of the same size, measured in the same run, as
+// ratios.
 //
 // Idle by default (each connection has been answered once and waits); with --busy every
 // connection sends its next request as soon as it has an answer, as restart-harness's
 // keep-alive clients do, and those ended with "Connection: close" are counted and reopened.
 //
-//   grace-bench-handover GRACE_HTTP [CONNECTIONS] [RESTARTS] [--busy]
+// --log FILE keeps the generations' log there (else it is kept only when a restart fails).
+//
+//   grace-bench-handover GRACE_HTTP [CONNECTIONS] [RESTARTS] [--busy] [--log FILE]
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -305,15 +309,15 @@ std::optional<std::string> line_with(const std::vector<std::string>& lines, cons
 
 struct restart_figures {
   double gone_ms = 0;        // the signal to the old generation's exit
-  double ready_ms = -1;      // the signal to the new generation's readiness (the old side's log)
+  double ready_ms = -1;      // the old loop's taking the signal to the new generation's readiness
   double hello_ms = -1;      // the offer to the hello
   double building_ms = -1;   // export hooks, copies, descriptions
   double sending_ms = -1;    // the first parcel sent to the last confirmed
   double confirmed_ms = -1;  // the upgrade's start to the last confirmation
   double receiving_ms = -1;  // the new side's hello to its last parcel
   double adopting_ms = -1;   // the new side's adopting into its loop
-  double drain_ms = -1;      // the last confirmation to the old generation's exit
-  double teardown_ms = -1;   // of which: its "exiting" line to its exit
+  double drain_ms = -1;      // the last confirmation to the old generation's "exiting" line
+  double outside_ms = -1;    // the signal reaching the old loop, and the exit after its last line
   std::size_t moved = 0, answered = 0, closed = 0, lost = 0;
 };
 
@@ -340,11 +344,13 @@ std::string load_average() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const char* usage = "usage: grace-bench-handover GRACE_HTTP [CONNECTIONS] [RESTARTS] [--busy]";
+  const char* usage = "usage: grace-bench-handover GRACE_HTTP [CONNECTIONS] [RESTARTS] [--busy] [--log FILE]";
   bool busy = false;
+  std::string kept_log;
   std::vector<char*> args;
   for (int i = 0; i < argc; ++i) {
     if (std::strcmp(argv[i], "--busy") == 0) busy = true;
+    else if (std::strcmp(argv[i], "--log") == 0 && i + 1 < argc) kept_log = argv[++i];
     else args.push_back(argv[i]);
   }
   bench::follow_conventions(static_cast<int>(args.size()), args.data(), "grace-bench-handover", usage);
@@ -370,7 +376,7 @@ int main(int argc, char** argv) {
   const int port = bench::free_port();
   const std::string address = "127.0.0.1:" + std::to_string(port);
   const std::string base = "/tmp/grace-bench-handover-" + std::to_string(getpid());
-  const std::string pidfile = base + ".pid", log = base + ".log";
+  const std::string pidfile = base + ".pid", log = kept_log.empty() ? base + ".log" : kept_log;
   const pid_t first = fork();
   if (first == 0) {
     const int out = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -464,10 +470,13 @@ int main(int argc, char** argv) {
       f.building_ms = number_after(*l, "building the parcels took ").value_or(-1);
       f.sending_ms = number_after(*l, "sending them ").value_or(-1);
       f.confirmed_ms = number_after(*l, "the last confirmation, which came ").value_or(-1);
-      if (f.confirmed_ms >= 0) f.drain_ms = f.gone_ms - f.confirmed_ms;
     }
-    if (auto l = line_with(old_lines, "drained; exiting, "))
-      f.teardown_ms = f.gone_ms - number_after(*l, "drained; exiting, ").value_or(f.gone_ms);
+    // The old generation times its steps from the moment its loop handled the signal.
+    if (auto l = line_with(old_lines, "drained; exiting, ")) {
+      const double exiting = number_after(*l, "drained; exiting, ").value_or(-1);
+      if (exiting >= 0 && f.confirmed_ms >= 0) f.drain_ms = exiting - f.confirmed_ms;
+      if (exiting >= 0) f.outside_ms = f.gone_ms - exiting;
+    }
     if (auto l = line_with(new_lines, "connection(s) from the previous generation in ")) {
       f.receiving_ms = number_after(*l, "parcel(s), the last ").value_or(-1);
       f.adopting_ms = number_after(*l, "adopting them into the loop took ").value_or(-1);
@@ -475,9 +484,10 @@ int main(int argc, char** argv) {
     std::printf("restart %d: old generation gone %.1f ms after the signal; %zu of %zu connection(s) moved, "
                 "%zu ended with Connection: close, %zu lost | new generation ready %.1f ms, hello %.1f ms, "
                 "building %.1f ms, sending %.1f ms (last confirmed at %.1f ms), receiving %.1f ms, adopting %.1f ms, "
-                "old side's drain after the last confirmation %.1f ms (its exit after its last line %.1f ms) | load %s\n",
+                "old side's drain after the last confirmation %.1f ms | the signal reaching the old loop and its exit %.1f ms | "
+                "load %s\n",
                 r + 1, f.gone_ms, f.moved, count, f.closed, f.lost, f.ready_ms, f.hello_ms, f.building_ms,
-                f.sending_ms, f.confirmed_ms, f.receiving_ms, f.adopting_ms, f.drain_ms, f.teardown_ms,
+                f.sending_ms, f.confirmed_ms, f.receiving_ms, f.adopting_ms, f.drain_ms, f.outside_ms,
                 load_average().c_str());
     std::fflush(stdout);
     figures.push_back(f);
@@ -507,13 +517,13 @@ int main(int argc, char** argv) {
   std::printf(
       "hand-over of %zu %s keep-alive connections, median of %zu restart(s) (ms): old generation gone %.1f (max %.1f) "
       "| new generation ready %.1f, hello %.1f, building parcels %.1f, sending %.1f, receiving %.1f, adopting %.1f, "
-      "old side's drain %.1f (its exit %.1f) | fd channel alone, %zu fds in parcels of %zu: %.1f | sending / channel alone %.2f, "
+      "old side's drain %.1f, the signal reaching the old loop and its exit %.1f | fd channel alone, %zu fds in parcels of %zu: %.1f | sending / channel alone %.2f, "
       "old generation gone / channel alone %.2f | moved %zu of %zu answers | load %s\n",
       count, busy ? "busy" : "idle", figures.size(), gone, max_of(figures, &restart_figures::gone_ms),
       median_of(figures, &restart_figures::ready_ms), median_of(figures, &restart_figures::hello_ms),
       median_of(figures, &restart_figures::building_ms), sending, median_of(figures, &restart_figures::receiving_ms),
       median_of(figures, &restart_figures::adopting_ms), median_of(figures, &restart_figures::drain_ms),
-      median_of(figures, &restart_figures::teardown_ms), count,
+      median_of(figures, &restart_figures::outside_ms), count,
       parcel_size, raw_ms, raw_ms > 0 ? sending / raw_ms : 0, raw_ms > 0 ? gone / raw_ms : 0, all_moved,
       all_answered, load_average().c_str());
   const bool all_clean = std::all_of(figures.begin(), figures.end(),
@@ -522,6 +532,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "not every connection moved (log: %s)\n", log.c_str());
     return 1;
   }
-  unlink(log.c_str());
+  if (kept_log.empty()) unlink(log.c_str());
   return 0;
 }

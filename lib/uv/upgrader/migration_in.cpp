@@ -61,6 +61,8 @@ void migration_in::take_connection_offer() {
   }
   if (!app_.import_state) {
     ::close(**offered);  // declined: the old generation drains as it always did
+    hooks_.progress("the previous generation offered its connections; this one has no import hook and takes "
+                    "none: they finish there");
     return;
   }
   auto channel = fd_channel::adopt(loop_, **offered);

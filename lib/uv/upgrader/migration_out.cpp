@@ -1,6 +1,7 @@
 #include "migration_out.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,7 +16,13 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr auto hello_timeout = 1000ms;  // a new generation that takes connections answers at once
+// A new generation that takes connections answers the offer at once; the connections exported
+// meanwhile wait for it, their requests in their sockets. Counted on the clock, not the loop's
+// time, which a busy turn leaves behind.
+constexpr auto hello_timeout = 1000ms;
+// When it expires with the hello already waiting in the channel, the hello is read in this turn
+// of the loop (timers run before the poll): it gets that long more.
+constexpr std::uint64_t hello_grace_ms = 20;
 constexpr auto parcel_timeout = 10s;
 // Connections in one parcel, at most: the receiver holds a parcel's fds until its last arrives.
 constexpr std::size_t max_parcel = 128;
@@ -64,14 +71,42 @@ void migration_out::offer(const pending_child& successor, clock::time_point upgr
   auto channel = fd_channel::adopt(loop_, *fd);
   if (!channel) return hooks_.warn("connections stay here: " + channel.error().message());
   outbound_ = std::move(*channel);
+  channel_fd_ = *fd;
   hello_seen_ = false;
   successor_ = successor.pid();
   outbound_->on_parcel([this](result<parcel> p) { on_outbound(std::move(p)); });
+  uv_update_time(loop_);  // a busy turn of the loop may have left its time behind
   auto timed = start_timer(
-      hello_timer_, loop_, this,
-      [](uv_timer_t* t) { static_cast<migration_out*>(t->data)->stop("the new generation did not take connections", true); },
+      hello_timer_, loop_, this, [](uv_timer_t* t) { static_cast<migration_out*>(t->data)->on_hello_timer(); },
       static_cast<std::uint64_t>(hello_timeout.count()), 0, "hello timer");
-  if (!timed) stop(timed.error().message(), true);
+  if (!timed) {
+    stop(timed.error().message(), true);
+    return;
+  }
+  // The idle connections leave now rather than after the hello: from here this loop serves only
+  // the busy ones, and the turns that bring the hello and the confirmations are short. What
+  // leaves waits in the parcels for the hello (capacity_ unknown until then), and comes back
+  // should the new generation not take it.
+  open_ = true;
+  capacity_ = SIZE_MAX;
+  export_all();
+}
+
+void migration_out::on_hello_timer() {
+  hello_timer_.reset();
+  if (hello_seen_ || !outbound_) return;
+  const double waited = ms_between(offered_at_, clock::now());
+  pollfd waiting{channel_fd_, POLLIN, 0};
+  if (waited < 10.0 * static_cast<double>(hello_timeout.count()) && poll(&waiting, 1, 0) == 1) {
+    // Here already: this turn's poll reads it.
+    auto timed = start_timer(
+        hello_timer_, loop_, this, [](uv_timer_t* t) { static_cast<migration_out*>(t->data)->on_hello_timer(); },
+        hello_grace_ms, 0, "hello timer");
+    if (timed) return;
+  }
+  stop("pid " + std::to_string(successor_) + " did not say it takes connections (its hello) within " +
+           ms_text(waited) + " of the offer",
+       true);
 }
 
 void migration_out::on_outbound(result<parcel> p) {
@@ -91,9 +126,23 @@ void migration_out::on_outbound(result<parcel> p) {
     stop("it has no room for connections in its fd table", true);
     return;
   }
+  // What was exported before the hello goes now, as far as the new generation has room.
   capacity_ = *capacity;
-  open_ = true;
-  export_all();
+  if (queued_.size() >= capacity_) {
+    std::vector<handed> excess(std::make_move_iterator(queued_.begin() + static_cast<std::ptrdiff_t>(capacity_)),
+                               std::make_move_iterator(queued_.end()));
+    queued_.resize(capacity_);
+    capacity_ = 0;
+    // Closed before they come back: the import hook may try to move them again.
+    close_for_good("pid " + std::to_string(successor_) + " has room for no more connections in its fd table (" +
+                   std::to_string(*capacity) + "): " +
+                   (excess.empty() ? std::string("any others") : std::to_string(excess.size()) + " exported and any others") +
+                   " stay here and finish in this generation");
+    for (auto& each : excess) give_back(std::move(each));
+  } else {
+    capacity_ -= queued_.size();
+  }
+  flush();
 }
 
 // Each server's connections are offered on its own loop's thread, where the application's state
@@ -205,6 +254,7 @@ void migration_out::collect() {
 void migration_out::queue(handed h) {
   if (!open() || !outbound_ || capacity_ == 0) return give_back(std::move(h));
   queued_.push_back(std::move(h));
+  if (!hello_seen_) return;  // they go with the hello (capacity_ is known then)
   if (--capacity_ == 0)
     close_for_good("pid " + std::to_string(successor_) +
                    " has room for no more connections in its fd table: any others stay here and finish in this "
@@ -316,13 +366,15 @@ std::size_t migration_out::stop(const std::string& why, bool give_back_connectio
   hello_timer_.reset();
   flush_timer_.reset();
   hello_seen_ = false;
+  channel_fd_ = -1;
   outbound_.reset();  // may be inside its own callback: allowed
   if (!give_back_connections) {
     moving_ -= back.size();
     return back.size();  // their copies close with `back`
   }
   hooks_.warn("connections stay here (" + std::to_string(back.size()) + " given back): pid " +
-              std::to_string(successor_) + ": " + why);
+              std::to_string(successor_) + ": " + why +
+              "; the connections left end here as a drain ends them");
   for (auto& each : back) give_back(std::move(each));
   hooks_.given_back();
   return 0;

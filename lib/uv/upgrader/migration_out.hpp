@@ -55,7 +55,8 @@ class migration_out {
   void offer(const pending_child& successor, clock::time_point upgrade_began);
   // The channel is offered and not closed: the drain hook waits for the hello.
   bool offered() const noexcept { return static_cast<bool>(outbound_); }
-  // The new generation takes connections now. Thread-safe.
+  // Connections may leave now: from the offer until the channel closes or the new generation
+  // has no more room. Thread-safe.
   bool open() const noexcept { return open_.load(); }
   // upgrader::migrate(), on the thread of the loop `c` is served on.
   bool migrate(connection& c, std::string bytes);
@@ -80,6 +81,7 @@ class migration_out {
     const server* from = nullptr;
   };
   void on_outbound(result<parcel> p);
+  void on_hello_timer();
   void export_all();
   void export_from(server& s);
   void report_exports();
@@ -101,6 +103,7 @@ class migration_out {
   hooks hooks_;
   std::thread::id loop_thread_;
   std::unique_ptr<fd_channel> outbound_;
+  int channel_fd_ = -1;  // outbound_'s socket, to see whether the hello waits in it
   bool hello_seen_ = false;
   pid_t successor_ = 0;
   std::atomic<bool> open_{false};

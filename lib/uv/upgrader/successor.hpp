@@ -78,6 +78,7 @@ class successor_watch {
   // Declared after what they watch: they let go of the fds first.
   owned_handle<uv_poll_t> ready_poll_, exit_poll_, successor_poll_;
   owned_handle<uv_timer_t> ready_timer_, watch_timer_;
+  owned_handle<uv_timer_t> ready_check_;  // once, at the start of the turn after wait_for()
 };
 
 }  // namespace grace::uv::detail
