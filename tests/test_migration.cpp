@@ -121,6 +121,32 @@ TEST_CASE("a new generation that dies before taking the connections: they stay, 
   close(kept);
 }
 
+// A turn of the old loop busy with thousands of clients can outlast the hello timeout: the hello
+// waiting in the channel is still read, and the connections move.
+TEST_CASE("an old loop that stalls past the hello timeout right after the offer still moves every connection") {
+  const int port = free_port();
+  service probe(helper_path("GRACE_PROBE"), {"stalled-handover", "127.0.0.1:" + std::to_string(port), "1500"});
+  REQUIRE(probe.wait_for("as pid"));
+  const std::string first = "pid=" + std::to_string(probe.first_pid());
+  std::vector<int> clients;
+  for (int i = 0; i < 20; ++i) {
+    clients.push_back(connect_tcp("127.0.0.1", port));
+    REQUIRE(send_all(clients.back(), "x\n"));
+    REQUIRE(read_line_from(clients.back()) == first);
+  }
+  const pid_t second = probe.upgrade(probe.first_pid(), 2);
+  REQUIRE(probe.wait_for("moved 20 connection(s) to pid " + std::to_string(second)));
+  CHECK(wait_exited(probe.first_pid(), 15s));
+  for (int c : clients) {
+    REQUIRE(send_all(c, "x\n"));
+    CHECK(read_line_from(c) == "pid=" + std::to_string(second));
+    close(c);
+  }
+  CHECK(probe.count("given back") == 0);
+  kill(second, SIGTERM);
+  CHECK(wait_exited(second));
+}
+
 TEST_CASE("the referee: with think time, no restart ends a keep-alive connection") {
   for (bool takeover : {false, true}) {
     CAPTURE(takeover);

@@ -14,6 +14,10 @@
 //     listen_group(ADDRESS, COUNT) on the sockets it inherited; reports "members M steered S",
 //     accepts QUEUED connections from whichever members have them ("queued a,b,c": per member),
 //     says "steered", then accepts NEW more ("new a,b,c"), each line on REPORT_FD.
+//   grace-test-probe stalled-handover ADDRESS MS
+//     a libuv server (grace::uv::upgrader) whose connections move at a hand-over; it answers each
+//     line with "pid=<pid>". Its first generation's loop stalls MS ms right after it offered its
+//     connections to the next one, as a turn busy with thousands of clients does. Logs on stderr.
 //   grace-test-probe reexec NETWORK ADDRESS
 //     generation 1 listens, waits for "go" on stdin, start_process()es itself, closes its
 //     listener and waits for the child; generation 2 inherits, reports, serves one connection.
@@ -23,6 +27,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -36,6 +41,7 @@
 #include <vector>
 
 #include "grace/grace.hpp"
+#include "grace/uv/upgrader.hpp"
 #include "support/process.hpp"
 
 namespace {
@@ -320,6 +326,70 @@ int run_takeover(int argc, char** argv) {
 
 }  // namespace
 
+void answer_lines(grace::uv::connection& c) {
+  uv_read_start(
+      c.stream(), [](uv_handle_t*, size_t, uv_buf_t* buf) { *buf = uv_buf_init(new char[256], 256); },
+      [](uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+        grace::uv::connection& conn = grace::uv::connection::from(stream);
+        const std::string got(buf->base, nread > 0 ? static_cast<std::size_t>(nread) : 0);
+        delete[] buf->base;
+        if (nread < 0) return conn.close();
+        for (char ch : got) {
+          if (ch != '\n') continue;
+          auto* text = new std::string("pid=" + std::to_string(getpid()) + "\n");
+          auto* req = new uv_write_t;
+          req->data = text;
+          const uv_buf_t out = uv_buf_init(text->data(), static_cast<unsigned>(text->size()));
+          uv_write(req, stream, &out, 1, [](uv_write_t* r, int) {
+            delete static_cast<std::string*>(r->data);
+            delete r;
+          });
+        }
+      });
+}
+
+int run_stalled_handover(int argc, char** argv) {
+  if (argc < 4) return 2;
+  const int stall_ms = std::atoi(argv[3]);
+  grace::net net;
+  auto l = net.listen("tcp", argv[2]);
+  if (!l) {
+    std::fprintf(stderr, "probe: %s\n", l.error().message().c_str());
+    return 1;
+  }
+  uv_loop_t* loop = uv_default_loop();
+  grace::uv::upgrader_options options;
+  options.drain_timeout = std::chrono::seconds(20);
+  options.process.executable = grace::process_options::executable_source::proc_self_exe;
+  // The stall comes at the end of the turn that offered the connections (its check phase): the
+  // next turn starts with the timers, before the poll that reads the new generation's hello.
+  static uv_check_t stall;
+  static int stall_for_ms = 0;
+  stall_for_ms = stall_ms;
+  uv_check_init(loop, &stall);
+  const bool stalls = grace::generation() == 1;
+  options.on_event = [stalls](const grace::uv::event& e) {
+    std::fprintf(stderr, "probe[%d] %s\n", static_cast<int>(getpid()), e.message.c_str());
+    if (!stalls || e.kind != grace::uv::event_kind::draining) return;
+    uv_check_start(&stall, [](uv_check_t* self) {
+      uv_check_stop(self);
+      usleep(static_cast<useconds_t>(stall_for_ms) * 1000);
+    });
+  };
+  grace::uv::upgrader upgrader(loop, net, options);
+  upgrader.on_export([](grace::uv::connection& c) -> std::optional<std::string> {
+    uv_read_stop(c.stream());
+    return std::string();
+  });
+  upgrader.on_import([](grace::uv::connection& c, std::string) { answer_lines(c); });
+  if (!upgrader.serve(*l, [](grace::uv::connection& c) { answer_lines(c); })) return 1;
+  if (auto ready = upgrader.ready(); !ready) {
+    std::fprintf(stderr, "probe: %s\n", ready.error().message().c_str());
+    return 1;
+  }
+  return upgrader.run();
+}
+
 int main(int argc, char** argv) {
   const char* mode = std::getenv("GRACE_PROBE_MODE");
   if (mode != nullptr && std::string(mode) == "describe") return run_describe();
@@ -329,6 +399,7 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "reexec") return run_reexec(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "takeover") return run_takeover(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "serve-http") return run_serve_http(argc, argv);
+  if (argc >= 2 && std::string(argv[1]) == "stalled-handover") return run_stalled_handover(argc, argv);
   std::fprintf(stderr, "usage: grace-test-probe listen|reexec|takeover ...\n");
   return 2;
 }
