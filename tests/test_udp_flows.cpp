@@ -266,13 +266,14 @@ TEST_CASE("without affinity (--affinity off) every session in progress breaks at
 }
 
 TEST_CASE("the sample refuses bad values of its own options, naming them") {
-  for (const auto& [args, expected] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+  for (const auto& one : std::vector<std::pair<std::vector<std::string>, std::string>>{
            {{"127.0.0.1:1", "--affinity", "sideways"}, "--affinity is off, forward or cookie"},
            {{"127.0.0.1:1", "--session-idle-ms", "0"}, "--session-idle-ms is a whole number"},
            {{"127.0.0.1:1", "--max-sessions", "x"}, "--max-sessions is a whole number"},
            {{"127.0.0.1:1", "--max-sessions"}, "--max-sessions needs a value"}}) {
+    const std::string& expected = one.second;
     CAPTURE(expected);
-    auto p = start_program(helper_path("GRACE_UDP_SESSION"), args);
+    auto p = start_program(helper_path("GRACE_UDP_SESSION"), one.first);
     auto status = p->wait(10s);
     REQUIRE(status);
     CHECK(WEXITSTATUS(*status) == 2);
