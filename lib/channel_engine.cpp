@@ -93,48 +93,92 @@ void channel_engine::send(outgoing_parcel p, clock::time_point deadline, send_ca
   s.done = std::move(done);
   s.batch_limit = options_.max_fds_per_message;
   sends_.push_back(std::move(s));
-  if (sends_.size() == 1) start_next_batch();
+  start_next_batch();  // it goes now when nothing it must wait for is on the way
 }
 
-void channel_engine::start_next_batch() {
-  while (!sends_.empty() && !failed()) {
-    auto& s = sends_.front();
-    if (s.in_flight || s.retry_at) return;
-    const auto& fds = s.parcel.fds;
-    // As many fds as the limits allow (at least one, whose own size encode_batch checks); the
-    // note goes with the last of them, or alone after them when it does not fit beside them.
-    std::vector<const fd_description*> descriptions;
-    std::size_t size = header_size + 6;
-    std::size_t i = s.next_fd;
-    while (i < fds.size() && descriptions.size() < s.batch_limit) {
-      const std::size_t more = encoded_size(fds[i].description);
-      if (!descriptions.empty() && size + more > message_limit) break;
-      size += more;
-      descriptions.push_back(&fds[i].description);
-      ++i;
-    }
-    const bool last = i == fds.size() && (descriptions.empty() || size + s.parcel.note.size() <= message_limit);
-    const std::uint32_t sequence = next_sequence_++;
-    auto bytes = encode_batch(sequence, last, last ? std::string_view(s.parcel.note) : std::string_view(), descriptions);
-    if (!bytes) {
-      auto done = std::move(s.done);
-      sends_.pop_front();
-      auto alive = alive_;
-      done(tl::unexpected(bytes.error()));
-      if (!*alive) return;
-      continue;
-    }
-    frame f;
-    f.bytes = std::move(*bytes);
-    for (std::size_t k = s.next_fd; k < i; ++k) f.fds.push_back(fds[k].fd);
-    s.batch_fds = i - s.next_fd;
-    s.in_flight = sequence;
-    s.in_flight_last = last;
-    ++stats_.messages_sent;
-    frames_.push_back(std::move(f));
-    on_writable();
-    return;
+// Whether the rest of `s`'s parcel goes in one message (its last).
+bool channel_engine::rest_in_one_message(const pending_send& s) const {
+  std::size_t size = header_size + 6;
+  std::size_t count = 0;
+  for (std::size_t i = s.next_fd; i < s.parcel.fds.size(); ++i) {
+    const std::size_t more = encoded_size(s.parcel.fds[i].description);
+    if (count == s.batch_limit || (count > 0 && size + more > message_limit)) return false;
+    size += more;
+    ++count;
   }
+  return count == 0 || size + s.parcel.note.size() <= message_limit;
+}
+
+// One message at a time, each confirmed before the next (max_messages_in_flight 1); or whole
+// parcels back to back. The messages of a parcel of several never mix with others on the way:
+// such a parcel starts only when nothing else awaits confirmation, and nothing else starts
+// until it is through. A refused message waits for its retry, and what was queued behind it
+// with it.
+void channel_engine::start_next_batch() {
+  auto alive = alive_;
+  while (!failed()) {
+    std::size_t awaiting = 0;
+    std::optional<std::size_t> next;
+    bool mid_parcel = false;
+    for (std::size_t k = 0; k < sends_.size(); ++k) {
+      const auto& s = sends_[k];
+      if (s.next_fd > 0 || (s.in_flight && !s.in_flight_last)) {
+        next = k;  // in the middle of a parcel of several messages: it alone goes on
+        mid_parcel = true;
+        break;
+      }
+      if (s.in_flight) {
+        ++awaiting;
+        continue;
+      }
+      if (!next) next = k;
+    }
+    if (!next) return;
+    const auto& s = sends_[*next];
+    if (s.in_flight || s.retry_at) return;
+    if (!mid_parcel) {
+      if (awaiting >= std::max<std::size_t>(1, options_.max_messages_in_flight)) return;
+      if (awaiting > 0 && !rest_in_one_message(s)) return;
+    }
+    queue_batch(*next);
+    if (!*alive) return;
+  }
+}
+
+bool channel_engine::queue_batch(std::size_t index) {
+  auto& s = sends_[index];
+  const auto& fds = s.parcel.fds;
+  // As many fds as the limits allow (at least one, whose own size encode_batch checks); the
+  // note goes with the last of them, or alone after them when it does not fit beside them.
+  std::vector<const fd_description*> descriptions;
+  std::size_t size = header_size + 6;
+  std::size_t i = s.next_fd;
+  while (i < fds.size() && descriptions.size() < s.batch_limit) {
+    const std::size_t more = encoded_size(fds[i].description);
+    if (!descriptions.empty() && size + more > message_limit) break;
+    size += more;
+    descriptions.push_back(&fds[i].description);
+    ++i;
+  }
+  const bool last = i == fds.size() && (descriptions.empty() || size + s.parcel.note.size() <= message_limit);
+  const std::uint32_t sequence = next_sequence_++;
+  auto bytes = encode_batch(sequence, last, last ? std::string_view(s.parcel.note) : std::string_view(), descriptions);
+  if (!bytes) {
+    auto done = std::move(s.done);
+    sends_.erase(sends_.begin() + static_cast<std::ptrdiff_t>(index));
+    done(tl::unexpected(bytes.error()));
+    return false;  // the caller looks again, if this engine is still alive
+  }
+  frame f;
+  f.bytes = std::move(*bytes);
+  for (std::size_t k = s.next_fd; k < i; ++k) f.fds.push_back(fds[k].fd);
+  s.batch_fds = i - s.next_fd;
+  s.in_flight = sequence;
+  s.in_flight_last = last;
+  ++stats_.messages_sent;
+  frames_.push_back(std::move(f));
+  on_writable();
+  return true;
 }
 
 void channel_engine::queue_control(std::string bytes) {
@@ -303,12 +347,21 @@ void channel_engine::handle_batch(const header& h, std::string_view payload) {
 }
 
 void channel_engine::handle_answer(const header& h, std::string_view payload) {
-  if (sends_.empty() || !sends_.front().in_flight || *sends_.front().in_flight != h.sequence) {
+  // Answers come in the order the messages went: to the oldest one awaiting an answer (a
+  // message sent again after a refusal may have gone behind parcels queued after it).
+  std::size_t index = sends_.size();
+  std::uint32_t oldest = 0;
+  for (std::size_t k = 0; k < sends_.size(); ++k) {
+    if (!sends_[k].in_flight || (index != sends_.size() && *sends_[k].in_flight >= oldest)) continue;
+    index = k;
+    oldest = *sends_[k].in_flight;
+  }
+  if (index == sends_.size() || oldest != h.sequence) {
     fail(error(make_error_code(errc::protocol_error),
                "fd channel: an answer to message " + std::to_string(h.sequence) + ", which is not awaiting one"));
     return;
   }
-  auto& s = sends_.front();
+  auto& s = sends_[index];
   s.in_flight.reset();
   if (h.type == message_type::ack) {
     if (!payload.empty()) {
@@ -317,7 +370,7 @@ void channel_engine::handle_answer(const header& h, std::string_view payload) {
     }
     s.next_fd += s.batch_fds;
     if (s.in_flight_last) {
-      finish_send({});
+      finish_send(index, {});
     } else {
       start_next_batch();
     }
@@ -345,9 +398,9 @@ error channel_engine::hung_up() const {
                                                           ") hung up" + (mid_parcel ? " in the middle of a parcel" : ""));
 }
 
-void channel_engine::finish_send(result<void> outcome) {
-  auto done = std::move(sends_.front().done);
-  sends_.pop_front();
+void channel_engine::finish_send(std::size_t index, result<void> outcome) {
+  auto done = std::move(sends_[index].done);
+  sends_.erase(sends_.begin() + static_cast<std::ptrdiff_t>(index));
   auto alive = alive_;
   if (done) done(std::move(outcome));
   if (!*alive) return;
@@ -356,24 +409,30 @@ void channel_engine::finish_send(result<void> outcome) {
 
 std::optional<channel_engine::clock::time_point> channel_engine::next_wakeup() const {
   if (sends_.empty() || failed()) return std::nullopt;
-  const auto& s = sends_.front();
-  if (s.retry_at) return std::min(*s.retry_at, s.deadline);
-  return s.deadline;
+  std::optional<clock::time_point> wake;
+  for (const auto& s : sends_) {
+    const auto at = s.retry_at ? std::min(*s.retry_at, s.deadline) : s.deadline;
+    if (!wake || at < *wake) wake = at;
+  }
+  return wake;
 }
 
 void channel_engine::on_timer(clock::time_point now) {
   if (sends_.empty() || failed()) return;
-  auto& s = sends_.front();
-  if (now >= s.deadline) {
-    fail(error(std::make_error_code(std::errc::timed_out),
-               "fd channel: the peer (pid " + std::to_string(peer_.pid) + ") did not take " +
-                   std::to_string(s.parcel.fds.size() - s.next_fd) + " fds in time"));
-    return;
+  bool retry = false;
+  for (auto& s : sends_) {
+    if (now >= s.deadline) {
+      fail(error(std::make_error_code(std::errc::timed_out),
+                 "fd channel: the peer (pid " + std::to_string(peer_.pid) + ") did not take " +
+                     std::to_string(s.parcel.fds.size() - s.next_fd) + " fds in time"));
+      return;
+    }
+    if (s.retry_at && now >= *s.retry_at) {
+      s.retry_at.reset();
+      retry = true;
+    }
   }
-  if (s.retry_at && now >= *s.retry_at) {
-    s.retry_at.reset();
-    start_next_batch();
-  }
+  if (retry) start_next_batch();
 }
 
 void channel_engine::fail(error e) {

@@ -68,12 +68,15 @@ class channel_engine {
   };
 
   void start_next_batch();
+  bool rest_in_one_message(const pending_send& s) const;
+  // The next message of `s`; false when it could not be made (`s` has then been finished).
+  bool queue_batch(std::size_t index);
   void handle_messages();
   void handle_batch(const header& h, std::string_view payload);
   void handle_answer(const header& h, std::string_view payload);
   void queue_control(std::string bytes);
   void close_received_fds() noexcept;
-  void finish_send(result<void> outcome);
+  void finish_send(std::size_t index, result<void> outcome);
   error hung_up() const;
 
   int fd_;

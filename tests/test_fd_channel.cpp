@@ -435,3 +435,74 @@ TEST_CASE("on a libuv loop: a parcel out and a parcel in, while the loop keeps r
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0);
 }
+
+// max_messages_in_flight above 1: parcels that fit in one message go out back to back, without
+// waiting for each confirmation, and each arrives whole; with a receiver whose fd table is full
+// for a moment, the refused ones are sent again (alone) and none is lost.
+TEST_CASE("pipelined parcels go out back to back and arrive whole, through a full fd table too") {
+  raise_fd_limit();
+  for (bool full_table : {false, true}) {
+    CAPTURE(full_table);
+    constexpr std::size_t parcels = 30, per_parcel = 10;
+    auto ends = grace::fd_channel::pair(SOCK_SEQPACKET);
+    REQUIRE(ends);
+    std::vector<std::unique_ptr<pipe_parcel>> out;
+    for (std::size_t i = 0; i < parcels; ++i) out.push_back(std::make_unique<pipe_parcel>(per_parcel, 2));
+    const pid_t child = run_child([&] {
+      close(ends->first.release());
+      if (full_table) {
+        // The parent's parcels, inherited, would fill the table for good.
+        for (auto& each : out)
+          for (const auto* fds : {&each->read_ends, &each->write_ends, &each->lent})
+            for (int fd : *fds) close(fd);
+        rlimit limit{256, 256};
+        if (setrlimit(RLIMIT_NOFILE, &limit) != 0) return 3;
+        for (;;) {
+          const int fd = open("/dev/null", O_RDONLY);
+          if (fd < 0 || filler_count == 256) break;
+          fillers[filler_count++] = fd;
+        }
+        if (errno != EMFILE) return 4;
+        signal(SIGALRM, free_fillers);
+        itimerval later{};
+        later.it_value.tv_usec = 300000;
+        setitimer(ITIMER_REAL, &later, nullptr);
+      }
+      for (std::size_t i = 0; i < parcels; ++i) {
+        auto p = ends->second.receive(20s);
+        if (!p) return 2;
+        if (int bad = check_parcel(*p, per_parcel)) return bad;
+      }
+      return 0;
+    });
+    close(ends->second.release());
+    grace::channel_options options;
+    options.max_messages_in_flight = 8;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    auto channel = grace::uv::fd_channel::adopt(&loop, ends->first.release(), options);
+    REQUIRE(channel);
+    std::size_t confirmed = 0, failed = 0;
+    for (auto& each : out)
+      (*channel)->send(each->parcel, 20s, [&](grace::result<void> r) {
+        (r ? confirmed : failed) += 1;
+        if (confirmed + failed == parcels) uv_stop(&loop);
+      });
+    // Eight went out at once, before any confirmation could come.
+    CHECK((*channel)->stats().messages_sent == 8);
+    uv_timer_t guard;  // bounds the test
+    uv_timer_init(&loop, &guard);
+    uv_timer_start(&guard, [](uv_timer_t* t) { uv_stop(t->loop); }, 20000, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(confirmed == parcels);
+    CHECK(failed == 0);
+    CHECK(exit_code(child) == 0);
+    if (full_table) CHECK((*channel)->stats().messages_refused > 0);
+    for (auto& each : out)
+      for (int fd : each->lent) CHECK(is_open(fd));
+    channel->reset();
+    uv_close(reinterpret_cast<uv_handle_t*>(&guard), nullptr);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&loop) == 0);
+  }
+}

@@ -80,6 +80,12 @@ struct channel_options {
   // The most fds one incoming parcel may bring; more ends the channel (its fds closed), so that
   // a peer cannot fill this process's fd table with a parcel that never ends.
   std::size_t max_fds_per_parcel = SIZE_MAX;
+  // Sending: how many messages may await their confirmation at once. Above 1, the parcels queued
+  // that each fit in one message go out back to back, without waiting for the receiver's turn
+  // of its loop between them; a parcel of several messages, and a message sent again after a
+  // refusal, still go out alone. The price: after a refusal, the parcels sent behind the refused
+  // one arrive before it (each still whole). 1: one message at a time, parcels in order.
+  std::size_t max_messages_in_flight = 1;
 };
 
 struct channel_stats {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +27,19 @@ constexpr std::uint64_t hello_grace_ms = 20;
 constexpr auto parcel_timeout = 10s;
 // Connections in one parcel, at most: the receiver holds a parcel's fds until its last arrives.
 constexpr std::size_t max_parcel = 128;
+
+// The parcels go out back to back, several awaiting their confirmation at once: the new
+// generation, busy with the connections it took, reads them a turn of its loop at a time. The
+// kernel lets a user have no more fds on their way than RLIMIT_NOFILE: a quarter of it at most.
+grace::channel_options pipelined() {
+  grace::channel_options options;
+  rlimit limit{};
+  const std::size_t nofile = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY
+                                 ? static_cast<std::size_t>(limit.rlim_cur)
+                                 : 1024;
+  options.max_messages_in_flight = std::clamp<std::size_t>(nofile / 4 / max_parcel, 1, 16);
+  return options;
+}
 
 double ms_between(migration_out::clock::time_point from, migration_out::clock::time_point to) {
   return std::chrono::duration<double, std::milli>(to - from).count();
@@ -68,7 +82,7 @@ void migration_out::offer(const pending_child& successor, clock::time_point upgr
   parcels_ = confirmed_ = 0;
   auto fd = offer_connection_channel(successor.ready_fd());
   if (!fd) return hooks_.warn("connections stay here: " + fd.error().message());
-  auto channel = fd_channel::adopt(loop_, *fd);
+  auto channel = fd_channel::adopt(loop_, *fd, pipelined());
   if (!channel) return hooks_.warn("connections stay here: " + channel.error().message());
   outbound_ = std::move(*channel);
   channel_fd_ = *fd;
