@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <deque>
 #include <list>
+#include <map>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -148,8 +150,12 @@ std::size_t flow_table::bytes_per_flow() noexcept {
 //   'K' key*   flows the sender owns (its list, in as many messages as it takes)
 //   'S'        the list is complete
 //   'E' key*   flows that ended at the sender: the receiver owns those keys from now on
+//   'C'        with fds: the sender's channels to the generations before it that still own flows
+//              (write ends: the receiver forwards to them directly, never reads them), in order
+//   'J' tag:u8 key*
+//              flows of the generation the tag names: tag 1 is the first channel of 'C', ...
 //   'F' socket:u16 addrlen:u8 address keylen:u8 key payload
-//              a datagram for a flow the receiver owns, forwarded by the next generation
+//              a datagram for a flow the receiver owns, forwarded by a newer generation
 // where key = len:u8 bytes (1 to 64).
 
 namespace {
@@ -273,7 +279,12 @@ struct flow_router::state {
   bool affinity = true;
   channel predecessor;
   bool holding = false;
-  std::unordered_set<flow_key, flow_key_hash> predecessor_keys;
+  // The flows of the generations before this one, each with its owner: 0 the predecessor, i > 0
+  // older[i - 1], a channel straight to an older generation (a copy of the write end its own
+  // successor holds): a datagram crosses one channel however many generations drain.
+  std::unordered_map<flow_key, unsigned, flow_key_hash> predecessor_keys;
+  std::deque<channel> older;
+  std::vector<std::size_t> owned_by;  // keys per owner
   channel successor;
   std::vector<flow_key> evicted;  // reported by the next expire()
   std::function<void(std::string_view, std::vector<int>)> extension_handler;
@@ -300,7 +311,7 @@ struct flow_router::state {
   }
   // False when the previous generation is gone (its channel failed): the datagram is this
   // generation's then, as its flow is.
-  bool forward(const routed_datagram& d) {
+  bool forward(const routed_datagram& d, unsigned owner) {
     std::string m;
     m.reserve(6 + d.from_length + d.key.bytes().size() + d.payload.size());
     m.push_back('F');
@@ -311,6 +322,15 @@ struct flow_router::state {
     m.append(reinterpret_cast<const char*>(d.from), addr_len);
     put_key(m, d.key);
     m.append(d.payload.substr(0, max_payload));
+    if (owner > 0 && owner <= older.size() && older[owner - 1].open()) {
+      // Straight to the generation that owns it; when its channel has no room (or failed), the
+      // predecessor relays it instead.
+      if (send_one(older[owner - 1].fd, outgoing(m)) >= 0) {
+        ++counters.forwarded;
+        return true;
+      }
+      if (errno != EAGAIN && errno != EWOULDBLOCK) older[owner - 1].close();
+    }
     auto sent = predecessor.send(std::move(m), true);
     if (sent) {
       ++counters.forwarded;
@@ -325,15 +345,39 @@ struct flow_router::state {
   }
   void lose_predecessor() {
     counters.predecessor_flows_lost += predecessor_keys.size();
-    for (const auto& k : predecessor_keys) tell_successor_ended(k);
+    for (const auto& [k, owner] : predecessor_keys) tell_successor_ended(k);
     predecessor_keys.clear();
     predecessor.close();
+    for (auto& c : older) c.close();
+    older.clear();
+    owned_by.assign(1, 0);
     holding = false;
+  }
+  void add_predecessor_key(const flow_key& k, unsigned owner) {
+    if (owned_by.size() <= owner) owned_by.resize(owner + 1, 0);
+    auto [at, added] = predecessor_keys.emplace(k, owner);
+    if (!added) {
+      --owned_by[at->second];
+      at->second = owner;
+    }
+    ++owned_by[owner];
+  }
+  // A flow before this generation ended: the successor owns it now; a channel to an older
+  // generation that owns no more flows closes.
+  void end_predecessor_key(const flow_key& k) {
+    auto at = predecessor_keys.find(k);
+    if (at == predecessor_keys.end()) return;
+    const unsigned owner = at->second;
+    predecessor_keys.erase(at);
+    if (owner < owned_by.size() && --owned_by[owner] == 0 && owner > 0 && owner <= older.size())
+      older[owner - 1].close();
+    tell_successor_ended(k);
   }
 };
 
 flow_router::flow_router(flow_table_options table, bool affinity) : s_(std::make_unique<state>(table)) {
   s_->affinity = affinity;
+  s_->owned_by.assign(1, 0);
 }
 
 flow_router::~flow_router() {
@@ -377,7 +421,10 @@ result<void> flow_router::on_predecessor_readable(clock::time_point) {
       else for (int fd : fds) ::close(fd);
       continue;
     }
-    for (int fd : fds) ::close(fd);  // fds come only with extensions
+    if (got <= 0 || s.buffer[0] != 'C') {
+      for (int fd : fds) ::close(fd);  // fds come only with extensions and channels
+      fds.clear();
+    }
     if (got > 0 && (msg.msg_flags & MSG_CTRUNC)) {
       s.lose_predecessor();
       return detail::fail(std::make_error_code(std::errc::too_many_files_open),
@@ -401,23 +448,48 @@ result<void> flow_router::on_predecessor_readable(clock::time_point) {
       s.holding = false;
       continue;
     }
-    if (kind != 'K' && kind != 'E') {
+    if (kind == 'C') {
+      const bool all_seqpacket = std::all_of(fds.begin(), fds.end(), [](int fd) {
+        int type = 0;
+        socklen_t length = sizeof type;
+        return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 && type == SOCK_SEQPACKET;
+      });
+      if (!s.older.empty() || m.size() != 1 || fds.empty() || !all_seqpacket) {
+        for (int fd : fds) ::close(fd);
+        s.lose_predecessor();
+        return detail::fail(errc::protocol_error, "flow channel: the previous generation passed channels twice, "
+                                                  "none, or one that is not a seqpacket socket");
+      }
+      for (int fd : fds) {
+        channel c;
+        c.fd = fd;
+        s.older.push_back(std::move(c));
+      }
+      continue;
+    }
+    unsigned owner = 0;
+    std::size_t at = 1;
+    if (kind == 'J') {
+      owner = m.size() > 1 ? static_cast<unsigned char>(m[1]) : 0;
+      if (owner == 0 || owner > s.older.size()) {
+        s.lose_predecessor();
+        return detail::fail(errc::protocol_error, "flow channel: flows of a generation the previous one named no "
+                                                  "channel for (tag " + std::to_string(owner) + ")");
+      }
+      at = 2;
+    } else if (kind != 'K' && kind != 'E') {
       s.lose_predecessor();
       return detail::fail(errc::protocol_error, "flow channel: a message the previous generation should not send (kind " +
                                                     std::to_string(static_cast<unsigned char>(kind)) + ")");
     }
-    std::size_t at = 1;
     while (at < m.size()) {
       flow_key k;
       if (!take_key(m, at, k)) {
         s.lose_predecessor();
         return detail::fail(errc::protocol_error, "flow channel: a malformed flow key from the previous generation");
       }
-      if (kind == 'K') {
-        s.predecessor_keys.insert(k);
-      } else if (s.predecessor_keys.erase(k) != 0) {
-        s.tell_successor_ended(k);
-      }
+      if (kind == 'E') s.end_predecessor_key(k);
+      else s.add_predecessor_key(k, owner);
     }
   }
   return {};
@@ -430,7 +502,10 @@ bool flow_router::forward_if_not_ours(const routed_datagram& d, clock::time_poin
     s.own.touch(d.key, now);
     return false;
   }
-  if (s.affinity && s.predecessor.open() && s.predecessor_keys.count(d.key) != 0 && s.forward(d)) return true;
+  if (s.affinity && s.predecessor.open()) {
+    auto owner = s.predecessor_keys.find(d.key);
+    if (owner != s.predecessor_keys.end() && s.forward(d, owner->second)) return true;
+  }
   if (auto evicted = s.own.touch(d.key, now)) {
     ++s.counters.evicted;
     s.evicted.push_back(*evicted);
@@ -473,22 +548,48 @@ result<int> flow_router::open_successor_channel(const std::vector<extension>& ex
     return detail::fail_errno(errno, "flow channel: socketpair");
   s.successor.close();
   s.successor.fd = pair[0];
-  // The list: this generation's flows, then those of a predecessor still draining, which this
-  // one forwards on.
-  std::string m = "K";
-  auto add = [&](const flow_key& k) -> result<void> {
-    if (m.size() + 1 + k.bytes().size() > list_chunk) {
-      if (auto sent = s.successor.send(std::exchange(m, "K"), false); !sent) return sent;
-    }
-    put_key(m, k);
-    return {};
-  };
-  std::vector<flow_key> keys = s.own.keys();
-  keys.insert(keys.end(), s.predecessor_keys.begin(), s.predecessor_keys.end());
   result<void> sent;
-  for (const auto& k : keys)
-    if (sent = add(k); !sent) break;
-  if (sent && m.size() > 1) sent = s.successor.send(std::move(m), false);
+  // The channels to the generations before this one that still own flows, for the next one to
+  // forward to them directly: the predecessor's (tag 1), then the older ones (tags 2...).
+  std::vector<int> channels;
+  std::vector<unsigned> tag_of(1 + s.older.size(), 0);  // owner here -> tag there
+  if (s.predecessor.open() && !s.predecessor_keys.empty()) {
+    channels.push_back(s.predecessor.fd);
+    tag_of[0] = static_cast<unsigned>(channels.size());
+  }
+  for (std::size_t i = 0; i < s.older.size() && channels.size() < 200; ++i)
+    if (s.older[i].open() && i + 1 < s.owned_by.size() && s.owned_by[i + 1] > 0) {
+      channels.push_back(s.older[i].fd);
+      tag_of[i + 1] = static_cast<unsigned>(channels.size());
+    }
+  if (!channels.empty()) {
+    auto copies = duplicates(channels);
+    if (!copies) sent = tl::unexpected(copies.error());
+    else {
+      outgoing c(std::string("C"));
+      c.fds = std::move(*copies);
+      sent = s.successor.send(std::move(c), false);
+    }
+  }
+  // The list: this generation's flows ('K'), then those of the generations before it, each
+  // tagged with its owner's channel ('J'; a flow whose owner has none left is relayed by the
+  // predecessor: tag 1).
+  auto send_keys = [&](const std::string& head, const std::vector<flow_key>& keys) {
+    std::string m = head;
+    for (const auto& k : keys) {
+      if (!sent) return;
+      if (m.size() + 1 + k.bytes().size() > list_chunk) sent = s.successor.send(std::exchange(m, head), false);
+      put_key(m, k);
+    }
+    if (sent && m.size() > head.size()) sent = s.successor.send(std::move(m), false);
+  };
+  if (sent) send_keys("K", s.own.keys());
+  std::map<unsigned, std::vector<flow_key>> by_tag;
+  for (const auto& [k, owner] : s.predecessor_keys) {
+    const unsigned tag = owner < tag_of.size() && tag_of[owner] != 0 ? tag_of[owner] : tag_of[0];
+    by_tag[tag == 0 ? 1 : tag].push_back(k);
+  }
+  for (const auto& [tag, keys] : by_tag) send_keys(std::string("J") + static_cast<char>(tag), keys);
   for (const auto& e : extensions) {
     if (!sent) break;
     sent = s.send_extension(e);
@@ -548,8 +649,9 @@ result<void> flow_router::on_successor_readable(clock::time_point now, const del
     d.payload = m.substr(at);
     if (s.own.contains(k)) {
       s.own.touch(k, now);
-    } else if (s.predecessor.open() && s.predecessor_keys.count(k) != 0 && s.forward(d)) {
-      continue;  // a flow of the generation before this one: on down the chain
+    } else if (auto owner = s.predecessor_keys.find(k);
+               s.predecessor.open() && owner != s.predecessor_keys.end() && s.forward(d, owner->second)) {
+      continue;  // a flow of a generation before this one: on to it
     }
     ++s.counters.received_forwarded;
     deliver(d);
@@ -587,6 +689,9 @@ std::size_t flow_router::abandon() noexcept {
   s.successor.close();
   s.predecessor.close();
   s.predecessor_keys.clear();
+  for (auto& c : s.older) c.close();
+  s.older.clear();
+  s.owned_by.assign(1, 0);
   s.holding = false;
   for (const auto& k : s.own.keys()) s.own.erase(k);
   s.evicted.clear();
