@@ -506,6 +506,9 @@ bool flow_router::forward_if_not_ours(const routed_datagram& d, clock::time_poin
     auto owner = s.predecessor_keys.find(d.key);
     if (owner != s.predecessor_keys.end() && s.forward(d, owner->second)) return true;
   }
+  // A generation that has handed over takes no new flow: a late datagram of one that ended is
+  // answered, and the generation still exits when its own flows are done.
+  if (s.successor.open()) return false;
   if (auto evicted = s.own.touch(d.key, now)) {
     ++s.counters.evicted;
     s.evicted.push_back(*evicted);

@@ -149,6 +149,11 @@ TEST_CASE("a new generation forwards the old one's flows to it, and owns a flow 
   REQUIRE(new_side.on_predecessor_readable(now));
   CHECK(new_side.predecessor_flows() == 0);
   CHECK_FALSE(new_side.forward_if_not_ours(datagram(a, key("a"), "DATA a 3"), now));
+  // A late datagram of a flow the old generation no longer has is answered there, not adopted:
+  // it still exits when its own flows are done.
+  CHECK_FALSE(old_side.forward_if_not_ours(datagram(b, key("late"), "DATA late 9"), now));
+  CHECK(old_side.owned_flows() == 0);
+  CHECK(old_side.finished());
 }
 
 TEST_CASE("a generation that hands over while its predecessor drains passes it a channel to that one's flows") {

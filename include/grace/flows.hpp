@@ -149,7 +149,8 @@ class GRACE_API flow_router {
 
   // --- Every generation: a datagram read from one of the shared sockets.
   // Forwarded to the previous generation when the key is one of its flows (true: nothing more to
-  // do), else this generation's: the flow is tracked (touched) and the caller handles it.
+  // do), else this generation's: the flow is tracked (touched; a new one only while this
+  // generation has not handed over) and the caller handles it.
   bool forward_if_not_ours(const routed_datagram& d, clock::time_point now);
   // The application's word: a flow begins here (its first datagram carries no key yet, as a
   // hello that gets a session id back). Tracked from now on, as if a datagram of it came.
