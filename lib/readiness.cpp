@@ -226,7 +226,10 @@ std::optional<upgrade_outcome> pending_child::check() {
   // EOF or a reset: every end the child had is gone, so it exited or gave its end up.
   const bool socket_closed = got == 0 || (got == 1 && byte != ready_byte) ||
                              (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
-  if (impl::try_reap(*this)) {
+  // A process this one cannot see (no pidfd: another pid namespace) tells its exit only by its
+  // socket closing; check() may be called before anything arrived (upgrader's ready check).
+  const bool exit_visible = own_child_ || pid_fd_ >= 0;
+  if (exit_visible && impl::try_reap(*this)) {
     outcome_ = upgrade_outcome::exited;
     impl::close_fds(*this);
     return outcome_;

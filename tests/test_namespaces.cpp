@@ -154,7 +154,8 @@ TEST_CASE("a server in a nested pid namespace hands over to a taker it cannot se
   taking.argv.insert(taking.argv.end(), args.begin(), args.end());
   child_process taker(taking);
   REQUIRE(unshared.wait_stderr("a process in another pid namespace, started independently, took the listeners"));
-  REQUIRE(unshared.wait_stderr("in another pid namespace is ready and in charge"));
+  REQUIRE_MESSAGE(unshared.wait_stderr("in another pid namespace is ready and in charge"),
+                  (unshared.stderr_text() + "\n--- the taker:\n" + taker.stderr_text()));
   CHECK(taker.wait_stderr("took 2 listener(s) over from a process in another pid namespace"));
   CHECK(taker.wait_stderr("names itself in the pid file"));
   // The old generation (PID 1 of its namespace) drains and exits; only it dies with it.
