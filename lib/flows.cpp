@@ -164,7 +164,7 @@ constexpr std::size_t max_payload = 65536;
 constexpr std::size_t max_message = max_payload + 512;
 constexpr std::size_t list_chunk = 32 * 1024;
 // Forwarded datagrams waiting for room on the channel, at most: more are dropped (counted).
-constexpr std::size_t max_forward_queue = 8192;
+constexpr std::size_t max_forward_queue_bytes = 8 * 1024 * 1024;
 
 void put_key(std::string& out, const flow_key& k) {
   out.push_back(static_cast<char>(k.bytes().size()));
@@ -219,10 +219,14 @@ ssize_t send_one(int fd, const outgoing& m) {
 struct channel {
   int fd = -1;
   std::deque<outgoing> queued;  // messages the socket had no room for yet
-  std::size_t queued_forwards = 0;
+  std::size_t queued_forwards = 0;  // bytes of forwarded datagrams among them
+  // Told before the fd closes: an event loop watching it must let go first (epoll keeps the
+  // registration of a socket another process still holds a copy of).
+  const std::function<void(int)>* on_close = nullptr;
 
   bool open() const { return fd >= 0; }
   void close() {
+    if (fd >= 0 && on_close != nullptr && *on_close) (*on_close)(fd);
     if (fd >= 0) ::close(fd);
     fd = -1;
     queued.clear();
@@ -236,9 +240,9 @@ struct channel {
       if (errno != EAGAIN && errno != EWOULDBLOCK) return detail::fail_errno(errno, "flow channel: send");
     }
     if (is_forward) {
-      if (queued_forwards >= max_forward_queue)
+      if (queued_forwards + m.bytes.size() > max_forward_queue_bytes)
         return detail::fail(std::make_error_code(std::errc::no_buffer_space), "flow channel: queue full");
-      ++queued_forwards;
+      queued_forwards += m.bytes.size();
     }
     queued.push_back(std::move(m));
     return {};
@@ -249,7 +253,8 @@ struct channel {
         if (errno == EAGAIN || errno == EWOULDBLOCK) return {};
         return detail::fail_errno(errno, "flow channel: send");
       }
-      if (!queued.front().bytes.empty() && queued.front().bytes.front() == 'F') --queued_forwards;
+      if (!queued.front().bytes.empty() && queued.front().bytes.front() == 'F')
+        queued_forwards -= queued.front().bytes.size();
       queued.pop_front();
     }
     return {};
@@ -288,6 +293,7 @@ struct flow_router::state {
   channel successor;
   std::vector<flow_key> evicted;  // reported by the next expire()
   std::function<void(std::string_view, std::vector<int>)> extension_handler;
+  std::function<void(int)> closing;
 
   result<void> send_extension(const extension& e) {
     if (e.bytes.size() + 1 > max_message || e.fds.size() > 200)
@@ -336,8 +342,9 @@ struct flow_router::state {
       ++counters.forwarded;
       return true;
     }
-    if (sent.error().code() == std::make_error_code(std::errc::no_buffer_space)) {
-      ++counters.forward_dropped;  // the channel is full: counted, and said by the caller
+    if (sent.error().code() == std::make_error_code(std::errc::no_buffer_space) ||
+        sent.error().code() == std::make_error_code(std::errc::message_size)) {
+      ++counters.forward_dropped;  // the channel is full, or the datagram too large for it: counted
       return true;
     }
     lose_predecessor();
@@ -378,6 +385,8 @@ struct flow_router::state {
 flow_router::flow_router(flow_table_options table, bool affinity) : s_(std::make_unique<state>(table)) {
   s_->affinity = affinity;
   s_->owned_by.assign(1, 0);
+  s_->predecessor.on_close = &s_->closing;
+  s_->successor.on_close = &s_->closing;
 }
 
 flow_router::~flow_router() {
@@ -509,18 +518,30 @@ bool flow_router::forward_if_not_ours(const routed_datagram& d, clock::time_poin
   // A generation that has handed over takes no new flow: a late datagram of one that ended is
   // answered, and the generation still exits when its own flows are done.
   if (s.successor.open()) return false;
-  if (auto evicted = s.own.touch(d.key, now)) {
-    ++s.counters.evicted;
-    s.evicted.push_back(*evicted);
+  // A full table makes room for a flow the application begins (began()), not for any key a
+  // datagram names: a flood of made-up keys evicts nothing.
+  if (s.own.size() >= s.own.options().max_flows) {
+    ++s.counters.untracked;
+    return false;
   }
+  s.own.touch(d.key, now);
   return false;
 }
 
 void flow_router::began(const flow_key& key, clock::time_point now) {
   if (key.empty()) return;
+  const bool known = s_->own.contains(key);
   if (auto evicted = s_->own.touch(key, now)) {
     ++s_->counters.evicted;
     s_->evicted.push_back(*evicted);
+    s_->tell_successor_ended(*evicted);
+  }
+  if (!known && s_->successor.open()) {
+    // Begun after the hand-over (the old generation answered a hello late): the next generation
+    // must forward it here too.
+    std::string m = "K";
+    put_key(m, key);
+    if (!s_->successor.send(outgoing(std::move(m)), false)) s_->successor.close();
   }
 }
 
@@ -610,6 +631,8 @@ int flow_router::successor_fd() const noexcept { return s_->successor.fd; }
 
 result<void> flow_router::send_extension(const extension& e) { return s_->send_extension(e); }
 
+void flow_router::on_closing(std::function<void(int fd)> hook) { s_->closing = std::move(hook); }
+
 void flow_router::on_extension(std::function<void(std::string_view bytes, std::vector<int> fds)> handler) {
   s_->extension_handler = std::move(handler);
 }
@@ -643,6 +666,8 @@ result<void> flow_router::on_successor_readable(clock::time_point now, const del
     std::memcpy(&from, m.data() + 4, addr_len);
     if (addr_len < sizeof(sa_family_t) || (from.ss_family != AF_INET && from.ss_family != AF_INET6))
       return malformed("a forwarded datagram from an address that is not IP");
+    if (addr_len != (from.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6)))
+      return malformed("a forwarded datagram with an address of the wrong length");
     std::size_t at = 4 + addr_len;
     flow_key k;
     if (!take_key(m, at, k)) return malformed("a forwarded datagram with a malformed flow key");

@@ -261,8 +261,14 @@ TEST_CASE("without affinity every datagram is this generation's, and flows are s
   const auto a = client(5000);
   for (int i = 0; i < 5; ++i) CHECK_FALSE(r.forward_if_not_ours(datagram(a, key("k" + std::to_string(i)), "x"), now));
   CHECK(r.owned_flows() == 2);
+  // Datagrams naming new keys in a full table evict nothing: they are answered, not tracked.
+  CHECK(r.counters().untracked == 3);
+  CHECK(r.counters().evicted == 0);
+  // The application beginning flows does evict the least recently seen ones, and it hears of each.
+  for (int i = 0; i < 3; ++i) r.began(key("begun" + std::to_string(i)), now);
   std::vector<flow_key> ended;
   r.expire(now, [&](const flow_key& k) { ended.push_back(k); });
-  CHECK(ended.size() == 3);  // evicted ones end, and the application hears of each
+  CHECK(ended.size() == 3);
   CHECK(r.counters().evicted == 3);
+  CHECK(r.owned_flows() == 2);
 }

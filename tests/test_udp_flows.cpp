@@ -185,6 +185,29 @@ TEST_CASE("six upgrades in a row, sessions spanning two of them: none breaks, fo
   }
 }
 
+TEST_CASE("the new generation dies after it took over: the old one serves its sessions and new ones again") {
+  for (const char* affinity : {"forward", "cookie"}) {
+    CAPTURE(affinity);
+    temp_dir dir;
+    const int port = free_udp_port();
+    service udp(helper_path("GRACE_UDP_SESSION"), session_args(port, dir, {"--affinity", affinity}));
+    REQUIRE(udp.wait_for("(new socket)"));
+    const std::string first = std::to_string(udp.first_pid());
+    session s(port);
+    CHECK(s.open() == first);
+    const pid_t second = udp.upgrade(udp.first_pid(), 2);
+    REQUIRE(udp.wait_for("took the previous generation's 1 flow(s)"));
+    CHECK(s.data() == "OK " + first);
+    REQUIRE(kill(second, SIGKILL) == 0);
+    REQUIRE(udp.wait_for("serves again"));
+    for (int i = 0; i < 5; ++i) CHECK(s.data() == "OK " + first);
+    session fresh(port);
+    CHECK(fresh.open() == first);
+    CHECK(fresh.data() == "OK " + first);
+    CHECK(s.bye() == "BYE " + first);
+  }
+}
+
 TEST_CASE("sessions stay with the serving process when another takes over through the hand-over socket") {
   temp_dir dir;
   const int port = free_udp_port();

@@ -82,6 +82,11 @@ TEST_CASE("a takeover is refused while this generation cannot hand over; its own
   CHECK(d::hand_over_refusal(v).value().find("PID 1 of its pid namespace") != std::string::npos);
   v.taker = 0;
   CHECK_FALSE(d::hand_over_refusal(v));
+  // Until the previous generation's UDP flows have all arrived, a hand-over would pass on part of them.
+  v = view(phase::serving);
+  v.flows_arriving = true;
+  CHECK(d::hand_over_refusal(v) == "the previous generation's UDP flows have not all arrived yet");
+  CHECK(d::upgrade_refusal(v) == "the previous generation's UDP flows have not all arrived yet");
 }
 
 TEST_CASE("a settled child: hand over when ready, else serve on, or drain when asked to stop") {
@@ -132,6 +137,7 @@ TEST_CASE("a drain is over only when nothing is left anywhere") {
   CHECK_FALSE(with([](d::drain_view& v) { v.workers_busy = true; }));
   CHECK_FALSE(with([](d::drain_view& v) { v.moving = 1; }));
   CHECK_FALSE(with([](d::drain_view& v) { v.connections = 1; }));
+  CHECK_FALSE(with([](d::drain_view& v) { v.flows_left = true; }));
 }
 
 TEST_CASE("the serving line names what this generation serves") {

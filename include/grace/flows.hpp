@@ -99,7 +99,8 @@ class GRACE_API flow_table {
   std::unique_ptr<state> s_;
 };
 
-// A datagram, as the router hands it to the application.
+// A datagram, as the router hands it to the application: `from` and `payload` point into the
+// router's buffers and are valid only during the call that hands it over (copy what is kept).
 struct routed_datagram {
   unsigned socket = 0;  // which of the application's UDP sockets it came on (its index)
   const sockaddr* from = nullptr;
@@ -115,6 +116,7 @@ struct flow_counters {
   std::uint64_t evicted = 0;               // flows ended to make room
   std::uint64_t expired = 0;               // flows ended idle
   std::uint64_t predecessor_flows_lost = 0;  // the previous generation went before they ended
+  std::uint64_t untracked = 0;             // new flows past a full table: answered, not tracked
 };
 
 // One generation's routing, on plain non-blocking fds; the caller polls them and calls in.
@@ -150,10 +152,12 @@ class GRACE_API flow_router {
   // --- Every generation: a datagram read from one of the shared sockets.
   // Forwarded to the previous generation when the key is one of its flows (true: nothing more to
   // do), else this generation's: the flow is tracked (touched; a new one only while this
-  // generation has not handed over) and the caller handles it.
+  // generation has not handed over, and while the table has room: a flood of made-up keys
+  // evicts no flow, only began() does) and the caller handles it.
   bool forward_if_not_ours(const routed_datagram& d, clock::time_point now);
   // The application's word: a flow begins here (its first datagram carries no key yet, as a
-  // hello that gets a session id back). Tracked from now on, as if a datagram of it came.
+  // hello that gets a session id back). Tracked from now on; when the table is full the least
+  // recently seen flow ends to make room.
   void began(const flow_key& key, clock::time_point now);
   // The application's word: the flow ended here (a goodbye, an unknown session). Also tells the
   // next generation, if there is one, which then owns the key.
@@ -176,6 +180,10 @@ class GRACE_API flow_router {
   [[nodiscard]] result<int> open_successor_channel(const std::vector<extension>& extensions = {});
   // Another extension for the next generation, after the list.
   result<void> send_extension(const extension& e);
+  // Runs just before the router closes predecessor_fd() or successor_fd() (a channel failed, or
+  // its peer went): an event loop watching the fd stops watching it first. An epoll set keeps a
+  // socket that another process still holds a copy of after this process closed its fd.
+  void on_closing(std::function<void(int fd)> hook);
   // Extensions from the previous generation, as on_predecessor_readable() reads them, in order
   // with the rest; the callee owns the fds.
   void on_extension(std::function<void(std::string_view bytes, std::vector<int> fds)> handler);

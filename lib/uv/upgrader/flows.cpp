@@ -69,18 +69,24 @@ std::string count_text(std::size_t n, const char* what) { return std::to_string(
 flow_service::flow_service(uv_loop_t* loop, hooks h) : loop_(loop), hooks_(std::move(h)) {}
 
 flow_service::~flow_service() {
+  if (router_) router_->on_closing(nullptr);  // the polls go first, below
   predecessor_poll_.reset();
   successor_poll_.reset();
   if (steering_) {
     stop_free_slots();
     close_reader(std::exchange(steering_->reader, nullptr));
   }
+  close_sockets();
+}
+
+// Freed once libuv has closed them; the loop turns again in the upgrader's destructor.
+void flow_service::close_sockets() {
   for (auto& s : sockets_) {
     if (!s->opened) continue;
-    // Freed once libuv has closed it; the loop turns again in the upgrader's destructor.
     uv_close(reinterpret_cast<uv_handle_t*>(&s.release()->handle),
              [](uv_handle_t* h) { delete static_cast<socket*>(h->data); });
   }
+  sockets_.clear();
 }
 
 result<void> flow_service::serve(const std::vector<grace::listener*>& sockets, flow_options options,
@@ -89,6 +95,8 @@ result<void> flow_service::serve(const std::vector<grace::listener*>& sockets, f
   if (sockets.empty() || !on_datagram)
     return tl::unexpected(error(errc::invalid_argument, "serve_flows: no UDP socket, or no datagram callback"));
   if (sockets.size() > 65535) return tl::unexpected(error(errc::invalid_argument, "serve_flows: too many sockets"));
+  if (options.table.idle.count() <= 0 || options.table.max_flows == 0)
+    return tl::unexpected(error(errc::invalid_argument, "serve_flows: table.idle and table.max_flows must be above 0"));
   for (grace::listener* l : sockets)
     if (l == nullptr || socket_type(l->network()) != SOCK_DGRAM)
       return tl::unexpected(error(errc::invalid_argument, "serve_flows: " + (l ? l->address() : std::string("null")) +
@@ -98,29 +106,45 @@ result<void> flow_service::serve(const std::vector<grace::listener*>& sockets, f
     s->owner = this;
     s->index = static_cast<unsigned>(sockets_.size());
     s->address = l->address();
-    if (auto made = uv_result(uv_udp_init(loop_, &s->handle), "serve_flows: " + s->address); !made) return made;
+    if (auto made = uv_result(uv_udp_init(loop_, &s->handle), "serve_flows: " + s->address); !made) {
+      close_sockets();
+      return made;
+    }
     s->handle.data = s.get();
     s->opened = true;
     const int copy = fcntl(l->fd(), F_DUPFD_CLOEXEC, 3);
     if (copy < 0) {
       const int err = errno;
+      const std::string address = s->address;
       sockets_.push_back(std::move(s));
+      close_sockets();
       return tl::unexpected(error(std::error_code(err, std::system_category()),
-                                  "serve_flows: duplicate the socket of " + sockets_.back()->address));
+                                  "serve_flows: duplicate the socket of " + address));
     }
     const int rc = uv_udp_open(&s->handle, copy);
+    const std::string address = s->address;
     sockets_.push_back(std::move(s));
     if (rc != 0) {
       ::close(copy);
-      return uv_result(rc, "serve_flows: " + sockets_.back()->address);
+      close_sockets();
+      return uv_result(rc, "serve_flows: " + address);
     }
   }
   options_ = std::move(options);
   if (options_.cookie && options_.affinity)
-    if (auto checked = check_cookie_setup(sockets); !checked) return checked;
+    if (auto checked = check_cookie_setup(sockets); !checked) {
+      close_sockets();
+      return checked;
+    }
   deliver_ = std::move(on_datagram);
   router_ = std::make_unique<flow_router>(options_.table, options_.affinity);
   router_->on_extension([this](std::string_view bytes, std::vector<int> fds) { on_extension(bytes, std::move(fds)); });
+  // A channel the router closes is let go of by its poll first (another process may hold a copy
+  // of the socket, and epoll would report it for ever).
+  router_->on_closing([this](int fd) {
+    if (fd == router_->predecessor_fd()) predecessor_poll_.reset();
+    if (fd == router_->successor_fd()) successor_poll_.reset();
+  });
   arm_expiry();
   if (steering_ && !(offers() && parent_offers_flows())) take_slot();
   // A previous generation that hands its flows over sends them once this one is ready: until
@@ -132,19 +156,21 @@ result<void> flow_service::serve(const std::vector<grace::listener*>& sockets, f
 void flow_service::start_reading() {
   if (reading_ || handed_over_) return;
   reading_ = true;
-  for (auto& s : sockets_) {
-    const int rc = uv_udp_recv_start(
-        &s->handle,
-        [](uv_handle_t* h, size_t, uv_buf_t* buf) {
-          auto* self = static_cast<socket*>(h->data);
-          *buf = uv_buf_init(self->buffer, sizeof self->buffer);
-        },
-        [](uv_udp_t* h, ssize_t n, const uv_buf_t* buf, const sockaddr* from, unsigned) {
-          auto* self = static_cast<socket*>(h->data);
-          self->owner->on_datagram(*self, n, buf, from);
-        });
-    if (rc != 0) hooks_.warn("cannot read " + s->address + ": " + uv_strerror(rc));
-  }
+  for (auto& s : sockets_)
+    if (!start_reader(s.get())) hooks_.warn("cannot read " + s->address);
+}
+
+bool flow_service::start_reader(socket* r) {
+  return uv_udp_recv_start(
+             &r->handle,
+             [](uv_handle_t* h, size_t, uv_buf_t* buf) {
+               auto* self = static_cast<socket*>(h->data);
+               *buf = uv_buf_init(self->buffer, sizeof self->buffer);
+             },
+             [](uv_udp_t* h, ssize_t n, const uv_buf_t* buf, const sockaddr* from, unsigned) {
+               auto* self = static_cast<socket*>(h->data);
+               self->owner->on_datagram(*self, n, buf, from);
+             }) == 0;
 }
 
 void flow_service::stop_reading() {
@@ -204,7 +230,10 @@ void flow_service::done_holding(const std::string& why) {
   if (!router_ || reading_) return;
   router_->stop_holding();
   if (!why.empty()) hooks_.warn("flows: " + why + "; every datagram is this generation's from now on");
-  if (steering_ && steering_->own == 0) take_slot();
+  // Without the previous generation's slot sockets the group's layout is unknown here: a socket
+  // added now could land anywhere, so this generation goes without the kernel path.
+  if (steering_ && steering_->own == 0)
+    drop_steering("the previous generation's slot sockets did not arrive");
   start_reading();
 }
 
@@ -249,7 +278,9 @@ void flow_service::on_channel_event(bool predecessor, int status, int events) {
     }
     if (was_holding && !router_->holding()) {
       hold_timer_.reset();
-      if (steering_ && steering_->own == 0) take_slot();  // the previous generation had no slots
+      // The previous generation had no slot sockets (no kernel path there): the group is the
+      // shared socket alone, and this one adds the first.
+      if (steering_ && steering_->own == 0 && !steering_->pool_arrived) take_slot();
       hooks_.progress("took the previous generation's " + count_text(router_->predecessor_flows(), "flow(s)") +
                       ": their datagrams go to it while it drains");
       start_reading();
@@ -267,13 +298,20 @@ void flow_service::on_channel_event(bool predecessor, int status, int events) {
     }
   } else {
     if (status < 0 || (events & UV_READABLE)) {
-      auto read = router_->on_successor_readable(now, deliver_);
+      auto read = router_->on_successor_readable(now, [this](const routed_datagram& d) {
+        // The socket index comes from the other process: one this generation has not is refused.
+        if (d.socket < sockets_.size()) return deliver_(d);
+        if (!warned_bad_socket_) hooks_.warn("flows: a datagram forwarded for socket " + std::to_string(d.socket) +
+                                             ", which this generation does not serve: dropped (said once)");
+        warned_bad_socket_ = true;
+      });
       if (!read && read.error().code() != errc::channel_closed) hooks_.warn(read.error().message());
     }
     if (router_->successor_fd() < 0) {
+      // The next generation went (or failed the channel): whether this one serves again or its
+      // flows end is the lifecycle's to say (resume(), successor_gone()).
       successor_poll_.reset();
-      // Nobody forwards to this generation any more: what it still owns has ended.
-      close("the next generation closed the flow channel");
+      hooks_.changed();
       return;
     }
     watch(successor_poll_, router_->successor_fd(), false);
@@ -319,9 +357,28 @@ void flow_service::resume() {
   handed_over_ = false;
   start_reading();
   if (steering_) {
+    if (steering_->reader != nullptr && !start_reader(steering_->reader))
+      hooks_.warn("flows: cannot read cookie slot " + std::to_string(steering_->own) + " again");
     steer();  // the newest again: the dead generation's cookie goes to the shared socket
     read_free_slots();
   }
+}
+
+void flow_service::successor_gone() {
+  if (!router_ || !handed_over_) return;
+  router_->close_successor();
+  successor_poll_.reset();
+  // Flows whose datagrams carry this generation's cookie still come to its own socket.
+  if (steering_ && steering_->reader != nullptr) return;
+  close("the next generation is gone, and nothing forwards to this one any more");
+}
+
+void flow_service::drop_steering(const std::string& why) {
+  if (!steering_) return;
+  stop_free_slots();
+  close_reader(std::exchange(steering_->reader, nullptr));
+  steering_.reset();
+  hooks_.warn("flows: the kernel path is off in this generation: " + why);
 }
 
 bool flow_service::finished() const noexcept { return !router_ || !handed_over_ || router_->finished(); }
@@ -411,8 +468,8 @@ void flow_service::on_extension(std::string_view bytes, std::vector<int> fds) {
   std::vector<unsigned> slots;
   for (char c : bytes.substr(1)) slots.push_back(static_cast<unsigned char>(c));
   if (bytes.front() == 'G' && fds.empty()) return slots_freed(slots);
-  if (bytes.front() != 'P' || s.pool_arrived || fds.size() > max_slots) {
-    hooks_.warn("flows: the previous generation sent slot sockets twice, or too many: ignored");
+  if (bytes.front() != 'P' || s.pool_arrived || s.own != 0 || reading_ || fds.size() > max_slots) {
+    hooks_.warn("flows: slot sockets from the previous generation twice, too many, or too late: ignored");
     return close_all();
   }
   // Each must be a UDP socket bound where the shared one is: anything else is refused whole.
@@ -424,11 +481,8 @@ void flow_service::on_extension(std::string_view bytes, std::vector<int> fds) {
     if (getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n) != 0 || n != s.local_length ||
         std::memcmp(&a, &s.local, n) != 0 || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_length) != 0 ||
         type != SOCK_DGRAM) {
-      hooks_.warn("flows: a slot socket from the previous generation is not bound where the shared socket is: "
-                  "the kernel path is off in this generation");
       close_all();
-      steering_.reset();
-      return;
+      return drop_steering("a slot socket from the previous generation is not bound where the shared socket is");
     }
   }
   s.pool_arrived = true;

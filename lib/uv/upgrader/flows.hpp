@@ -45,6 +45,11 @@ class flow_service {
   void hand_over(const pending_child& successor, bool offered);
   // Serving again (the new generation died after it took over): read again.
   void resume();
+  // The next generation is gone and this one does not serve again: flows that nobody can
+  // forward here any more end (those the kernel steers here by their cookie go on).
+  void successor_gone();
+  // Waiting for the previous generation's flows: this one must not hand over yet.
+  bool holding() const noexcept { return router_ && router_->holding(); }
   // Nothing left to answer here.
   bool finished() const noexcept;
   // This process exits now: what is left is lost (counted, said).
@@ -74,6 +79,9 @@ class flow_service {
   void steer();
   void slots_freed(const std::vector<unsigned>& slots);
   socket* open_slot_reader(int fd, unsigned slot);
+  bool start_reader(socket* r);
+  void drop_steering(const std::string& why);
+  void close_sockets();
   static void close_reader(socket* s);
   void read_free_slots();
   void stop_free_slots();
@@ -88,6 +96,7 @@ class flow_service {
   bool handed_over_ = false;
   std::uint64_t reply_failures_ = 0;
   std::uint64_t next_drop_report_ = 1;
+  bool warned_bad_socket_ = false;
   std::unique_ptr<steering> steering_;
   owned_handle<uv_timer_t> hold_timer_, expiry_timer_;
   owned_handle<uv_poll_t> predecessor_poll_, successor_poll_;

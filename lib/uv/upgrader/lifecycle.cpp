@@ -237,7 +237,10 @@ void upgrader::impl::hand_over(pending_child child) {
 }
 
 void upgrader::impl::on_successor_exited(pid_t pid, int status, bool retired) {
-  if (!detail::must_resume(retired, terminating, at)) return check_drained();
+  if (!detail::must_resume(retired, terminating, at)) {
+    flows.successor_gone();  // nobody forwards to this generation any more
+    return check_drained();
+  }
   resume_after_takeover(pid, status);
 }
 

@@ -25,6 +25,8 @@ std::optional<std::string> hand_over_refusal(const hand_over_view& v) {
   if (v.pending) return "an upgrade is already in progress (" + who(v.pending_pid) + ")";
   if (v.starting) return std::string("an upgrade is already in progress (starting the next generation)");
   if (v.pid_one && v.taker > 0) return std::string(pid_one_refusal);
+  // Handed over now, the next generation would get a partial list of the flows before this one.
+  if (v.flows_arriving) return std::string("the previous generation's UDP flows have not all arrived yet");
   return std::nullopt;
 }
 

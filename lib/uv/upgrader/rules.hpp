@@ -29,6 +29,7 @@ struct hand_over_view {
   pid_t taking_over_pid = 0;
   bool pid_one = false;      // this process is PID 1 of its pid namespace
   pid_t taker = 0;           // the taker asking (hand_over_refusal), as this namespace sees it
+  bool flows_arriving = false;  // the previous generation's UDP flows have not all arrived yet
 };
 
 // Why SIGUSR2 (upgrade()) starts nothing now; nullopt when it may. PID 1 of a pid namespace never

@@ -99,6 +99,7 @@ detail::hand_over_view upgrader::impl::hand_over_state(pid_t taker) const {
   v.taking_over_pid = v.taking_over ? takeover->busy_with() : 0;
   v.pid_one = getpid() == 1;
   v.taker = taker;
+  v.flows_arriving = flows.holding();
   return v;
 }
 
