@@ -59,7 +59,7 @@ TEST_CASE("PID 1 of a pid namespace refuses SIGUSR2, names the fix, and serves o
   if (skip_without_namespaces()) return;
   const int port = free_port();
   spawn_options options;
-  options.argv = {unshare_path, "--pid", "--fork", "--mount-proc", helper_path("GRACE_HTTP"),
+  options.argv = {unshare_path, "--pid", "--fork", "--kill-child", "--mount-proc", helper_path("GRACE_HTTP"),
                   "127.0.0.1:" + std::to_string(port)};
   child_process unshared(options);
   REQUIRE(unshared.wait_stderr("as pid 1"));
@@ -117,7 +117,7 @@ TEST_CASE("a taker in a nested pid namespace takes over, names itself in the pid
   const int kept = connect_tcp("127.0.0.1", port);
   REQUIRE(http_get(kept));
   spawn_options options;
-  options.argv = {unshare_path, "--pid", "--fork", "--mount-proc", helper_path("GRACE_HTTP")};
+  options.argv = {unshare_path, "--pid", "--fork", "--kill-child", "--mount-proc", helper_path("GRACE_HTTP")};
   options.argv.insert(options.argv.end(), args.begin(), args.end());
   child_process unshared(options);
   REQUIRE(http.wait_for("through the hand-over socket from another pid namespace"));
@@ -143,7 +143,7 @@ TEST_CASE("a server in a nested pid namespace hands over to a taker it cannot se
   const int port = free_port();
   const std::vector<std::string> args = http_with_handover(port, dir);
   spawn_options options;
-  options.argv = {unshare_path, "--pid", "--fork", "--mount-proc", helper_path("GRACE_HTTP")};
+  options.argv = {unshare_path, "--pid", "--fork", "--kill-child", "--mount-proc", helper_path("GRACE_HTTP")};
   options.argv.insert(options.argv.end(), args.begin(), args.end());
   child_process unshared(options);
   REQUIRE(unshared.wait_stderr("as pid 1"));
