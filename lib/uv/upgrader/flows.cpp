@@ -572,17 +572,7 @@ flow_service::socket* flow_service::open_slot_reader(int fd, unsigned slot) {
     close_reader(r);
     return nullptr;
   }
-  const int started = uv_udp_recv_start(
-      &r->handle,
-      [](uv_handle_t* h, size_t, uv_buf_t* buf) {
-        auto* self = static_cast<socket*>(h->data);
-        *buf = uv_buf_init(self->buffer, sizeof self->buffer);
-      },
-      [](uv_udp_t* h, ssize_t n, const uv_buf_t* buf, const sockaddr* from, unsigned) {
-        auto* self = static_cast<socket*>(h->data);
-        self->owner->on_datagram(*self, n, buf, from);
-      });
-  if (started != 0) {
+  if (!start_reader(r)) {
     close_reader(r);
     return nullptr;
   }
