@@ -50,7 +50,7 @@ struct upgrader::impl {
     events.write(kind, std::move(message), child, count);
   }
   detail::hand_over_view hand_over_state(pid_t taker = 0) const;
-  void wait_for(pending_child child, bool offered_connections);
+  void wait_for(pending_child child);
   result<void> open_handover_socket();
   result<void> handle_signals();
   std::string serving_line() const;

@@ -140,7 +140,8 @@ void upgrader::impl::on_started(result<pending_child> child) {
         "started generation " + std::to_string(generation + 1) + " as pid " + std::to_string(pid) +
             "; waiting until it is ready",
         pid);
-    return wait_for(std::move(*child), offered_connections);
+    charge_elsewhere = false;
+    return wait_for(std::move(*child));
   }
   if (terminating) begin_drain("shutting down");  // shutdown() left it to us
 }
@@ -168,15 +169,16 @@ void upgrader::impl::adopt_taker(pid_t pid, int ready_fd, bool same_pid_namespac
           " through the hand-over socket" + (same_pid_namespace ? "" : " from another pid namespace") +
           "; waiting until it is ready",
       pid);
-  wait_for(std::move(*taker), migration.set());
+  offered_connections = migration.set();
   offered_flows = flows.offers();
   charge_elsewhere = !same_pid_namespace;
+  wait_for(std::move(*taker));
 }
 
-void upgrader::impl::wait_for(pending_child child, bool offered) {
+// What it was offered and where its charge lies are set before: it may settle (ready, or gone)
+// before successor.wait_for() returns.
+void upgrader::impl::wait_for(pending_child child) {
   charge.notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(monotonic_usec()));
-  offered_connections = offered;
-  charge_elsewhere = false;
   successor.wait_for(std::move(child));
 }
 

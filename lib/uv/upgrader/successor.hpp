@@ -38,8 +38,8 @@ class successor_watch {
   successor_watch(const successor_watch&) = delete;
   successor_watch& operator=(const successor_watch&) = delete;
 
-  // Watches `p` until it settles. When it cannot be watched (no handle could be made) it is
-  // killed and settles at once.
+  // Watches `p` until it settles. It settles before this returns when it is ready or gone
+  // already, or cannot be watched (no handle could be made: it is killed).
   void wait_for(pending_child p);
   bool has_pending() const noexcept { return pending_.has_value(); }
   // Its pid; 0 when none, or when it runs in a pid namespace this one cannot see.
@@ -78,7 +78,6 @@ class successor_watch {
   // Declared after what they watch: they let go of the fds first.
   owned_handle<uv_poll_t> ready_poll_, exit_poll_, successor_poll_;
   owned_handle<uv_timer_t> ready_timer_, watch_timer_;
-  owned_handle<uv_timer_t> ready_check_;  // once, at the start of the turn after wait_for()
 };
 
 }  // namespace grace::uv::detail
