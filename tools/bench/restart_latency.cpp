@@ -7,6 +7,9 @@
 // independently with the same --handover-socket; time from its fork to its first answer.
 // Beside each, the CPU the new process used until then: on a machine whose cores are full, that
 // is what a restart takes from the generation still serving, and it varies far less than wall time.
+// The baseline runs once before each restart, so that both see the same machine: on a VM the
+// trivial fork+exec alone swings by 2x between sittings. Each ratio is the median of those
+// side-by-side pairs' ratios.
 //
 //   grace-bench-restart BENCH_ACCEPT_ONE GRACE_HTTP [ROUNDS]
 #include <arpa/inet.h>
@@ -88,6 +91,14 @@ double median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
+// The median of ours[i] / theirs[i], each pair measured one after the other.
+double paired_ratio(const std::vector<double>& ours, const std::vector<double>& theirs) {
+  std::vector<double> ratios;
+  for (std::size_t i = 0; i < ours.size() && i < theirs.size(); ++i)
+    if (theirs[i] > 0) ratios.push_back(ours[i] / theirs[i]);
+  return median(ratios);
+}
+
 struct restart_sample {
   double wall_ms;
   double cpu_ms;
@@ -135,12 +146,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   const int rounds = argc > 3 ? std::atoi(argv[3]) : 20;
-  std::vector<double> baseline, baseline_cpu;
-  for (int i = 0; i < rounds; ++i) {
-    const auto sample = baseline_once(argv[1]);
-    baseline.push_back(sample.wall_ms);
-    baseline_cpu.push_back(sample.cpu_ms);
+  if (rounds < 1) {
+    std::fprintf(stderr, "grace-bench-restart: ROUNDS must be a positive number, not %s\n", argv[3]);
+    return 2;
   }
+  // Before each restart, the baseline once: [0] beside the SIGUSR2 rounds, [1] beside the takeovers.
+  std::vector<double> baseline[2], baseline_cpu[2];
+  auto baseline_beside = [&](int phase) {
+    const auto sample = baseline_once(argv[1]);
+    baseline[phase].push_back(sample.wall_ms);
+    baseline_cpu[phase].push_back(sample.cpu_ms);
+  };
 
   int port = 0;
   close(listener_on_loopback(port));
@@ -169,6 +185,7 @@ int main(int argc, char** argv) {
   }
   std::vector<double> grace, grace_cpu;
   for (int i = 0; i < rounds; ++i) {
+    baseline_beside(0);
     const auto start = clock_type::now();
     kill(current, SIGUSR2);
     pid_t now = current;
@@ -190,6 +207,7 @@ int main(int argc, char** argv) {
   }
   std::vector<double> takeover, takeover_cpu;
   for (int i = 0; i < rounds; ++i) {
+    baseline_beside(1);
     const auto start = clock_type::now();
     const pid_t taker = fork();
     if (taker == 0) {
@@ -220,15 +238,21 @@ int main(int argc, char** argv) {
   unlink(pidfile.c_str());
   unlink(handover.c_str());
   rmdir(private_dir);
-  const double base = median(baseline), ours = median(grace), taken = median(takeover);
+  std::vector<double> all_baseline = baseline[0], all_baseline_cpu = baseline_cpu[0];
+  all_baseline.insert(all_baseline.end(), baseline[1].begin(), baseline[1].end());
+  all_baseline_cpu.insert(all_baseline_cpu.end(), baseline_cpu[1].begin(), baseline_cpu[1].end());
   std::printf("restart latency, median of %d (ms): fork+exec of a trivial C accept-one %.2f | "
               "grace-http SIGUSR2 to first answer of the new generation %.2f (ratio %.2f) | "
               "takeover, fork of an independent grace-http to its first answer %.2f (ratio %.2f)\n",
-              rounds, base, ours, base > 0 ? ours / base : 0, taken, base > 0 ? taken / base : 0);
-  const double base_cpu = median(baseline_cpu), ours_cpu = median(grace_cpu), taken_cpu = median(takeover_cpu);
+              rounds, median(all_baseline), median(grace), paired_ratio(grace, baseline[0]), median(takeover),
+              paired_ratio(takeover, baseline[1]));
   std::printf("CPU of the new process until that answer, median (ms): trivial C accept-one %.2f | "
               "grace-http after SIGUSR2 %.2f (ratio %.2f) | takeover %.2f (ratio %.2f)\n",
-              base_cpu, ours_cpu, base_cpu > 0 ? ours_cpu / base_cpu : 0, taken_cpu,
-              base_cpu > 0 ? taken_cpu / base_cpu : 0);
+              median(all_baseline_cpu), median(grace_cpu), paired_ratio(grace_cpu, baseline_cpu[0]),
+              median(takeover_cpu), paired_ratio(takeover_cpu, baseline_cpu[1]));
+  std::printf("each ratio is the median of %d pairs, the baseline run just before each restart; the trivial "
+              "program's own spread: %.2f-%.2f ms\n",
+              rounds, *std::min_element(all_baseline.begin(), all_baseline.end()),
+              *std::max_element(all_baseline.begin(), all_baseline.end()));
   return 0;
 }
