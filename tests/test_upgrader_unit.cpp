@@ -1,12 +1,17 @@
 // The upgrader in this process, no child started: the application owns its handles' data, a
 // full fd table at an upgrade is a rollback naming the socketpair, out of fds while accepting the
 // connections wait in the queue, listen_options::backlog is what the kernel keeps. The cases
-// with a child are in test_upgrader_events.cpp.
+// with a child are in test_upgrader_events.cpp. Once start-up is over, a thread waits to start
+// the next generation.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <dirent.h>
 #include <doctest/doctest.h>
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -117,4 +122,62 @@ TEST_CASE("listen_options::backlog is the accept queue the kernel keeps, also on
   CHECK(listen_backlog(p.port()) == 7);  // libuv's uv_listen would have made it SOMAXCONN
   p.upgrader().shutdown();
   CHECK(p.upgrader().run() == 0);
+}
+
+namespace {
+
+// This process's threads: their ids.
+std::vector<std::string> threads() {
+  std::vector<std::string> ids;
+  if (DIR* dir = opendir("/proc/self/task")) {
+    while (const dirent* e = readdir(dir))
+      if (e->d_name[0] != '.') ids.emplace_back(e->d_name);
+    closedir(dir);
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+// The time thread `id` has spent on a CPU, in ns.
+unsigned long long cpu_ns_of_thread(const std::string& id) {
+  std::ifstream in("/proc/self/task/" + id + "/schedstat");
+  unsigned long long ns = 0;
+  in >> ns;
+  return ns;
+}
+
+}  // namespace
+
+TEST_CASE("once start-up is over, a thread waits to start the next generation, and is used again") {
+  in_process p;
+  auto& upgrader = p.upgrader();
+  REQUIRE(upgrader.serve(p.listener(), [](grace::uv::connection& c) { c.close(); }));
+  const auto before = threads();
+  REQUIRE(upgrader.ready());
+  // The start-up window is 10 ms; the thread is made when it ends.
+  REQUIRE(p.run_until([&] { return threads().size() == before.size() + 1; }, 10000));
+  const auto with_it = threads();
+  std::vector<std::string> added;
+  std::set_difference(with_it.begin(), with_it.end(), before.begin(), before.end(), std::back_inserter(added));
+  REQUIRE(added.size() == 1);
+  const std::string waiting = added.front();
+  for (int upgrade = 0; upgrade < 2; ++upgrade) {
+    CAPTURE(upgrade);
+    const std::size_t events = p.events.size();
+    const unsigned long long cpu_before = cpu_ns_of_thread(waiting);
+    const auto fillers = fill_fd_table();
+    upgrader.upgrade();
+    const bool settled = p.run_until([&] { return !upgrader.upgrading(); }, 10000);
+    release(fillers);
+    REQUIRE(settled);
+    // A full table: the socketpair fails on the thread that starts the child. The waiting one
+    // did it (it ran), and waits again (it is still there); no other thread stayed.
+    REQUIRE(p.events.size() == events + 1);
+    CHECK(p.events.back().kind == event_kind::rollback);
+    CHECK(p.events.back().message.find("socketpair") != std::string::npos);
+    CHECK(cpu_ns_of_thread(waiting) > cpu_before);
+    CHECK(p.run_until([&] { return threads() == with_it; }, 10000));
+  }
+  upgrader.shutdown();
+  CHECK(upgrader.run() == 0);
 }

@@ -1,5 +1,7 @@
 #include "child_starter.hpp"
 
+#include <unistd.h>
+
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -12,9 +14,13 @@ namespace grace::uv::detail {
 struct child_starter::shared {
   std::mutex mutex;
   std::condition_variable finished_now;
+  std::condition_variable job_given;  // the parked thread waits here
   bool running = false;         // a thread is starting a child: it uses the net until it is done
   uv_async_t* async = nullptr;  // null once the starter is gone: the result is dropped
   std::optional<result<pending_child>> started;
+  bool parked = false;          // a thread waits for a job (it leaves once async is null)
+  pid_t parked_in = 0;          // by this process: a child of fork() has no such thread
+  std::function<void()> job;    // given to the parked thread
 };
 
 child_starter::child_starter(uv_loop_t* loop, done_fn done)
@@ -36,6 +42,7 @@ child_starter::~child_starter() {
     // The net it starts from may go with us: a start under way (a few ms at most) ends first.
     std::unique_lock<std::mutex> lock(shared_->mutex);
     async = std::exchange(shared_->async, nullptr);
+    shared_->job_given.notify_all();  // a parked thread leaves
     shared_->finished_now.wait(lock, [&] { return !shared_->running; });
   }
   if (async != nullptr)
@@ -65,6 +72,12 @@ void child_starter::start(grace::net& n, process_options options, unsigned max_g
     {
       std::lock_guard<std::mutex> lock(shared_->mutex);
       shared_->running = true;
+      if (shared_->parked && shared_->parked_in == getpid()) {
+        shared_->parked = false;
+        shared_->job = std::move(work);
+        shared_->job_given.notify_one();
+        return;
+      }
     }
     bool threaded = false;
     try {
@@ -82,6 +95,37 @@ void child_starter::start(grace::net& n, process_options options, unsigned max_g
   auto here = pending_child::start(n, std::move(options), max_generations);
   busy_ = false;
   done_(std::move(here));
+}
+
+void child_starter::park() {
+  {
+    std::lock_guard<std::mutex> lock(shared_->mutex);
+    if (shared_->async == nullptr || (shared_->parked && shared_->parked_in == getpid()) || shared_->running)
+      return;
+    shared_->parked = true;
+    shared_->parked_in = getpid();
+  }
+  bool threaded = false;
+  try {
+    threaded = grace::detail::start_helper_thread([s = shared_] {
+      std::unique_lock<std::mutex> lock(s->mutex);
+      while (true) {
+        s->job_given.wait(lock, [&] { return s->job || s->async == nullptr; });
+        if (!s->job) break;  // the starter is gone
+        auto job = std::exchange(s->job, nullptr);
+        lock.unlock();
+        job();  // it says it is done (running = false) itself
+        lock.lock();
+        if (s->async == nullptr) break;
+        s->parked = true;  // waits for the next one
+      }
+      s->parked = false;
+    });
+  } catch (const std::bad_alloc&) {
+  }
+  if (threaded) return;
+  std::lock_guard<std::mutex> lock(shared_->mutex);
+  shared_->parked = false;  // start() makes a thread of its own, as before
 }
 
 void child_starter::on_async(uv_async_t* async) { static_cast<child_starter*>(async->data)->deliver(); }
