@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 
 #include "read_file.hpp"
@@ -29,6 +30,20 @@ bool still_running(const process_identity& p) {
   return now.start_time != 0 && now.start_time == p.start_time;
 }
 
+process_identity self_identity() {
+  // Its start time never changes; the pid is kept with it for a child of fork(), which has its own.
+  static std::atomic<pid_t> read_in{0};
+  static std::atomic<unsigned long long> start_time{0};
+  const pid_t self = getpid();
+  if (read_in.load(std::memory_order_acquire) == self) return {self, start_time.load(std::memory_order_relaxed)};
+  const auto now = identify(self);
+  if (now.start_time != 0) {
+    start_time.store(now.start_time, std::memory_order_relaxed);
+    read_in.store(self, std::memory_order_release);
+  }
+  return now;
+}
+
 bool process_has_exited(pid_t pid) { return pid <= 0 || identify(pid).start_time == 0; }
 
 std::vector<process_identity> still_running(const std::vector<process_identity>& recorded) {
@@ -49,7 +64,7 @@ result<std::vector<process_identity>> admit_next_generation(const std::vector<pr
                 std::to_string(alive.size() + 1) + " generations alive (older ones still draining:" + pids +
                     "); at most " + std::to_string(max_generations) + " at once");
   }
-  const auto self = identify(getpid());
+  const auto self = self_identity();
   if (self.start_time != 0) alive.push_back(self);
   return alive;
 }

@@ -243,3 +243,25 @@ TEST_CASE("the generation cap: one rule counts the older generations still runni
   REQUIRE(waitpid(draining, nullptr, 0) == draining);
   CHECK(grace::detail::admit_next_generation(recorded, 2));
 }
+
+TEST_CASE("this process's identity is read once, and a child of fork() names itself, not its parent") {
+  grace::prepare_next_generation();
+  const auto self = grace::detail::self_identity();
+  CHECK(self.pid == getpid());
+  CHECK(self.start_time == grace::detail::identify(getpid()).start_time);
+  CHECK(self.start_time != 0);
+  // The child reports through its exit status: 0 when its admission names it with its own start
+  // time (the parent's was kept before the fork).
+  const pid_t child = fork();
+  if (child == 0) {
+    auto admitted = grace::detail::admit_next_generation({}, 2);
+    const bool right = admitted && admitted->size() == 1 && admitted->front().pid == getpid() &&
+                       admitted->front().start_time == grace::detail::identify(getpid()).start_time &&
+                       grace::detail::self_identity().pid == getpid();
+    _exit(right ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}

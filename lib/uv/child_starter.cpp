@@ -108,6 +108,8 @@ void child_starter::park() {
   bool threaded = false;
   try {
     threaded = grace::detail::start_helper_thread([s = shared_] {
+      // What admitting the next generation reads of this process, read now, off the loop.
+      grace::prepare_next_generation();
       std::unique_lock<std::mutex> lock(s->mutex);
       while (true) {
         s->job_given.wait(lock, [&] { return s->job || s->async == nullptr; });
