@@ -1,5 +1,6 @@
 #include "generations.hpp"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -30,16 +31,26 @@ bool still_running(const process_identity& p) {
   return now.start_time != 0 && now.start_time == p.start_time;
 }
 
+namespace {
+
+std::atomic<pid_t> self_read_in{0};
+std::atomic<unsigned long long> self_start_time{0};
+
+}  // namespace
+
 process_identity self_identity() {
-  // Its start time never changes; the pid is kept with it for a child of fork(), which has its own.
-  static std::atomic<pid_t> read_in{0};
-  static std::atomic<unsigned long long> start_time{0};
+  // Its start time never changes. A child of fork() reads its own: the handler forgets the
+  // parent's, and the pid is kept with it in case the handler could not be registered.
+  static const bool forgotten_at_fork =
+      pthread_atfork(nullptr, nullptr, [] { self_read_in.store(0, std::memory_order_relaxed); }) == 0;
+  (void)forgotten_at_fork;
   const pid_t self = getpid();
-  if (read_in.load(std::memory_order_acquire) == self) return {self, start_time.load(std::memory_order_relaxed)};
+  if (self_read_in.load(std::memory_order_acquire) == self)
+    return {self, self_start_time.load(std::memory_order_relaxed)};
   const auto now = identify(self);
   if (now.start_time != 0) {
-    start_time.store(now.start_time, std::memory_order_relaxed);
-    read_in.store(self, std::memory_order_release);
+    self_start_time.store(now.start_time, std::memory_order_relaxed);
+    self_read_in.store(self, std::memory_order_release);
   }
   return now;
 }

@@ -1,7 +1,9 @@
 #include "child_starter.hpp"
 
+#include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -9,6 +11,19 @@
 #include "../helper_thread.hpp"
 
 namespace grace::uv::detail {
+namespace {
+
+std::atomic<unsigned> forks{0};
+
+// Counts fork()s into the child: a child of fork() has none of its parent's threads, and may
+// even have its pid (pid 1 of a new pid namespace).
+unsigned forks_so_far() {
+  static const bool counted = pthread_atfork(nullptr, nullptr, [] { forks.fetch_add(1); }) == 0;
+  (void)counted;  // not counted (no memory): the pid alone tells
+  return forks.load();
+}
+
+}  // namespace
 
 // Between the loop and the starting thread, which may outlive the starter.
 struct child_starter::shared {
@@ -18,9 +33,13 @@ struct child_starter::shared {
   bool running = false;         // a thread is starting a child: it uses the net until it is done
   uv_async_t* async = nullptr;  // null once the starter is gone: the result is dropped
   std::optional<result<pending_child>> started;
-  bool parked = false;          // a thread waits for a job (it leaves once async is null)
-  pid_t parked_in = 0;          // by this process: a child of fork() has no such thread
+  // A thread of this process takes each job given here (it leaves once async is null).
+  bool parked = false;
+  pid_t parked_pid = 0;         // ... of this process, not its parent's before a fork()
+  unsigned parked_forks = 0;
   std::function<void()> job;    // given to the parked thread
+
+  bool has_parked_thread() const { return parked && parked_pid == getpid() && parked_forks == forks_so_far(); }
 };
 
 child_starter::child_starter(uv_loop_t* loop, done_fn done)
@@ -54,38 +73,41 @@ void child_starter::start(grace::net& n, process_options options, unsigned max_g
   if (shared_->async != nullptr) {
     // While it runs, the loop is kept alive for its result.
     uv_ref(reinterpret_cast<uv_handle_t*>(shared_->async));
-    auto work = [s = shared_, &n, options, max_generations]() mutable {
-      auto started = pending_child::start(n, std::move(options), max_generations);
-      std::unique_lock<std::mutex> lock(s->mutex);
-      if (s->async != nullptr) {
-        s->started.emplace(std::move(started));
-        uv_async_send(s->async);
-      } else {
-        // Abandoned: its child is killed and reaped here, before the starter may go.
-        lock.unlock();
-        { auto dropped = std::move(started); }
-        lock.lock();
-      }
-      s->running = false;
-      s->finished_now.notify_all();
-    };
-    {
-      std::lock_guard<std::mutex> lock(shared_->mutex);
-      shared_->running = true;
-      if (shared_->parked && shared_->parked_in == getpid()) {
-        shared_->parked = false;
-        shared_->job = std::move(work);
-        shared_->job_given.notify_one();
-        return;
-      }
-    }
-    bool threaded = false;
+    std::function<void()> job;
     try {
-      threaded = grace::detail::start_helper_thread(work);
+      job = [s = shared_, &n, options, max_generations]() mutable {
+        auto started = pending_child::start(n, std::move(options), max_generations);
+        std::unique_lock<std::mutex> lock(s->mutex);
+        if (s->async != nullptr) {
+          s->started.emplace(std::move(started));
+          uv_async_send(s->async);
+        } else {
+          // Abandoned: its child is killed and reaped here, before the starter may go.
+          lock.unlock();
+          { auto dropped = std::move(started); }
+          lock.lock();
+        }
+        s->running = false;
+        s->finished_now.notify_all();
+      };
     } catch (const std::bad_alloc&) {
     }
-    if (threaded) return;
-    {
+    if (job) {
+      {
+        std::lock_guard<std::mutex> lock(shared_->mutex);
+        shared_->running = true;
+        if (shared_->has_parked_thread()) {
+          shared_->job = std::move(job);
+          shared_->job_given.notify_one();
+          return;
+        }
+      }
+      bool threaded = false;
+      try {
+        threaded = grace::detail::start_helper_thread(std::move(job));
+      } catch (const std::bad_alloc&) {
+      }
+      if (threaded) return;
       std::lock_guard<std::mutex> lock(shared_->mutex);
       shared_->running = false;
     }
@@ -100,26 +122,34 @@ void child_starter::start(grace::net& n, process_options options, unsigned max_g
 void child_starter::park() {
   {
     std::lock_guard<std::mutex> lock(shared_->mutex);
-    if (shared_->async == nullptr || (shared_->parked && shared_->parked_in == getpid()) || shared_->running)
-      return;
+    if (shared_->async == nullptr || shared_->has_parked_thread()) return;
     shared_->parked = true;
-    shared_->parked_in = getpid();
+    shared_->parked_pid = getpid();
+    shared_->parked_forks = forks_so_far();
   }
   bool threaded = false;
   try {
     threaded = grace::detail::start_helper_thread([s = shared_] {
+      pthread_setname_np(pthread_self(), "grace-starter");
       // What admitting the next generation reads of this process, read now, off the loop.
       grace::prepare_next_generation();
       std::unique_lock<std::mutex> lock(s->mutex);
       while (true) {
         s->job_given.wait(lock, [&] { return s->job || s->async == nullptr; });
-        if (!s->job) break;  // the starter is gone
+        if (s->async == nullptr) {
+          if (s->job) {
+            // Given as the starter went: nothing was started, nothing is run.
+            s->job = nullptr;
+            s->running = false;
+            s->finished_now.notify_all();
+          }
+          break;
+        }
         auto job = std::exchange(s->job, nullptr);
         lock.unlock();
-        job();  // it says it is done (running = false) itself
+        job();  // it says it is done (running = false) itself; `parked` stays: the next job is ours
+        job = nullptr;
         lock.lock();
-        if (s->async == nullptr) break;
-        s->parked = true;  // waits for the next one
       }
       s->parked = false;
     });
