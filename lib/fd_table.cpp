@@ -7,20 +7,25 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <vector>
 
 namespace grace::detail {
 namespace {
 
-// Open fds below `table`, from the entries of /proc/self/fd: the cost follows the open fds, not
-// the limit. -1 without /proc (or with no fd free to read it with).
+// Open fds below `table`, from the entries of /proc/thread-self/fd (the calling thread's fd table,
+// which /proc/self/fd is not once the main thread has exited or after unshare(CLONE_FILES)): the
+// cost follows the open fds, not the limit. -1 without /proc, with no fd free to read it with, or
+// when the listing is not of this table (the directory's own fd is not in it).
 long open_fd_count_from_proc(std::size_t table) noexcept {
-  const int dir = ::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int dir = ::open("/proc/thread-self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0 && errno == ENOENT) dir = ::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);  // before 3.17
   if (dir < 0) return -1;
   alignas(8) char buffer[8192];
   long entries = 0;
-  int dir_below_table = 0;
+  int saw_own_fd = 0;  // the directory's own fd was listed
   while (true) {
     const long got = ::syscall(SYS_getdents64, dir, buffer, sizeof buffer);
     if (got < 0) {
@@ -39,11 +44,12 @@ long open_fd_count_from_proc(std::size_t table) noexcept {
       for (const char* d = name; *d >= '0' && *d <= '9' && fd < table; ++d) fd = fd * 10 + static_cast<std::size_t>(*d - '0');
       if (fd >= table) continue;
       ++entries;
-      if (fd == static_cast<std::size_t>(dir)) dir_below_table = 1;
+      if (fd == static_cast<std::size_t>(dir)) saw_own_fd = 1;
     }
   }
   ::close(dir);
-  return entries - dir_below_table;  // the directory's own fd is not one of ours
+  if (saw_own_fd == 0) return -1;  // not the table this fd was opened in
+  return entries - 1;                   // the directory's own fd is not one of ours
 }
 
 // Closed entries answer POLLNVAL: one poll() over the whole table.
