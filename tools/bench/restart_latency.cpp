@@ -252,20 +252,29 @@ int main(int argc, char** argv) {
   unlink(pidfile.c_str());
   unlink(handover.c_str());
   rmdir(private_dir);
-  std::vector<double> all_baseline = baseline[0], all_baseline_cpu = baseline_cpu[0];
-  all_baseline.insert(all_baseline.end(), baseline[1].begin(), baseline[1].end());
-  all_baseline_cpu.insert(all_baseline_cpu.end(), baseline_cpu[1].begin(), baseline_cpu[1].end());
-  std::printf("restart latency, median of %d (ms): fork+exec of a trivial C accept-one %.2f | "
-              "grace-http SIGUSR2 to first answer of the new generation %.2f (ratio %.2f) | "
+  // The trivial program's runs over both phases; one that failed (-1) is no figure.
+  std::vector<double> all_baseline, all_baseline_cpu;
+  for (int phase = 0; phase < 2; ++phase)
+    for (std::size_t i = 0; i < baseline[phase].size(); ++i)
+      if (baseline[phase][i] > 0) {
+        all_baseline.push_back(baseline[phase][i]);
+        all_baseline_cpu.push_back(baseline_cpu[phase][i]);
+      }
+  if (all_baseline.empty()) {
+    std::fprintf(stderr, "grace-bench-restart: the trivial program never answered\n");
+    return 1;
+  }
+  std::printf("restart latency, median of %d restarts each (ms): fork+exec of a trivial C accept-one %.2f "
+              "(its %zu runs) | grace-http SIGUSR2 to first answer of the new generation %.2f (ratio %.2f) | "
               "takeover, fork of an independent grace-http to its first answer %.2f (ratio %.2f)\n",
-              rounds, median(all_baseline), median(grace), paired_ratio(grace, baseline[0]), median(takeover),
-              paired_ratio(takeover, baseline[1]));
+              rounds, median(all_baseline), all_baseline.size(), median(grace), paired_ratio(grace, baseline[0]),
+              median(takeover), paired_ratio(takeover, baseline[1]));
   std::printf("CPU of the new process until that answer, median (ms): trivial C accept-one %.2f | "
               "grace-http after SIGUSR2 %.2f (ratio %.2f) | takeover %.2f (ratio %.2f)\n",
               median(all_baseline_cpu), median(grace_cpu), paired_ratio(grace_cpu, baseline_cpu[0]),
               median(takeover_cpu), paired_ratio(takeover_cpu, baseline_cpu[1]));
-  std::printf("each ratio is the median of %d pairs, the baseline run just before each restart; the trivial "
-              "program's own spread: %.2f-%.2f ms\n",
+  std::printf("each ratio is the median of the %d pairs' ratios (the trivial program run just before each "
+              "restart), not a ratio of the medians above; the trivial program's own spread: %.2f-%.2f ms\n",
               rounds, *std::min_element(all_baseline.begin(), all_baseline.end()),
               *std::max_element(all_baseline.begin(), all_baseline.end()));
   return 0;
