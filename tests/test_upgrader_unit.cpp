@@ -1,17 +1,12 @@
 // The upgrader in this process, no child started: the application owns its handles' data, a
 // full fd table at an upgrade is a rollback naming the socketpair, out of fds while accepting the
 // connections wait in the queue, listen_options::backlog is what the kernel keeps. The cases
-// with a child are in test_upgrader_events.cpp. Once start-up is over, a thread waits to start
-// the next generation.
+// with a child are in test_upgrader_events.cpp.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
-#include <dirent.h>
 #include <doctest/doctest.h>
 #include <unistd.h>
 #include <uv.h>
 
-#include <algorithm>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
@@ -122,63 +117,4 @@ TEST_CASE("listen_options::backlog is the accept queue the kernel keeps, also on
   CHECK(listen_backlog(p.port()) == 7);  // libuv's uv_listen would have made it SOMAXCONN
   p.upgrader().shutdown();
   CHECK(p.upgrader().run() == 0);
-}
-
-namespace {
-
-// The ids of this process's threads named `name`.
-std::vector<std::string> threads_named(const std::string& name) {
-  std::vector<std::string> ids;
-  if (DIR* dir = opendir("/proc/self/task")) {
-    while (const dirent* e = readdir(dir)) {
-      if (e->d_name[0] == '.') continue;
-      std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
-      std::string line;
-      if (std::getline(comm, line) && line == name) ids.emplace_back(e->d_name);
-    }
-    closedir(dir);
-  }
-  return ids;
-}
-
-// How often thread `id` has gone to sleep: a thread woken for a job and waiting again adds one.
-unsigned long voluntary_switches(const std::string& id) {
-  std::ifstream status("/proc/self/task/" + id + "/status");
-  const std::string key = "voluntary_ctxt_switches:";
-  for (std::string line; std::getline(status, line);)
-    if (line.compare(0, key.size(), key) == 0) return std::stoul(line.substr(key.size()));
-  return 0;
-}
-
-}  // namespace
-
-TEST_CASE("once start-up is over, a thread waits to start the next generation, and is used again") {
-  in_process p;
-  auto& upgrader = p.upgrader();
-  REQUIRE(upgrader.serve(p.listener(), [](grace::uv::connection& c) { c.close(); }));
-  // An earlier case's waiting thread leaves once its upgrader is gone; this case's is its own.
-  REQUIRE(p.run_until([] { return threads_named("grace-starter").empty(); }, 10000, 1));
-  REQUIRE(upgrader.ready());
-  // The start-up window is 10 ms; the thread is made when it ends.
-  REQUIRE(p.run_until([] { return threads_named("grace-starter").size() == 1; }, 10000, 1));
-  const std::string waiting = threads_named("grace-starter").front();
-  for (int upgrade = 0; upgrade < 3; ++upgrade) {
-    CAPTURE(upgrade);
-    const std::size_t events = p.events.size();
-    const unsigned long slept = voluntary_switches(waiting);
-    const auto fillers = fill_fd_table();
-    upgrader.upgrade();
-    const bool settled = p.run_until([&] { return !upgrader.upgrading(); }, 10000);
-    release(fillers);
-    REQUIRE(settled);
-    // A full table: the socketpair fails on the thread that starts the child. The waiting one
-    // did it (it woke, and went back to sleep) and waits again: still the only one.
-    REQUIRE(p.events.size() == events + 1);
-    CHECK(p.events.back().kind == event_kind::rollback);
-    CHECK(p.events.back().message.find("socketpair") != std::string::npos);
-    CHECK(p.run_until([&] { return voluntary_switches(waiting) > slept; }, 10000, 1));
-    CHECK(threads_named("grace-starter") == std::vector<std::string>{waiting});
-  }
-  upgrader.shutdown();
-  CHECK(upgrader.run() == 0);
 }

@@ -25,14 +25,9 @@ class child_starter {
 
   // pending_child::start(n, options, max_generations) on a helper thread (on this one when no
   // thread is to be had); `done` gets the result on a later turn of the loop. One at a time: the
-  // caller asks busy() first. The thread park() left waiting does it when there is one, else a
-  // new thread: starting one takes 0.1-0.3 ms on a VM, waking a waiting one 0.02-0.03 ms.
+  // caller asks busy() first.
   void start(grace::net& n, process_options options, unsigned max_generations);
   bool busy() const noexcept { return busy_; }
-  // Starts the thread that will start the next generation and leaves it waiting, so that an
-  // upgrade does not wait for a thread to start. Called once start-up is over, off the way to
-  // the first answers; without it (or when the thread cannot be made) start() makes its own.
-  void park();
 
  private:
   struct shared;

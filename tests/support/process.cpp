@@ -209,25 +209,6 @@ bool wait_exited(pid_t pid, std::chrono::milliseconds timeout) {
   return exited;
 }
 
-bool starter_waiting(pid_t pid, std::chrono::milliseconds timeout) {
-  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
-  const auto deadline = clock::now() + timeout;
-  do {
-    std::error_code ec;
-    for (const auto& task : std::filesystem::directory_iterator(tasks, ec)) {
-      std::ifstream comm(task.path() / "comm");
-      std::string name;
-      if (!std::getline(comm, name) || name != "grace-starter") continue;
-      std::ifstream status(task.path() / "status");
-      for (std::string line; std::getline(status, line);)
-        if (line.rfind("State:", 0) == 0 && line.find("S (sleeping)") != std::string::npos) return true;
-    }
-    // A thread's state has no event to wait on: looked at again in a moment, until the deadline.
-    usleep(1000);
-  } while (clock::now() < deadline);
-  return false;
-}
-
 temp_dir::temp_dir() {
   std::string pattern = "/tmp/grace-test-XXXXXX";
   if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");

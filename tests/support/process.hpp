@@ -66,11 +66,6 @@ bool has_exited(pid_t pid);
 // Waits (on a pidfd, bounded) until has_exited(pid).
 bool wait_exited(pid_t pid, std::chrono::milliseconds timeout = 10s);
 
-// Waits (bounded) until `pid` has its waiting thread asleep: the thread a grace::uv::upgrader starts
-// once start-up is over (named grace-starter), which reads /proc as it starts and then waits for
-// an upgrade. From then on the process's fd count is its own at rest.
-bool starter_waiting(pid_t pid, std::chrono::milliseconds timeout = 10s);
-
 // The pid in a pid file, 0 when there is none.
 pid_t read_pidfile(const std::string& path);
 // Waits (inotify on its directory, bounded) until the pid file names a pid that `accept` takes;

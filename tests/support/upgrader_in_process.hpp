@@ -42,21 +42,8 @@ class in_process {
   grace::listener* listener() { return listener_; }
   int port() const { return listener_->local_address().port(); }
 
-  // Runs the loop until `done()` or `ms` have passed; true when done. `done` is looked at when
-  // the loop wakes; with `every_ms`, at least that often (for what changes off the loop: a
-  // thread's state in /proc).
-  bool run_until(const std::function<bool()>& done, std::uint64_t ms, std::uint64_t every_ms = 0) {
-    uv_timer_t tick;
-    uv_timer_init(&loop_, &tick);
-    if (every_ms > 0) uv_timer_start(&tick, [](uv_timer_t*) {}, every_ms, every_ms);
-    const bool finished = run_until_woken(done, ms);
-    uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
-    uv_run(&loop_, UV_RUN_NOWAIT);
-    return finished;
-  }
-
- private:
-  bool run_until_woken(const std::function<bool()>& done, std::uint64_t ms) {
+  // Runs the loop until `done()` or `ms` have passed; true when done.
+  bool run_until(const std::function<bool()>& done, std::uint64_t ms) {
     uv_timer_t deadline;
     uv_timer_init(&loop_, &deadline);
     bool expired = false;
@@ -68,7 +55,6 @@ class in_process {
     return done();
   }
 
- public:
   std::vector<grace::uv::event> events;
 
  private:

@@ -55,12 +55,7 @@ result<void> upgrader::impl::ready() {
   if (options.fd_store) charge.keep_listeners_in_store(net);
   close_unclaimed_listeners();
   log(event_kind::serving, serving_line());
-  // Threads wait until the first answers are out: the log's and the pid file's, and the one that
-  // will start the next generation.
-  events.end_start_up_soon([this] {
-    charge.start_up_over();
-    starter.park();
-  });
+  events.end_start_up_soon([this] { charge.start_up_over(); });
   return {};
 }
 
