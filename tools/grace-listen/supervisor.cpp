@@ -86,7 +86,6 @@ struct supervisor::generation {
   state at = state::starting;
   bool signalled = false;  // told to stop (SIGTERM): the stop timeout runs
   bool gone = false;       // its pid could not be watched because it had exited already
-  bool exit_unreaped = false;  // its pidfd said it exited before its exit could be reaped
   clock_type::time_point started_at;
   int pid_fd = -1;
   uv_poll_t* exit_poll = nullptr;  // readable once `pid` exited
@@ -116,7 +115,7 @@ struct supervisor::generation {
 
 struct supervisor::handles {
   uv_signal_t hup{}, term{}, interrupt{}, child{};
-  uv_timer_t backoff{}, debounce{}, notify_retry{}, gone_check{}, reap_retry{};
+  uv_timer_t backoff{}, debounce{}, notify_retry{}, gone_check{};
   uv_poll_t inbox{};
 };
 
@@ -132,7 +131,7 @@ supervisor::supervisor(uv_loop_t* loop, const options& o, std::vector<held_socke
   uv_signal_start(&h.term, [](uv_signal_t* s, int n) { static_cast<supervisor*>(s->data)->stop(n); }, SIGTERM);
   uv_signal_start(&h.interrupt, [](uv_signal_t* s, int n) { static_cast<supervisor*>(s->data)->stop(n); }, SIGINT);
   uv_signal_start(&h.child, [](uv_signal_t* s, int) { static_cast<supervisor*>(s->data)->reap_children(); }, SIGCHLD);
-  for (uv_timer_t* t : {&h.backoff, &h.debounce, &h.notify_retry, &h.gone_check, &h.reap_retry}) {
+  for (uv_timer_t* t : {&h.backoff, &h.debounce, &h.notify_retry, &h.gone_check}) {
     uv_timer_init(loop_, t);
     t->data = this;
   }
@@ -521,34 +520,11 @@ void supervisor::on_pidfd(generation& g) {
   siginfo_t info{};
   if (waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0) {
     g.stop_polling();
-    if (info.si_pid == pid) return reap_children();  // waitable by now
-    // SIGCHLD is expected, but a zombie left unreaped would count as a generation alive (for
-    // --max-generations) until the next child's exit: looked at again until it is reaped.
-    g.exit_unreaped = true;
-    reap_again_soon(true);
+    if (info.si_pid == pid) reap_children();  // waitable by now
     return;
   }
   // It exited (a zombie counts), but it is somebody else's child to reap: no status to report.
   on_exit(g, 0, 0, false);
-}
-
-// While a generation's exit is known but not reaped: reap again after 1 ms, then 2, 4 ... 100 ms.
-void supervisor::reap_again_soon(bool first) {
-  const bool waiting = std::any_of(generations_.begin(), generations_.end(),
-                                   [](const std::unique_ptr<generation>& g) { return g->exit_unreaped; });
-  if (!waiting) {
-    uv_timer_stop(&handles_->reap_retry);
-    return;
-  }
-  if (first && uv_is_active(reinterpret_cast<uv_handle_t*>(&handles_->reap_retry))) return;
-  reap_retry_ms_ = first ? 1 : std::min<uint64_t>(reap_retry_ms_ * 2, 100);
-  uv_timer_start(&handles_->reap_retry,
-                 [](uv_timer_t* t) {
-                   auto* self = static_cast<supervisor*>(t->data);
-                   self->reap_children();
-                   self->reap_again_soon(false);
-                 },
-                 reap_retry_ms_, 0);
 }
 
 void supervisor::on_exit(generation& g, int64_t status, int signal, bool status_known) {

@@ -15,7 +15,6 @@
 #include <uv.h>
 
 #include <chrono>
-#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -63,7 +62,6 @@ class supervisor {
   void retire(generation& g, int signal);
   void on_exit(generation& g, int64_t status, int signal, bool status_known);
   void reap_children();
-  void reap_again_soon(bool first);
   void on_notifications();
   void on_pidfd(generation& g);
   void watch_pid(generation& g);
@@ -92,7 +90,6 @@ class supervisor {
   std::string restart_reason_;  // without --overlap: what starts the next one once restarting_ exits
   std::string deferred_change_;  // a --watch change that came during an upgrade
   unsigned fast_failures_ = 0;
-  uint64_t reap_retry_ms_ = 0;
   std::string pending_reason_;  // for the backoff and debounce timers
   std::vector<unsigned> waiters_;  // --reload requests waiting for the next generation to serve
   std::string unsent_;             // a notification the service manager could not take yet
