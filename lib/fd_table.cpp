@@ -25,7 +25,7 @@ long open_fd_count_from_proc(std::size_t table) noexcept {
   if (dir < 0) return -1;
   alignas(8) char buffer[8192];
   long entries = 0;
-  int saw_own_fd = 0;  // the directory's own fd was listed
+  bool saw_own_fd = false;  // the directory's own fd was listed
   while (true) {
     const long got = ::syscall(SYS_getdents64, dir, buffer, sizeof buffer);
     if (got < 0) {
@@ -44,12 +44,12 @@ long open_fd_count_from_proc(std::size_t table) noexcept {
       for (const char* d = name; *d >= '0' && *d <= '9' && fd < table; ++d) fd = fd * 10 + static_cast<std::size_t>(*d - '0');
       if (fd >= table) continue;
       ++entries;
-      if (fd == static_cast<std::size_t>(dir)) saw_own_fd = 1;
+      if (fd == static_cast<std::size_t>(dir)) saw_own_fd = true;
     }
   }
   ::close(dir);
-  if (saw_own_fd == 0) return -1;  // not the table this fd was opened in
-  return entries - 1;                   // the directory's own fd is not one of ours
+  if (!saw_own_fd) return -1;  // not the table this fd was opened in
+  return entries - 1;         // the directory's own fd is not one of ours
 }
 
 // Closed entries answer POLLNVAL: one poll() over the whole table.

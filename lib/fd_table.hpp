@@ -6,7 +6,7 @@
 namespace grace::detail {
 
 // Free entries below RLIMIT_NOFILE's soft limit: the limit less the open fds below it, listed in
-// /proc/self/fd; without /proc, one poll() over the table (a closed entry answers POLLNVAL).
+// /proc/thread-self/fd; without /proc, one poll() over the table (a closed entry answers POLLNVAL).
 // SIZE_MAX for a table too large to be worth counting (over 65,536 entries) or without a limit.
 std::size_t free_fd_count() noexcept;
 

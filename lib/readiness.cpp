@@ -53,14 +53,6 @@ int kept_readiness_fd() noexcept { return kept_ready_fd.load(); }
 
 unsigned generation() noexcept { return detail::startup_inheritance().generation; }
 
-void prepare_next_generation() noexcept {
-  try {
-    (void)detail::self_identity();
-  } catch (...) {
-    // No memory for the path: the first admission reads it, as without this call.
-  }
-}
-
 std::vector<pid_t> older_generations_alive() {
   std::vector<pid_t> out;
   for (const auto& p : detail::still_running(detail::startup_inheritance().ancestors)) out.push_back(p.pid);

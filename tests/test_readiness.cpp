@@ -245,7 +245,6 @@ TEST_CASE("the generation cap: one rule counts the older generations still runni
 }
 
 TEST_CASE("this process's identity is read once, and a child of fork() names itself, not its parent") {
-  grace::prepare_next_generation();
   const auto self = grace::detail::self_identity();
   CHECK(self.pid == getpid());
   CHECK(self.start_time == grace::detail::identify(getpid()).start_time);

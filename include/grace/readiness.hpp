@@ -22,10 +22,6 @@ GRACE_API unsigned generation() noexcept;
 // Older generations of this service that still run (draining), from GRACE_ANCESTORS: at most 64,
 // each checked against /proc (pid and start time), so a reused pid is never counted.
 GRACE_API std::vector<pid_t> older_generations_alive();
-// Reads, once, what admitting a next generation needs of this process itself (its start time,
-// from /proc), so that an upgrade or a takeover offer need not: call it off the event loop
-// once start-up is over. Without it the first admission reads it (and keeps it). Never throws.
-GRACE_API void prepare_next_generation() noexcept;
 // What the parent (or service manager) passed that was malformed and replaced by a safe
 // default: GRACE_GENERATION, GRACE_ANCESTORS, LISTEN_FDNAMES. One line each, to be logged.
 GRACE_API std::vector<std::string> inheritance_warnings();
